@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Builds (or reuses) the Debian bookworm root that the demo and the VM tests boot.
+#
+# Usage: build-rootfs.sh CACHE_DIR
+# Prints the path of the finished root directory on stdout. The root is cached under
+# CACHE_DIR/rootfs-<key>, where <key> digests this script and the exact kernel package
+# version, so a change to either rebuilds it; a half-built root is never reused.
+set -euo pipefail
+
+cache=${1:?usage: build-rootfs.sh CACHE_DIR}
+suite=bookworm
+mirror=${STRATUM_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+include=systemd-sysv,udev,kmod,libostree-1-1,e2fsprogs,util-linux
+mkdir -p "$cache"
+
+# Resolve the cloud kernel metapackage to the versioned kernel package it depends on.
+kpkg=$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+[ -n "$kpkg" ] || { echo "cannot resolve linux-image-cloud-amd64 (run apt-get update)" >&2; exit 1; }
+kver=${kpkg#linux-image-}
+kdeb_version=$(apt-cache show "$kpkg" | awk '/^Version:/ {print $2; exit}')
+
+key=$( { cat "$0"; echo "$suite $mirror $include $kpkg $kdeb_version"; } | sha256sum | cut -c1-16)
+root="$cache/rootfs-$key"
+if [ -f "$root.complete" ]; then
+    echo "$root"
+    exit 0
+fi
+
+debs="$cache/debs"
+mkdir -p "$debs"
+if ! ls "$debs/${kpkg}_"*.deb >/dev/null 2>&1; then
+    echo "downloading $kpkg $kdeb_version" >&2
+    (cd "$debs" && apt-get download -q "$kpkg" >&2)
+fi
+
+tmp="$root.tmp"
+rm -rf "$tmp"
+echo "debootstrap $suite into $tmp (about a minute)" >&2
+debootstrap --variant=minbase --include="$include" "$suite" "$tmp" "$mirror" >&2
+
+echo "unpacking kernel $kver" >&2
+dpkg-deb -x "$debs/${kpkg}_"*.deb "$tmp"
+depmod -b "$tmp" "$kver"
+
+# No password, no network: the guest is driven through its serial console and a data disk.
+echo stratum > "$tmp/etc/hostname"
+sed -i 's/^root:[^:]*:/root::/' "$tmp/etc/shadow"
+rm -f "$tmp/etc/machine-id" && touch "$tmp/etc/machine-id"
+apt-get clean -o RootDir="$tmp" >/dev/null 2>&1 || true
+rm -rf "$tmp/var/cache/apt/"*.bin "$tmp/var/lib/apt/lists/"*_Packages
+
+rm -rf "$root" "$root.complete"
+mv "$tmp" "$root"
+touch "$root.complete"
+echo "$root"
