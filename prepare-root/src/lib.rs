@@ -1,1 +1,66 @@
-//! placeholder
+//! `stratum-prepare-root`: the program that runs in the initramfs and turns a physical root
+//! device into the booted Stratum (OSTree-compatible) deployment.
+//!
+//! This file is the **boot contract**: the kernel argument names, marker files and paths that
+//! the admin tool (`deploy-tool`) and the initramfs generator write to. Keep these names stable.
+//!
+//! The pure, unit-tested parts are [`cmdline`], [`probe`], [`confine`], [`bootinfo`] and
+//! [`params`]; the rest ([`boot`], [`devices`], [`kmod`], [`mounts`], [`switchroot`],
+//! [`fatal`]) talk to the kernel and only make sense as PID 1 of an initramfs.
+
+#![deny(unsafe_code)]
+
+pub mod bootinfo;
+pub mod cmdline;
+pub mod confine;
+pub mod params;
+pub mod probe;
+
+pub mod boot;
+pub mod devices;
+pub mod error;
+pub mod fatal;
+pub mod kmod;
+pub mod mounts;
+pub mod switchroot;
+
+/// Kernel argument naming the deployment to boot (`ostree=/ostree/boot.N/<os>/<bootcsum>/<serial>`).
+pub const KARG_OSTREE: &str = "ostree";
+/// Marker file that many tools test for to detect an OSTree-style booted system.
+pub const OSTREE_BOOTED: &str = "/run/ostree-booted";
+/// What prepare-root decided, as JSON ([`bootinfo::BootInfo`]).
+pub const BOOT_JSON: &str = "/run/stratum/boot.json";
+/// Kernel modules to load, one absolute path per line, in dependency order (inside the initramfs).
+pub const MODULES_LOAD_LIST: &str = "/etc/stratum/modules.load";
+/// Free-form JSON object describing the initramfs, copied into `boot.json` (inside the initramfs).
+pub const INITRAMFS_INFO: &str = "/etc/stratum/initramfs.json";
+/// `/etc` files carried by an `initramfs-etc` overlay, one per line (inside the initramfs).
+pub const TRACKED_ETC_LIST: &str = "/etc/stratum/tracked-etc.list";
+/// Where images carry the static binary.
+pub const INSTALLED_PATH: &str = "/usr/lib/stratum/stratum-prepare-root";
+/// Default for `stratum.root-timeout=`: how long to wait for the root device.
+pub const DEFAULT_ROOT_TIMEOUT_SECS: u64 = 30;
+/// Default for `stratum.reboot-delay=`: how long the failure report stays on screen.
+pub const DEFAULT_REBOOT_DELAY_SECS: u64 = 10;
+
+/// `stratum.debug`: print every step with its timing on the console.
+pub const KARG_DEBUG: &str = "stratum.debug";
+/// `stratum.root-timeout=SECONDS`: bound on the wait for the root device.
+pub const KARG_ROOT_TIMEOUT: &str = "stratum.root-timeout";
+/// `stratum.reboot-delay=SECONDS`: delay before rebooting after a fatal error (0 = at once).
+pub const KARG_REBOOT_DELAY: &str = "stratum.reboot-delay";
+/// `stratum.emergency=reboot|halt`: what to do after a fatal error (default `reboot`).
+pub const KARG_EMERGENCY: &str = "stratum.emergency";
+/// `stratum.sysroot-rw`: leave `/sysroot` writable in the booted system.
+pub const KARG_SYSROOT_RW: &str = "stratum.sysroot-rw";
+
+/// Where the physical root filesystem is mounted inside the initramfs.
+pub const SYSROOT: &str = "/sysroot";
+/// Where the deployment is assembled before `switch_root`.
+pub const NEWROOT: &str = "/newroot";
+/// Init programs tried, in order, when `init=` is not given.
+pub const DEFAULT_INITS: &[&str] = &[
+    "/sbin/init",
+    "/lib/systemd/systemd",
+    "/usr/lib/systemd/systemd",
+];

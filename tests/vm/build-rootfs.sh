@@ -6,6 +6,7 @@
 # CACHE_DIR/rootfs-<key>, where <key> digests this script and the exact kernel package
 # version, so a change to either rebuilds it; a half-built root is never reused.
 set -euo pipefail
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin:$PATH
 
 cache=${1:?usage: build-rootfs.sh CACHE_DIR}
 suite=bookworm
@@ -40,7 +41,7 @@ debootstrap --variant=minbase --include="$include" "$suite" "$tmp" "$mirror" >&2
 
 echo "unpacking kernel $kver" >&2
 dpkg-deb -x "$debs/${kpkg}_"*.deb "$tmp"
-depmod -b "$tmp" "$kver"
+chroot "$tmp" /sbin/depmod "$kver"
 
 # No password, no network: the guest is driven through its serial console and a data disk.
 echo stratum > "$tmp/etc/hostname"

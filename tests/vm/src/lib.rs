@@ -1,1 +1,319 @@
-//! placeholder
+//! The VM test harness: builds real disk images with the real `stratum`, boots them in QEMU
+//! (OVMF + GRUB, TCG unless told otherwise), and reads back what happened.
+//!
+//! - The Debian root is built once by `build-rootfs.sh` and cached under `$STRATUM_CACHE`
+//!   (default `~/.cache/stratum`), keyed by its inputs.
+//! - A guest is that root plus Stratum installed with `make install DESTDIR=…` plus a small
+//!   systemd unit that runs a scenario script from a second virtio disk (label
+//!   `STRATUMTEST`) at the end of each boot and writes its observations back to that disk.
+//! - QEMU runs with `-nic none`, its serial console captured to a file; every run has a hard
+//!   timeout; the harness waits for QEMU to exit (the guest powers off), never for a fixed
+//!   time. Console logs of failed tests are kept under `target/vm-artifacts/`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+mod qemu;
+pub use qemu::{Boot, Qemu, QemuOutcome};
+
+/// Paths of the project and its build outputs.
+#[derive(Debug, Clone)]
+pub struct Project {
+    pub root: PathBuf,
+    pub cache: PathBuf,
+    pub artifacts: PathBuf,
+}
+
+impl Project {
+    /// Finds the project from this crate's location.
+    pub fn locate() -> Result<Project> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize()?;
+        let cache = match std::env::var_os("STRATUM_CACHE") {
+            Some(c) => PathBuf::from(c),
+            None => PathBuf::from(std::env::var_os("HOME").context("HOME is not set")?).join(".cache/stratum"),
+        };
+        let artifacts = root.join("target/vm-artifacts");
+        fs::create_dir_all(&artifacts)?;
+        fs::create_dir_all(&cache)?;
+        Ok(Project { root, cache, artifacts })
+    }
+
+    /// The `stratum` binary built by `make build`.
+    pub fn stratum(&self) -> PathBuf {
+        self.root.join("target/release/stratum")
+    }
+
+    /// The cached Debian root (built when missing).
+    pub fn debian_root(&self) -> Result<PathBuf> {
+        let out = Command::new("bash")
+            .arg(self.root.join("tests/vm/build-rootfs.sh"))
+            .arg(&self.cache)
+            .stderr(Stdio::inherit())
+            .output()
+            .context("running build-rootfs.sh")?;
+        if !out.status.success() {
+            bail!("building the Debian root failed");
+        }
+        Ok(PathBuf::from(String::from_utf8(out.stdout)?.trim()))
+    }
+
+    /// A scratch directory for one test, emptied first.
+    pub fn workdir(&self, name: &str) -> Result<PathBuf> {
+        let dir = self.root.join("target/vm-work").join(name);
+        remove_tree(&dir)?;
+        fs::create_dir_all(&dir)?;
+        Ok(dir)
+    }
+
+    /// Makes a guest root in `dir` from the Debian root: Stratum installed, the scenario
+    /// unit enabled. `customize` may add files (write new files only: the copy shares
+    /// inodes with the cache).
+    pub fn guest_root(&self, dir: &Path, customize: impl FnOnce(&Path) -> Result<()>) -> Result<PathBuf> {
+        let base = self.debian_root()?;
+        let root = dir.join("rootfs");
+        run(Command::new("cp").args(["-a", "--link"]).arg(&base).arg(&root))?;
+        run(Command::new("make")
+            .arg("-s")
+            .arg("-C")
+            .arg(&self.root)
+            .arg("install")
+            .arg(format!("DESTDIR={}", root.display())))?;
+        let guest = self.root.join("tests/vm/guest");
+        let lib = root.join("usr/lib/stratum-test");
+        fs::create_dir_all(&lib)?;
+        copy_new(&guest.join("run-scenario"), &lib.join("run-scenario"))?;
+        let unit = root.join("usr/lib/systemd/system/stratum-test-scenario.service");
+        copy_new(&guest.join("stratum-test-scenario.service"), &unit)?;
+        let wants = root.join("etc/systemd/system/multi-user.target.wants");
+        fs::create_dir_all(&wants)?;
+        let link = wants.join("stratum-test-scenario.service");
+        let _ = fs::remove_file(&link);
+        std::os::unix::fs::symlink("/usr/lib/systemd/system/stratum-test-scenario.service", &link)?;
+        // A serial getty would only add noise to the console log.
+        customize(&root)?;
+        Ok(root)
+    }
+
+    /// `stratum compose rootfs` of `rootfs` into `repo` on `refname`.
+    pub fn compose(&self, rootfs: &Path, repo: &Path, refname: &str, version: &str) -> Result<String> {
+        let out = run_output(
+            Command::new(self.stratum())
+                .args(["compose", "rootfs"])
+                .arg(rootfs)
+                .arg("--repo")
+                .arg(repo)
+                .args(["--ref", refname, "--version", version]),
+        )?;
+        Ok(out.trim().to_string())
+    }
+
+    /// `stratum install to-disk`; returns the parsed JSON result.
+    pub fn install_disk(&self, repo: &Path, refname: &str, image: &Path, workdir: &Path, kargs: &[&str]) -> Result<serde_json::Value> {
+        let mut cmd = Command::new(self.stratum());
+        cmd.args(["install", "to-disk", "--json", "--size", "3G"])
+            .arg("--repo")
+            .arg(repo)
+            .args(["--ref", refname])
+            .arg("--image")
+            .arg(image)
+            .arg("--workdir")
+            .arg(workdir);
+        for k in kargs {
+            cmd.arg("--karg").arg(k);
+        }
+        Ok(serde_json::from_str(&run_output(&mut cmd)?)?)
+    }
+}
+
+/// The second disk: carries `scenario.sh` in, and the guest's observations out.
+pub struct TestDisk {
+    pub image: PathBuf,
+}
+
+impl TestDisk {
+    /// Makes the test disk with `scenario` (a bash script defining `boot_1`, `boot_2`, …) and
+    /// any extra files (path in the disk, contents).
+    pub fn create(dir: &Path, scenario: &str, extra: &[(&str, &[u8])]) -> Result<TestDisk> {
+        let tree = dir.join("testdisk");
+        remove_tree(&tree)?;
+        fs::create_dir_all(tree.join("out"))?;
+        fs::write(tree.join("scenario.sh"), scenario)?;
+        for (p, data) in extra {
+            let path = tree.join(p);
+            fs::create_dir_all(path.parent().context("parent")?)?;
+            fs::write(path, data)?;
+        }
+        let image = dir.join("testdisk.img");
+        let f = fs::File::create(&image)?;
+        f.set_len(256 << 20)?;
+        drop(f);
+        run(Command::new("mkfs.ext4").args(["-q", "-F", "-L", "STRATUMTEST", "-d"]).arg(&tree).arg(&image))?;
+        Ok(TestDisk { image })
+    }
+
+    /// Reads back `out/` from the disk after the VM stopped.
+    pub fn results(&self, into: &Path) -> Result<Results> {
+        remove_tree(into)?;
+        fs::create_dir_all(into)?;
+        run(Command::new("debugfs")
+            .arg("-R")
+            .arg(format!("rdump /out {}", into.display()))
+            .arg(&self.image))?;
+        Ok(Results { dir: into.join("out") })
+    }
+}
+
+/// What the guest wrote: `boots`, `boot-N.log`, `boot-N.rc`, `boot-N.<name>`.
+pub struct Results {
+    pub dir: PathBuf,
+}
+
+impl Results {
+    /// How many boots ran the scenario.
+    pub fn boots(&self) -> u32 {
+        fs::read_to_string(self.dir.join("boots"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// An observation of boot `n`, trimmed; empty when absent.
+    pub fn get(&self, n: u32, name: &str) -> String {
+        fs::read_to_string(self.dir.join(format!("boot-{n}.{name}")))
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    }
+}
+
+/// Runs a command, failing with its output when it fails.
+pub fn run(cmd: &mut Command) -> Result<()> {
+    run_output(cmd).map(|_| ())
+}
+
+/// Runs a command and returns its stdout (stderr passes through to the test's output).
+pub fn run_output(cmd: &mut Command) -> Result<String> {
+    let out = cmd.stderr(Stdio::inherit()).output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}", out.status);
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn copy_new(src: &Path, dst: &Path) -> Result<()> {
+    let _ = fs::remove_file(dst);
+    fs::copy(src, dst).with_context(|| format!("copying {} to {}", src.display(), dst.display()))?;
+    Ok(())
+}
+
+/// Removes a tree, clearing immutable flags that deployments carry.
+pub fn remove_tree(dir: &Path) -> Result<()> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    if fs::remove_dir_all(dir).is_err() {
+        let _ = Command::new("chattr").arg("-R").arg("-i").arg(dir).stderr(Stdio::null()).status();
+        fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Seconds elapsed since `t`, for progress lines.
+pub fn secs(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64()
+}
+
+/// The default hard timeout of one VM run (all its boots).
+pub fn default_timeout() -> Duration {
+    let secs = std::env::var("STRATUM_VM_TIMEOUT").ok().and_then(|s| s.parse().ok()).unwrap_or(300);
+    Duration::from_secs(secs)
+}
+
+/// A composed and installed guest image.
+#[derive(Debug, Clone)]
+pub struct Image {
+    pub dir: PathBuf,
+    pub repo: PathBuf,
+    pub refname: String,
+    pub commit: String,
+    pub disk: PathBuf,
+    /// The staged sysroot that went into the disk (kept for inspection).
+    pub sysroot: PathBuf,
+    pub install: serde_json::Value,
+}
+
+/// The ref the tests and the demo compose to.
+pub const TEST_REF: &str = "debian/12/x86_64/stratum";
+
+impl Project {
+    /// Builds the guest root, composes it as `version` and installs it to a disk image in
+    /// `target/vm-work/<name>`, printing progress.
+    pub fn build_image(&self, name: &str, version: &str) -> Result<Image> {
+        let t = Instant::now();
+        let dir = self.workdir(name)?;
+        eprintln!("[{name}] preparing the guest root (Debian bookworm + Stratum)");
+        let root = self.guest_root(&dir, |_| Ok(()))?;
+        let repo = dir.join("repo");
+        eprintln!("[{name}] stratum compose rootfs → {} ({version})", TEST_REF);
+        let commit = self.compose(&root, &repo, TEST_REF, version)?;
+        remove_tree(&root)?;
+        let disk = dir.join("disk.img");
+        let stage = dir.join("install");
+        eprintln!("[{name}] stratum install to-disk → {}", disk.display());
+        let install = self.install_disk(&repo, TEST_REF, &disk, &stage, &["console=ttyS0"])?;
+        eprintln!("[{name}] image ready in {:.0} s: commit {commit}", secs(t));
+        Ok(Image {
+            dir,
+            repo,
+            refname: TEST_REF.to_string(),
+            commit,
+            disk,
+            sysroot: stage.join("sysroot"),
+            install,
+        })
+    }
+}
+
+impl Image {
+    /// A fresh copy of the disk (sparse), so each test boots a pristine machine.
+    pub fn copy_disk(&self, to: &Path) -> Result<PathBuf> {
+        run(Command::new("cp").arg("--sparse=always").arg(&self.disk).arg(to))?;
+        Ok(to.to_path_buf())
+    }
+
+    /// The root filesystem's `root=` argument as installed.
+    pub fn root_karg(&self) -> Option<String> {
+        self.install["kargs"]
+            .as_array()?
+            .iter()
+            .filter_map(|v| v.as_str())
+            .find(|k| k.starts_with("root="))
+            .map(str::to_string)
+    }
+
+    /// Boot files of the installed deployment on the staged sysroot (kernel, initramfs).
+    pub fn boot_files(&self) -> Result<(PathBuf, PathBuf)> {
+        let bootcsum = self.install["bootcsum"].as_str().context("bootcsum")?;
+        let dir = fs::read_dir(self.sysroot.join("boot/ostree"))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .find(|p| p.to_string_lossy().ends_with(bootcsum))
+            .context("boot files of the deployment")?;
+        let mut kernel = None;
+        let mut initrd = None;
+        for e in fs::read_dir(&dir)? {
+            let p = e?.path();
+            let n = p.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            if n.starts_with("vmlinuz-") {
+                kernel = Some(p);
+            } else if n.starts_with("initramfs-") {
+                initrd = Some(p);
+            }
+        }
+        Ok((kernel.context("vmlinuz")?, initrd.context("initramfs")?))
+    }
+}

@@ -1,0 +1,63 @@
+# Stratum: build, install, test, demo.
+#
+#   make demo        boot a freshly composed Debian image in QEMU and show what Stratum did
+#   make test        every test: unit, host integration, VM boots
+#   make install DESTDIR=ROOT   install Stratum into an OS root (as image builders do)
+#
+# The targets install the Debian packages they need (apt-get, only when missing).
+
+SHELL := /bin/bash
+CARGO ?= cargo
+PREFIX ?= /usr
+DESTDIR ?=
+TARGET := x86_64-unknown-linux-gnu
+RELEASE := target/release
+STATIC := target/$(TARGET)/release
+export STRATUM_CACHE ?= $(HOME)/.cache/stratum
+
+# Build and test dependencies (Debian 12 package names).
+DEB_PACKAGES := libostree-dev ostree pkg-config qemu-system-x86 ovmf debootstrap fdisk \
+	mtools dosfstools grub-efi-amd64-bin e2fsprogs cpio zstd kmod
+
+.PHONY: all deps build install test test-unit test-vm demo bench clean
+
+all: build
+
+deps:
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "Installing Debian packages:" $$missing; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+build: deps
+	$(CARGO) build --release --locked -p stratum -p stratum-initramfs
+	RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build --release --locked \
+		-p stratum-prepare-root --target $(TARGET)
+
+# Installs into DESTDIR at FHS paths. Does not build: run `make build` first (the
+# demo and tests do), so that installing into a root needs no compiler.
+install:
+	install -D -m 0755 $(RELEASE)/stratum $(DESTDIR)$(PREFIX)/bin/stratum
+	install -D -m 0755 $(RELEASE)/stratum-initramfs $(DESTDIR)$(PREFIX)/bin/stratum-initramfs
+	install -D -m 0755 $(STATIC)/stratum-prepare-root $(DESTDIR)$(PREFIX)/lib/stratum/stratum-prepare-root
+	install -D -m 0644 grub/stub.cfg.in $(DESTDIR)$(PREFIX)/lib/stratum/grub/stub.cfg.in
+	install -D -m 0755 grub/10_stratum $(DESTDIR)/etc/grub.d/10_stratum
+	for f in $$(cd systemd && ls); do \
+		install -D -m 0644 systemd/$$f $(DESTDIR)$(PREFIX)/lib/systemd/system/$$f; done
+	for f in $$(cd dracut && ls); do \
+		install -D -m 0755 dracut/$$f $(DESTDIR)$(PREFIX)/lib/dracut/modules.d/50stratum/$$f; done
+
+test-unit: build
+	$(CARGO) test --release --locked -p stratum-prepare-root -p stratum -p stratum-initramfs
+
+test-vm: build
+	$(CARGO) test --release --locked -p stratum-vmtests -- --test-threads=1
+
+test: test-unit test-vm
+
+demo: build
+	$(CARGO) run --release --locked -p stratum-vmtests --bin stratum-demo
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,164 @@
+//! `stratum compose rootfs`: turns a root filesystem directory into a bootable commit.
+//!
+//! The input directory is never modified: the layout rules run on a staging copy made of
+//! hardlinks (renames and new files in the copy do not touch the original), and everything
+//! that can fail is checked before the repository is touched, so an error leaves the
+//! repository as it was.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+
+use crate::layout;
+
+/// What to compose.
+#[derive(Debug, Clone)]
+pub struct ComposeOptions {
+    pub rootfs: PathBuf,
+    pub repo: PathBuf,
+    pub refname: String,
+    pub version: Option<String>,
+    pub kver: Option<String>,
+    pub keep_initramfs: bool,
+    pub no_overwrite: bool,
+    /// The static `stratum-prepare-root` to use as the initramfs's `/init`; by default the
+    /// one the root carries at [`stratum_prepare_root::INSTALLED_PATH`].
+    pub prepare_root: Option<PathBuf>,
+}
+
+/// The result of a compose.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ComposeResult {
+    pub commit: String,
+    #[serde(rename = "ref")]
+    pub refname: String,
+    pub version: Option<String>,
+    pub kernel: String,
+    pub initramfs_blake3: Option<String>,
+}
+
+/// Composes `opts.rootfs` into a commit on `opts.refname`.
+pub fn compose_rootfs(opts: &ComposeOptions) -> Result<ComposeResult> {
+    let start = Instant::now();
+    let meta = std::fs::metadata(&opts.rootfs)
+        .with_context(|| format!("reading root filesystem {}", opts.rootfs.display()))?;
+    if !meta.is_dir() {
+        bail!("{} is not a directory", opts.rootfs.display());
+    }
+    if opts.refname.is_empty() || opts.refname.contains("..") || opts.refname.starts_with('/') {
+        bail!("invalid ref name {:?}", opts.refname);
+    }
+    // Refuse early (before any work) when the ref exists and must not be moved.
+    if opts.no_overwrite && opts.repo.join("config").exists() {
+        let repo = crate::repo::open(&opts.repo)?;
+        if crate::repo::has_ref(&repo, &opts.refname)? {
+            bail!(
+                "ref {} exists in {} and --no-overwrite was given",
+                opts.refname,
+                opts.repo.display()
+            );
+        }
+    }
+    let kernel = layout::select_kernel(&opts.rootfs, opts.kver.as_deref())?;
+
+    let staging = Staging::new(&opts.rootfs)?;
+    let root = staging.root();
+    eprintln!("Staging {} ({})", opts.rootfs.display(), staging.how);
+    layout::apply(root, &kernel, opts.keep_initramfs)?;
+
+    let mut initramfs_blake3 = None;
+    if !opts.keep_initramfs {
+        let out = root
+            .join("usr/lib/modules")
+            .join(&kernel.kver)
+            .join("initramfs.img");
+        let bopts = stratum_initramfs::BuildOptions {
+            root: root.to_path_buf(),
+            kver: kernel.kver.clone(),
+            init: opts
+                .prepare_root
+                .clone()
+                .or_else(|| Some(opts.rootfs.join(stratum_prepare_root::INSTALLED_PATH.trim_start_matches('/')))),
+            modules: stratum_initramfs::DEFAULT_MODULES.iter().map(|s| s.to_string()).collect(),
+            source_date_epoch: source_date_epoch(),
+            zstd_level: 3,
+        };
+        let report = stratum_initramfs::build(&bopts, &out)
+            .with_context(|| format!("building the initramfs for kernel {}", kernel.kver))?;
+        eprintln!(
+            "Built initramfs for {}: {} modules, {} KiB",
+            kernel.kver,
+            report.modules.len(),
+            report.compressed_size / 1024
+        );
+        initramfs_blake3 = Some(report.blake3);
+    }
+
+    let repo = crate::repo::open_or_create(&opts.repo, ostree::RepoMode::Bare)?;
+    let subject = match &opts.version {
+        Some(v) => format!("{} {v}", opts.refname),
+        None => opts.refname.clone(),
+    };
+    eprintln!("Committing to {} ref {}", opts.repo.display(), opts.refname);
+    let commit = crate::repo::commit_dir(&repo, root, &opts.refname, opts.version.as_deref(), &subject)?;
+    eprintln!(
+        "Committed {commit} ({}) in {:.1} s",
+        opts.version.as_deref().unwrap_or("no version"),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(ComposeResult {
+        commit,
+        refname: opts.refname.clone(),
+        version: opts.version.clone(),
+        kernel: kernel.kver,
+        initramfs_blake3,
+    })
+}
+
+fn source_date_epoch() -> u64 {
+    std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A staging copy of a root filesystem, removed on drop.
+struct Staging {
+    // Kept for its Drop, which removes the staging tree.
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    how: &'static str,
+}
+
+impl Staging {
+    /// Copies `rootfs` as hardlinks next to it (same filesystem), or as a full copy in the
+    /// temporary directory when hardlinks are impossible.
+    fn new(rootfs: &Path) -> Result<Staging> {
+        let parent = rootfs
+            .canonicalize()?
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("/"));
+        if let Ok(dir) = tempfile::Builder::new().prefix(".stratum-compose-").tempdir_in(&parent) {
+            let linked = crate::cmd::run(
+                std::process::Command::new("cp")
+                    .args(["-a", "--link", "--"])
+                    .arg(rootfs)
+                    .arg(dir.path().join("root")),
+            );
+            if linked.is_ok() {
+                let root = dir.path().join("root");
+                return Ok(Staging { _dir: dir, root, how: "hardlinked copy" });
+            }
+        }
+        let dir = tempfile::Builder::new().prefix("stratum-compose-").tempdir()?;
+        let root = dir.path().join("root");
+        crate::fsutil::copy_tree(rootfs, &root)?;
+        Ok(Staging { _dir: dir, root, how: "full copy" })
+    }
+
+    fn root(&self) -> &Path {
+        &self.root
+    }
+}

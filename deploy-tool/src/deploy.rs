@@ -1,0 +1,141 @@
+//! Creating a deployment: a hardlink checkout of a commit with its own `/etc` and origin.
+//!
+//! The checkout is made under a temporary name and renamed into place only when complete, so
+//! a crash never leaves a half-built deployment under a name the boot set could refer to.
+
+use std::fs;
+use std::io::Read;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+
+use crate::fsutil;
+use crate::origin::Origin;
+use crate::sysroot::{Deployment, Sysroot};
+
+/// What to deploy.
+#[derive(Debug, Clone)]
+pub struct NewDeployment<'a> {
+    pub stateroot: &'a str,
+    pub commit: &'a str,
+    pub origin: Origin,
+    pub kargs: Vec<String>,
+}
+
+/// Checks out `nd.commit` from the sysroot's repository as a new deployment directory and
+/// returns it (not yet in the boot set: that is the bootloader writer's job).
+pub fn create(sysroot: &Sysroot, repo: &ostree::Repo, nd: &NewDeployment) -> Result<Deployment> {
+    let deploy_dir = sysroot.stateroot_dir(nd.stateroot).join("deploy");
+    fs::create_dir_all(&deploy_dir).with_context(|| format!("creating {}", deploy_dir.display()))?;
+    remove_partial_checkouts(&deploy_dir)?;
+    let serial = next_serial(&deploy_dir, nd.commit)?;
+    let name = format!("{}.{serial}", nd.commit);
+    let partial = deploy_dir.join(format!(".{name}.partial"));
+    crate::repo::checkout(repo, nd.commit, &partial)?;
+    crate::failpoint("deploy::after-checkout")?;
+
+    // /etc starts as a copy of the image's defaults; it must not share inodes with the
+    // repository, or an edit in /etc would corrupt the repository's objects.
+    let usr_etc = partial.join("usr/etc");
+    if !usr_etc.is_dir() {
+        bail!("commit {} has no /usr/etc; was it made with `stratum compose`?", nd.commit);
+    }
+    fsutil::copy_tree(&usr_etc, &partial.join("etc"))?;
+    let kver = find_kver(&partial)?;
+    let bootcsum = boot_checksum(&partial.join("usr/lib/modules").join(&kver))?;
+
+    fsutil::atomic_write(
+        &deploy_dir.join(format!("{name}.origin")),
+        nd.origin.to_text().as_bytes(),
+        0o644,
+    )?;
+    fsutil::fsync_dir(&partial)?;
+    fs::rename(&partial, deploy_dir.join(&name))
+        .with_context(|| format!("renaming {} into place", partial.display()))?;
+    fsutil::fsync_dir(&deploy_dir)?;
+    crate::failpoint("deploy::after-rename")?;
+    Ok(Deployment {
+        stateroot: nd.stateroot.to_string(),
+        checksum: nd.commit.to_string(),
+        serial,
+        bootcsum,
+        bootserial: 0,
+        kver,
+        kargs: nd.kargs.clone(),
+    })
+}
+
+/// Removes checkouts a crash left behind (they were never part of a boot set).
+fn remove_partial_checkouts(deploy_dir: &Path) -> Result<()> {
+    for e in fs::read_dir(deploy_dir)? {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') && name.ends_with(".partial") {
+            tracing::info!("removing interrupted checkout {name}");
+            fsutil::remove_any(&e.path())?;
+        }
+    }
+    Ok(())
+}
+
+fn next_serial(deploy_dir: &Path, commit: &str) -> Result<u32> {
+    let mut serial = 0;
+    while deploy_dir.join(format!("{commit}.{serial}")).exists() {
+        serial += 1;
+    }
+    Ok(serial)
+}
+
+/// The kernel version of a deployment: the one `usr/lib/modules/<kver>` with a `vmlinuz`.
+pub fn find_kver(root: &Path) -> Result<String> {
+    let dir = root.join("usr/lib/modules");
+    let mut found = Vec::new();
+    for e in fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+        let e = e?;
+        if e.path().join("vmlinuz").is_file() {
+            found.push(e.file_name().to_string_lossy().into_owned());
+        }
+    }
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => bail!("no kernel in {} (expected usr/lib/modules/<kver>/vmlinuz)", root.display()),
+        _ => bail!("several kernels in {}: {}", root.display(), found.join(", ")),
+    }
+}
+
+/// OSTree's boot checksum: SHA-256 over the kernel and then the initramfs.
+pub fn boot_checksum(moddir: &Path) -> Result<String> {
+    let mut h = Sha256::new();
+    for name in ["vmlinuz", "initramfs.img"] {
+        let path = moddir.join(name);
+        let mut f = fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boot_checksum_matches_ostree() {
+        // `ostree admin deploy` of a tree whose vmlinuz is "kernel\n" and initramfs.img is
+        // "initrd\n" puts its boot files in default-ff6d610a….
+        let d = tempfile::tempdir().unwrap();
+        fs::write(d.path().join("vmlinuz"), "kernel\n").unwrap();
+        fs::write(d.path().join("initramfs.img"), "initrd\n").unwrap();
+        assert_eq!(
+            boot_checksum(d.path()).unwrap(),
+            "ff6d610a0f0d84602d9e2878eb3a16a850f2d31faa2f14108006723892a17899"
+        );
+    }
+}

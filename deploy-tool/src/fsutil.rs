@@ -1,0 +1,150 @@
+//! Small filesystem primitives shared by every writer of the sysroot and `/boot`.
+//!
+//! Everything that changes the boot set goes through these helpers so that each step is
+//! durable before the next one starts: data is fsynced before it is renamed into place, and the
+//! directory holding the rename is fsynced after it.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{symlink, OpenOptionsExt};
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+/// Writes `contents` to `path` atomically: a temporary file in the same directory is written,
+/// fsynced and renamed over `path`; then the directory is fsynced.
+pub fn atomic_write(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
+    let dir = parent_of(path)?;
+    let name = file_name(path)?;
+    let tmp = dir.join(format!(".{name}.tmp"));
+    {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)
+            .with_context(|| format!("creating {}", tmp.display()))?;
+        f.write_all(contents)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        f.sync_all()
+            .with_context(|| format!("fsync {}", tmp.display()))?;
+    }
+    fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    fsync_dir(dir)
+}
+
+/// Points the symlink `link` at `target` atomically (a new link is renamed over the old one).
+pub fn atomic_symlink(target: &str, link: &Path) -> Result<()> {
+    let dir = parent_of(link)?;
+    let tmp = dir.join(format!(".{}.tmp", file_name(link)?));
+    let _ = fs::remove_file(&tmp);
+    symlink(target, &tmp).with_context(|| format!("creating symlink {}", tmp.display()))?;
+    fs::rename(&tmp, link)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), link.display()))?;
+    fsync_dir(dir)
+}
+
+/// fsyncs a directory so that renames and new entries in it are durable.
+pub fn fsync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("fsync directory {}", dir.display()))
+}
+
+/// Copies a regular file and fsyncs the copy. The copy is written under a temporary name and
+/// renamed, so a crash never leaves a truncated file under the final name.
+pub fn copy_file_durable(src: &Path, dst: &Path) -> Result<()> {
+    let dir = parent_of(dst)?;
+    let tmp = dir.join(format!(".{}.tmp", file_name(dst)?));
+    fs::copy(src, &tmp)
+        .with_context(|| format!("copying {} to {}", src.display(), tmp.display()))?;
+    File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("fsync {}", tmp.display()))?;
+    fs::rename(&tmp, dst)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), dst.display()))?;
+    Ok(())
+}
+
+/// fsyncs every file and directory below `dir` (and `dir` itself).
+pub fn fsync_tree(dir: &Path) -> Result<()> {
+    for entry in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let entry = entry?;
+        let ft = entry.file_type()?;
+        if ft.is_dir() {
+            fsync_tree(&entry.path())?;
+        } else if ft.is_file() {
+            File::open(entry.path())
+                .and_then(|f| f.sync_all())
+                .with_context(|| format!("fsync {}", entry.path().display()))?;
+        }
+    }
+    fsync_dir(dir)
+}
+
+/// Removes `path` whatever it is (file, symlink or directory tree); a missing path is fine.
+pub fn remove_any(path: &Path) -> Result<()> {
+    match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("stat {}", path.display())),
+        Ok(m) if m.is_dir() => {
+            fs::remove_dir_all(path).with_context(|| format!("removing {}", path.display()))
+        }
+        Ok(_) => fs::remove_file(path).with_context(|| format!("removing {}", path.display())),
+    }
+}
+
+/// Copies a directory tree preserving modes, ownership, timestamps, symlinks and xattrs
+/// (`cp -a`). Used where the copy must not share inodes with its source, e.g. a deployment's
+/// writable `/etc`, whose files would otherwise be hardlinks into the repository.
+pub fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
+    crate::cmd::run(
+        std::process::Command::new("cp")
+            .arg("-a")
+            .arg("--reflink=auto")
+            .arg("--")
+            .arg(src)
+            .arg(dst),
+    )
+    .with_context(|| format!("copying {} to {}", src.display(), dst.display()))
+}
+
+fn parent_of(path: &Path) -> Result<&Path> {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .or(Some(Path::new(".")))
+        .with_context(|| format!("{} has no parent directory", path.display()))
+}
+
+fn file_name(path: &Path) -> Result<String> {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .with_context(|| format!("{} has no file name", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temp() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        atomic_write(&p, b"one", 0o644).unwrap();
+        atomic_write(&p, b"two", 0o600).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        let names: Vec<_> = fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("f")]);
+    }
+
+    #[test]
+    fn atomic_symlink_swaps() {
+        let d = tempfile::tempdir().unwrap();
+        let l = d.path().join("loader");
+        atomic_symlink("loader.0", &l).unwrap();
+        atomic_symlink("loader.1", &l).unwrap();
+        assert_eq!(fs::read_link(&l).unwrap(), Path::new("loader.1"));
+    }
+}

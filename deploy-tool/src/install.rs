@@ -1,0 +1,145 @@
+//! `stratum install`: a new sysroot from a commit, in a directory or as a bootable disk image.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use crate::bootloader::{self, BootDeployment, WriterOptions};
+use crate::deploy::{self, NewDeployment};
+use crate::disk;
+use crate::origin::Origin;
+use crate::sysroot::Sysroot;
+
+/// What to install.
+#[derive(Debug, Clone)]
+pub struct InstallOptions {
+    pub repo: PathBuf,
+    pub refname: String,
+    pub stateroot: String,
+    /// Kernel arguments besides `ostree=` (and, for disks, `root=`/`rw`, added first).
+    pub kargs: Vec<String>,
+}
+
+/// The result of an install.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct InstallResult {
+    pub commit: String,
+    pub deployment: String,
+    pub bootcsum: String,
+    pub kargs: Vec<String>,
+}
+
+/// Writes a complete sysroot into the directory `dest` (its `boot/` holds the boot set):
+/// repository with the commit, stateroot, one deployment, bootloader entries. `fstab` lines
+/// are written into the deployment's `/etc/fstab`.
+pub fn to_filesystem(dest: &Path, opts: &InstallOptions, fstab: &str) -> Result<InstallResult> {
+    let sysroot = Sysroot::new(dest);
+    sysroot.init(&opts.stateroot)?;
+    let repo = crate::repo::open_or_create(&sysroot.repo_path(), ostree::RepoMode::Bare)?;
+    eprintln!("Copying {} from {}", opts.refname, opts.repo.display());
+    let commit = crate::repo::pull_local(&repo, &opts.repo, &opts.refname)?;
+    let info = crate::repo::commit_info(&repo, &commit)?;
+    eprintln!("Deploying {commit} ({})", info.version.as_deref().unwrap_or("no version"));
+    let dep = deploy::create(
+        &sysroot,
+        &repo,
+        &NewDeployment {
+            stateroot: &opts.stateroot,
+            commit: &commit,
+            origin: Origin::for_refspec(&opts.refname),
+            kargs: opts.kargs.clone(),
+        },
+    )?;
+    let root = sysroot.path.join(dep.relpath());
+    if !fstab.is_empty() {
+        let path = root.join("etc/fstab");
+        let mut text = fs::read_to_string(&path).unwrap_or_default();
+        text.push_str(fstab);
+        crate::fsutil::atomic_write(&path, text.as_bytes(), 0o644)?;
+    }
+    let title = bootloader::os_pretty_name(&root) + &info.version.map(|v| format!(" {v}")).unwrap_or_default();
+    bootloader::write_boot_set(
+        &sysroot,
+        &[BootDeployment { deployment: dep.clone(), title }],
+        &WriterOptions::default(),
+    )?;
+    Ok(InstallResult {
+        commit,
+        deployment: dep.relpath().to_string_lossy().into_owned(),
+        bootcsum: dep.bootcsum,
+        kargs: dep.kargs,
+    })
+}
+
+/// Sizes of the fixed partitions.
+const ESP_SIZE: u64 = 64 << 20;
+const BOOT_SIZE: u64 = 512 << 20;
+
+/// Writes a bootable GPT disk image (UEFI): ESP with GRUB, ext4 `/boot`, ext4 root holding
+/// the sysroot. The image appears under its name only when complete. With `workdir`, the
+/// staged sysroot is kept there for inspection.
+pub fn to_disk(image: &Path, size: u64, opts: &InstallOptions, workdir: Option<&Path>) -> Result<InstallResult> {
+    let tmp;
+    let work = match workdir {
+        Some(w) => {
+            crate::fsutil::remove_any(w)?;
+            fs::create_dir_all(w).with_context(|| format!("creating {}", w.display()))?;
+            w.to_path_buf()
+        }
+        None => {
+            let parent = image.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            tmp = tempfile::Builder::new().prefix(".stratum-install-").tempdir_in(parent)?;
+            tmp.path().to_path_buf()
+        }
+    };
+    let (esp_uuid, boot_uuid, root_uuid) = (disk::random_uuid()?, disk::random_uuid()?, disk::random_uuid()?);
+    let esp_id = esp_uuid.replace('-', "")[..8].to_uppercase();
+    let esp_fs_uuid = format!("{}-{}", &esp_id[..4], &esp_id[4..]);
+    let mut kargs = vec![format!("root=UUID={root_uuid}"), "rw".to_string()];
+    kargs.extend(opts.kargs.iter().cloned());
+    let fstab = format!(
+        "# Written by stratum install to-disk.\n\
+         UUID={boot_uuid} /boot ext4 defaults,nodev,nosuid 0 2\n\
+         UUID={esp_fs_uuid} /boot/efi vfat umask=0077,shortname=winnt,nofail 0 2\n"
+    );
+    let sysroot_dir = work.join("sysroot");
+    let result = to_filesystem(&sysroot_dir, &InstallOptions { kargs, ..opts.clone() }, &fstab)?;
+    fs::create_dir_all(sysroot_dir.join("boot/efi"))?;
+
+    eprintln!("Building the disk image {}", image.display());
+    let efi = work.join("BOOTX64.EFI");
+    disk::grub_efi(&efi, &boot_uuid, &work)?;
+    let esp_img = work.join("esp.img");
+    disk::mkfs_esp(&esp_img, ESP_SIZE, &esp_id, &[("EFI/BOOT/BOOTX64.EFI", &efi)])?;
+    let boot_img = work.join("boot.img");
+    disk::mkfs_ext4(&boot_img, BOOT_SIZE, "boot", &boot_uuid, &sysroot_dir.join("boot"))?;
+    // The root filesystem gets an empty /boot: the boot partition is mounted there. The boot
+    // tree is set aside while the root image is made, then put back so the staged sysroot
+    // stays whole for inspection.
+    let root_size = size
+        .checked_sub(ESP_SIZE + BOOT_SIZE + (2 << 20))
+        .with_context(|| format!("disk size {size} is too small"))?;
+    let aside = work.join("boot-aside");
+    fs::rename(sysroot_dir.join("boot"), &aside)?;
+    fs::create_dir(sysroot_dir.join("boot"))?;
+    let root_img = work.join("root.img");
+    let made = disk::mkfs_ext4(&root_img, root_size, "root", &root_uuid, &sysroot_dir);
+    fs::remove_dir(sysroot_dir.join("boot"))?;
+    fs::rename(&aside, sysroot_dir.join("boot"))?;
+    made?;
+
+    let partial = image.with_extension("partial");
+    let parts = [
+        disk::Partition { name: "EFI-SYSTEM", type_guid: disk::ESP_TYPE, size: ESP_SIZE, image: esp_img },
+        disk::Partition { name: "boot", type_guid: disk::XBOOTLDR_TYPE, size: BOOT_SIZE, image: boot_img },
+        disk::Partition { name: "root", type_guid: disk::ROOT_TYPE, size: root_size, image: root_img },
+    ];
+    let partuuids = [disk::random_uuid()?, disk::random_uuid()?, disk::random_uuid()?];
+    disk::assemble(&partial, size, &parts, &partuuids)?;
+    for p in &parts {
+        let _ = fs::remove_file(&p.image);
+    }
+    fs::rename(&partial, image).with_context(|| format!("renaming {} to {}", partial.display(), image.display()))?;
+    Ok(result)
+}

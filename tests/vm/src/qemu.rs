@@ -1,0 +1,133 @@
+//! Running QEMU: OVMF + a disk image (or a direct kernel boot), serial console to a file,
+//! hard timeout, waiting for QEMU's own exit.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+/// How the machine boots.
+#[derive(Debug, Clone)]
+pub enum Boot {
+    /// UEFI firmware (OVMF) and the disk's own bootloader.
+    Uefi,
+    /// `-kernel/-initrd/-append`, without firmware or bootloader.
+    Direct { kernel: PathBuf, initrd: PathBuf, append: String },
+}
+
+/// A QEMU machine.
+#[derive(Debug, Clone)]
+pub struct Qemu {
+    pub disks: Vec<PathBuf>,
+    pub boot: Boot,
+    pub memory_mib: u32,
+    pub timeout: Duration,
+    /// Exit instead of rebooting (for tests that expect a reboot request).
+    pub no_reboot: bool,
+    /// Where the serial console is written.
+    pub console: PathBuf,
+    /// Copy console lines to stderr as they come (the demo).
+    pub echo: bool,
+}
+
+/// How a run ended.
+#[derive(Debug)]
+pub struct QemuOutcome {
+    pub timed_out: bool,
+    pub console: String,
+    pub elapsed: Duration,
+}
+
+impl Qemu {
+    pub fn new(console: PathBuf) -> Qemu {
+        Qemu {
+            disks: Vec::new(),
+            boot: Boot::Uefi,
+            memory_mib: 1024,
+            timeout: crate::default_timeout(),
+            no_reboot: false,
+            console,
+            echo: std::env::var_os("STRATUM_VM_ECHO").is_some(),
+        }
+    }
+
+    fn command(&self, vars: &Path) -> Command {
+        let mut c = Command::new("qemu-system-x86_64");
+        let accel = std::env::var("STRATUM_QEMU_ACCEL").unwrap_or_else(|_| "tcg".into());
+        c.args(["-machine", "q35", "-accel", &accel, "-cpu", "max", "-smp", "2"])
+            .args(["-m", &self.memory_mib.to_string()])
+            .args(["-nographic", "-nic", "none", "-serial", "stdio", "-monitor", "none"]);
+        if self.no_reboot {
+            c.arg("-no-reboot");
+        }
+        match &self.boot {
+            Boot::Uefi => {
+                c.args(["-drive", "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd"]);
+                c.arg("-drive").arg(format!("if=pflash,format=raw,unit=1,file={}", vars.display()));
+            }
+            Boot::Direct { kernel, initrd, append } => {
+                c.arg("-kernel").arg(kernel).arg("-initrd").arg(initrd).arg("-append").arg(append);
+            }
+        }
+        for d in &self.disks {
+            c.arg("-drive").arg(format!("file={},format=raw,if=virtio", d.display()));
+        }
+        c
+    }
+
+    /// Runs the machine until QEMU exits (the guest powered off, or rebooted with
+    /// `no_reboot`) or the timeout passes (then QEMU is killed).
+    pub fn run(&self) -> Result<QemuOutcome> {
+        let vars = self.console.with_extension("ovmf-vars.fd");
+        fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars).context("copying OVMF variables (install ovmf)")?;
+        let start = Instant::now();
+        let mut child = self
+            .command(&vars)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting qemu-system-x86_64 (install qemu-system-x86)")?;
+        let stdout = child.stdout.take().context("qemu stdout")?;
+        let mut log = fs::File::create(&self.console)?;
+        let echo = self.echo;
+        let (tx, rx) = mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            let mut all = String::new();
+            for line in BufReader::new(stdout).split(b'\n') {
+                let Ok(line) = line else { break };
+                let text = String::from_utf8_lossy(&line).replace('\r', "");
+                let _ = writeln!(log, "{text}");
+                if echo {
+                    eprintln!("{text}");
+                }
+                all.push_str(&text);
+                all.push('\n');
+            }
+            let _ = tx.send(all);
+        });
+        // Wait for QEMU itself; poll its status with a short period only to enforce the
+        // deadline (the wait is for the process, not a guess at readiness).
+        let mut timed_out = false;
+        loop {
+            if child.try_wait()?.is_some() {
+                break;
+            }
+            if start.elapsed() > self.timeout {
+                timed_out = true;
+                let _ = child.kill();
+                let _ = child.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let console = rx.recv_timeout(Duration::from_secs(10)).unwrap_or_default();
+        let _ = reader.join();
+        let _ = fs::remove_file(&vars);
+        Ok(QemuOutcome { timed_out, console, elapsed: start.elapsed() })
+    }
+}
