@@ -63,7 +63,9 @@ impl Entry {
 
     /// The entry's `version` as a number, used to sort entries (highest first).
     pub fn sort_version(&self) -> u64 {
-        self.get("version").and_then(|v| v.parse().ok()).unwrap_or(0)
+        self.get("version")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
     }
 }
 

@@ -41,13 +41,19 @@ pub struct WriterOptions {
 
 impl Default for WriterOptions {
     fn default() -> Self {
-        WriterOptions { grub_timeout_secs: 1 }
+        WriterOptions {
+            grub_timeout_secs: 1,
+        }
     }
 }
 
 /// Writes `deployments` (default first) as the new boot set of `sysroot`. `bootserial` of
 /// each deployment is assigned here. Returns the new bootversion.
-pub fn write_boot_set(sysroot: &Sysroot, deployments: &[BootDeployment], opts: &WriterOptions) -> Result<u8> {
+pub fn write_boot_set(
+    sysroot: &Sysroot,
+    deployments: &[BootDeployment],
+    opts: &WriterOptions,
+) -> Result<u8> {
     let boot = sysroot.boot();
     let new_bv = match sysroot.bootversion()? {
         Some(b) => 1 - b,
@@ -69,7 +75,8 @@ pub fn write_boot_set(sysroot: &Sysroot, deployments: &[BootDeployment], opts: &
     let gen = boot.join(format!("loader.{new_bv}"));
     fsutil::remove_any(&gen)?;
     let entries_dir = gen.join("entries");
-    fs::create_dir_all(&entries_dir).with_context(|| format!("creating {}", entries_dir.display()))?;
+    fs::create_dir_all(&entries_dir)
+        .with_context(|| format!("creating {}", entries_dir.display()))?;
     let n = deployments.len();
     let mut menu = Vec::new();
     for (i, d) in deployments.iter().enumerate() {
@@ -79,7 +86,10 @@ pub fn write_boot_set(sysroot: &Sysroot, deployments: &[BootDeployment], opts: &
         let linux = format!("{bootdir}/vmlinuz-{}", dep.kver);
         let initrd = format!("{bootdir}/initramfs-{}.img", dep.kver);
         let mut kargs = dep.kargs.clone();
-        kargs.push(format!("ostree=/ostree/boot.{new_bv}/{}/{}/{}", dep.stateroot, dep.bootcsum, dep.bootserial));
+        kargs.push(format!(
+            "ostree=/ostree/boot.{new_bv}/{}/{}/{}",
+            dep.stateroot, dep.bootcsum, dep.bootserial
+        ));
         let title = format!("{} (ostree:{i})", d.title);
         let mut e = bls::Entry::default();
         e.set("title", &title);
@@ -97,7 +107,12 @@ pub fn write_boot_set(sysroot: &Sysroot, deployments: &[BootDeployment], opts: &
             kargs,
         });
     }
-    let cfg = grubcfg::render(&menu, &grubcfg::MenuOptions { timeout_secs: opts.grub_timeout_secs });
+    let cfg = grubcfg::render(
+        &menu,
+        &grubcfg::MenuOptions {
+            timeout_secs: opts.grub_timeout_secs,
+        },
+    );
     fs::write(gen.join("grub.cfg"), cfg).context("writing grub.cfg")?;
     fsutil::fsync_tree(&gen)?;
     fsutil::fsync_dir(&boot)?;
@@ -125,7 +140,10 @@ fn assign_bootserials(deployments: &[BootDeployment]) -> Vec<BootDeployment> {
     deployments
         .iter()
         .map(|d| {
-            let key = (d.deployment.stateroot.clone(), d.deployment.bootcsum.clone());
+            let key = (
+                d.deployment.stateroot.clone(),
+                d.deployment.bootcsum.clone(),
+            );
             let n = seen.entry(key).or_insert(0);
             let mut d = d.clone();
             d.deployment.bootserial = *n;
@@ -136,7 +154,10 @@ fn assign_bootserials(deployments: &[BootDeployment]) -> Vec<BootDeployment> {
 }
 
 fn boot_files_dir(sysroot: &Sysroot, d: &Deployment) -> PathBuf {
-    sysroot.boot().join("ostree").join(format!("{}-{}", d.stateroot, d.bootcsum))
+    sysroot
+        .boot()
+        .join("ostree")
+        .join(format!("{}-{}", d.stateroot, d.bootcsum))
 }
 
 fn install_boot_files(sysroot: &Sysroot, d: &Deployment) -> Result<()> {
@@ -146,7 +167,11 @@ fn install_boot_files(sysroot: &Sysroot, d: &Deployment) -> Result<()> {
     if dest.join(&vmlinuz).is_file() && dest.join(&initramfs).is_file() {
         return Ok(());
     }
-    let src = sysroot.path.join(d.relpath()).join("usr/lib/modules").join(&d.kver);
+    let src = sysroot
+        .path
+        .join(d.relpath())
+        .join("usr/lib/modules")
+        .join(&d.kver);
     let parent = dest.parent().context("boot files parent")?;
     fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     let tmp = parent.join(format!(".{}.tmp", d.bootcsum));
@@ -156,7 +181,8 @@ fn install_boot_files(sysroot: &Sysroot, d: &Deployment) -> Result<()> {
     fsutil::copy_file_durable(&src.join("initramfs.img"), &tmp.join(&initramfs))?;
     fsutil::fsync_dir(&tmp)?;
     fsutil::remove_any(&dest)?;
-    fs::rename(&tmp, &dest).with_context(|| format!("renaming {} to {}", tmp.display(), dest.display()))?;
+    fs::rename(&tmp, &dest)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), dest.display()))?;
     fsutil::fsync_dir(parent)
 }
 
@@ -183,7 +209,10 @@ fn write_bootlinks(sysroot: &Sysroot, bv: u8, deployments: &[BootDeployment]) ->
 }
 
 fn remove_unused_boot_files(sysroot: &Sysroot, deployments: &[BootDeployment]) -> Result<()> {
-    let keep: BTreeSet<PathBuf> = deployments.iter().map(|d| boot_files_dir(sysroot, &d.deployment)).collect();
+    let keep: BTreeSet<PathBuf> = deployments
+        .iter()
+        .map(|d| boot_files_dir(sysroot, &d.deployment))
+        .collect();
     let dir = sysroot.boot().join("ostree");
     for e in fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
         let p = e?.path();

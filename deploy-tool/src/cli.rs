@@ -171,8 +171,18 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<()> {
         }
         Command::Install(InstallCmd::ToDisk(o)) => {
             let size = crate::disk::parse_size(&o.size)?;
-            let r = crate::install::to_disk(&o.image, size, &install_options(&cli, &o.source)?, o.workdir.as_deref())?;
-            eprintln!("Wrote {} ({} MiB) with deployment {}", o.image.display(), size >> 20, r.deployment);
+            let r = crate::install::to_disk(
+                &o.image,
+                size,
+                &install_options(&cli, &o.source)?,
+                o.workdir.as_deref(),
+            )?;
+            eprintln!(
+                "Wrote {} ({} MiB) with deployment {}",
+                o.image.display(),
+                size >> 20,
+                r.deployment
+            );
             print_result(o.source.json, &r, &r.commit)
         }
         Command::Install(InstallCmd::ToFilesystem(o)) => {
@@ -191,7 +201,10 @@ fn install_options(cli: &Cli, s: &InstallSource) -> Result<crate::install::Insta
             bail!("--karg {k}: ostree= is written by stratum itself");
         }
     }
-    let stateroot = cli.stateroot.clone().unwrap_or_else(|| "default".to_string());
+    let stateroot = cli
+        .stateroot
+        .clone()
+        .unwrap_or_else(|| "default".to_string());
     crate::sysroot::validate_stateroot(&stateroot)?;
     Ok(crate::install::InstallOptions {
         repo: s.repo.clone(),
@@ -214,7 +227,9 @@ fn print_result<T: serde::Serialize>(json: bool, value: &T, plain: &str) -> Resu
 fn default_sysroot(cli: &Cli) -> Sysroot {
     match &cli.sysroot {
         Some(p) => Sysroot::new(p),
-        None if std::path::Path::new(stratum_prepare_root::OSTREE_BOOTED).exists() => Sysroot::new("/sysroot"),
+        None if std::path::Path::new(stratum_prepare_root::OSTREE_BOOTED).exists() => {
+            Sysroot::new("/sysroot")
+        }
         None => Sysroot::new("/"),
     }
 }
@@ -249,19 +264,46 @@ mod tests {
     #[test]
     fn parses_install_to_disk() {
         let cli = Cli::try_parse_from([
-            "stratum", "install", "to-disk", "--repo", "r", "--ref", "x", "--image", "d.img", "--karg", "console=ttyS0",
+            "stratum",
+            "install",
+            "to-disk",
+            "--repo",
+            "r",
+            "--ref",
+            "x",
+            "--image",
+            "d.img",
+            "--karg",
+            "console=ttyS0",
         ])
         .unwrap();
-        let Command::Install(InstallCmd::ToDisk(o)) = cli.command else { panic!() };
+        let Command::Install(InstallCmd::ToDisk(o)) = cli.command else {
+            panic!()
+        };
         assert_eq!(o.source.kargs, vec!["console=ttyS0"]);
         assert_eq!(o.size, "4G");
     }
 
     #[test]
     fn bad_kargs_are_refused() {
-        let cli = Cli::try_parse_from(["stratum", "install", "to-filesystem", "--repo", "r", "--ref", "x", "d"]).unwrap();
+        let cli = Cli::try_parse_from([
+            "stratum",
+            "install",
+            "to-filesystem",
+            "--repo",
+            "r",
+            "--ref",
+            "x",
+            "d",
+        ])
+        .unwrap();
         for bad in ["a\nb", "", "ostree=/x"] {
-            let s = InstallSource { repo: "r".into(), refname: "x".into(), kargs: vec![bad.into()], json: false };
+            let s = InstallSource {
+                repo: "r".into(),
+                refname: "x".into(),
+                kargs: vec![bad.into()],
+                json: false,
+            };
             assert!(install_options(&cli, &s).is_err(), "{bad:?}");
         }
     }

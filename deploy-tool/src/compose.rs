@@ -76,11 +76,16 @@ pub fn compose_rootfs(opts: &ComposeOptions) -> Result<ComposeResult> {
         let bopts = stratum_initramfs::BuildOptions {
             root: root.to_path_buf(),
             kver: kernel.kver.clone(),
-            init: opts
-                .prepare_root
-                .clone()
-                .or_else(|| Some(opts.rootfs.join(stratum_prepare_root::INSTALLED_PATH.trim_start_matches('/')))),
-            modules: stratum_initramfs::DEFAULT_MODULES.iter().map(|s| s.to_string()).collect(),
+            init: opts.prepare_root.clone().or_else(|| {
+                Some(
+                    opts.rootfs
+                        .join(stratum_prepare_root::INSTALLED_PATH.trim_start_matches('/')),
+                )
+            }),
+            modules: stratum_initramfs::DEFAULT_MODULES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
             source_date_epoch: source_date_epoch(),
             zstd_level: 3,
         };
@@ -101,7 +106,13 @@ pub fn compose_rootfs(opts: &ComposeOptions) -> Result<ComposeResult> {
         None => opts.refname.clone(),
     };
     eprintln!("Committing to {} ref {}", opts.repo.display(), opts.refname);
-    let commit = crate::repo::commit_dir(&repo, root, &opts.refname, opts.version.as_deref(), &subject)?;
+    let commit = crate::repo::commit_dir(
+        &repo,
+        root,
+        &opts.refname,
+        opts.version.as_deref(),
+        &subject,
+    )?;
     eprintln!(
         "Committed {commit} ({}) in {:.1} s",
         opts.version.as_deref().unwrap_or("no version"),
@@ -140,7 +151,10 @@ impl Staging {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("/"));
-        if let Ok(dir) = tempfile::Builder::new().prefix(".stratum-compose-").tempdir_in(&parent) {
+        if let Ok(dir) = tempfile::Builder::new()
+            .prefix(".stratum-compose-")
+            .tempdir_in(&parent)
+        {
             let linked = crate::cmd::run(
                 std::process::Command::new("cp")
                     .args(["-a", "--link", "--"])
@@ -149,13 +163,23 @@ impl Staging {
             );
             if linked.is_ok() {
                 let root = dir.path().join("root");
-                return Ok(Staging { _dir: dir, root, how: "hardlinked copy" });
+                return Ok(Staging {
+                    _dir: dir,
+                    root,
+                    how: "hardlinked copy",
+                });
             }
         }
-        let dir = tempfile::Builder::new().prefix("stratum-compose-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("stratum-compose-")
+            .tempdir()?;
         let root = dir.path().join("root");
         crate::fsutil::copy_tree(rootfs, &root)?;
-        Ok(Staging { _dir: dir, root, how: "full copy" })
+        Ok(Staging {
+            _dir: dir,
+            root,
+            how: "full copy",
+        })
     }
 
     fn root(&self) -> &Path {

@@ -27,7 +27,8 @@ pub struct NewDeployment<'a> {
 /// returns it (not yet in the boot set: that is the bootloader writer's job).
 pub fn create(sysroot: &Sysroot, repo: &ostree::Repo, nd: &NewDeployment) -> Result<Deployment> {
     let deploy_dir = sysroot.stateroot_dir(nd.stateroot).join("deploy");
-    fs::create_dir_all(&deploy_dir).with_context(|| format!("creating {}", deploy_dir.display()))?;
+    fs::create_dir_all(&deploy_dir)
+        .with_context(|| format!("creating {}", deploy_dir.display()))?;
     remove_partial_checkouts(&deploy_dir)?;
     let serial = next_serial(&deploy_dir, nd.commit)?;
     let name = format!("{}.{serial}", nd.commit);
@@ -39,7 +40,10 @@ pub fn create(sysroot: &Sysroot, repo: &ostree::Repo, nd: &NewDeployment) -> Res
     // repository, or an edit in /etc would corrupt the repository's objects.
     let usr_etc = partial.join("usr/etc");
     if !usr_etc.is_dir() {
-        bail!("commit {} has no /usr/etc; was it made with `stratum compose`?", nd.commit);
+        bail!(
+            "commit {} has no /usr/etc; was it made with `stratum compose`?",
+            nd.commit
+        );
     }
     fsutil::copy_tree(&usr_etc, &partial.join("etc"))?;
     let kver = find_kver(&partial)?;
@@ -99,8 +103,15 @@ pub fn find_kver(root: &Path) -> Result<String> {
     }
     match found.len() {
         1 => Ok(found.remove(0)),
-        0 => bail!("no kernel in {} (expected usr/lib/modules/<kver>/vmlinuz)", root.display()),
-        _ => bail!("several kernels in {}: {}", root.display(), found.join(", ")),
+        0 => bail!(
+            "no kernel in {} (expected usr/lib/modules/<kver>/vmlinuz)",
+            root.display()
+        ),
+        _ => bail!(
+            "several kernels in {}: {}",
+            root.display(),
+            found.join(", ")
+        ),
     }
 }
 

@@ -42,10 +42,11 @@ pub fn parse_size(s: &str) -> Result<u64> {
         Some((i, 'T' | 't')) => (&s[..i], 1024 * 1024 * MIB),
         _ => (s, 1),
     };
-    let n: u64 = num
-        .parse()
-        .with_context(|| format!("invalid size {s:?}: use a number with an optional K, M, G or T suffix"))?;
-    n.checked_mul(mult).with_context(|| format!("size {s} is too large"))
+    let n: u64 = num.parse().with_context(|| {
+        format!("invalid size {s:?}: use a number with an optional K, M, G or T suffix")
+    })?;
+    n.checked_mul(mult)
+        .with_context(|| format!("size {s} is too large"))
 }
 
 /// A fresh random UUID from the kernel.
@@ -63,7 +64,17 @@ pub fn mkfs_ext4(image: &Path, size: u64, label: &str, uuid: &str, tree: &Path) 
         .with_context(|| format!("creating {}", image.display()))?;
     cmd::run(
         Command::new("mkfs.ext4")
-            .args(["-q", "-F", "-L", label, "-U", uuid, "-E", "root_owner=0:0", "-d"])
+            .args([
+                "-q",
+                "-F",
+                "-L",
+                label,
+                "-U",
+                uuid,
+                "-E",
+                "root_owner=0:0",
+                "-d",
+            ])
             .arg(tree)
             .arg(image),
     )
@@ -75,7 +86,11 @@ pub fn mkfs_esp(image: &Path, size: u64, volume_id: &str, files: &[(&str, &Path)
     File::create(image)
         .and_then(|f| f.set_len(size))
         .with_context(|| format!("creating {}", image.display()))?;
-    cmd::run(Command::new("mkfs.vfat").args(["-n", "EFI-SYSTEM", "-i", volume_id]).arg(image))?;
+    cmd::run(
+        Command::new("mkfs.vfat")
+            .args(["-n", "EFI-SYSTEM", "-i", volume_id])
+            .arg(image),
+    )?;
     let img = image.to_string_lossy();
     for (dest, src) in files {
         let mut dir = String::from("::");
@@ -101,7 +116,11 @@ pub fn mkfs_esp(image: &Path, size: u64, volume_id: &str, files: &[(&str, &Path)
 pub fn assemble(out: &Path, size: u64, parts: &[Partition], partuuids: &[String]) -> Result<()> {
     let used: u64 = parts.iter().map(|p| p.size).sum::<u64>() + 2 * MIB;
     if used > size {
-        bail!("disk size {} MiB is too small: the partitions need {} MiB", size / MIB, used / MIB);
+        bail!(
+            "disk size {} MiB is too small: the partitions need {} MiB",
+            size / MIB,
+            used / MIB
+        );
     }
     let disk = File::create(out).with_context(|| format!("creating {}", out.display()))?;
     disk.set_len(size)?;
@@ -119,8 +138,13 @@ pub fn assemble(out: &Path, size: u64, parts: &[Partition], partuuids: &[String]
         ));
         start += p.size;
     }
-    cmd::run_with_input(Command::new("sfdisk").args(["--quiet", "--no-reread", "--no-tell-kernel"]).arg(out), &script)
-        .context("writing the partition table")?;
+    cmd::run_with_input(
+        Command::new("sfdisk")
+            .args(["--quiet", "--no-reread", "--no-tell-kernel"])
+            .arg(out),
+        &script,
+    )
+    .context("writing the partition table")?;
     let mut disk = OpenOptions::new().write(true).open(out)?;
     let mut offset = MIB;
     for p in parts {
@@ -193,8 +217,25 @@ pub fn grub_efi(out: &Path, boot_uuid: &str, workdir: &Path) -> Result<()> {
 }
 
 const GRUB_MODULES: &[&str] = &[
-    "part_gpt", "fat", "ext2", "normal", "configfile", "search", "search_fs_uuid", "linux", "echo", "test",
-    "loadenv", "all_video", "gzio", "serial", "terminal", "sleep", "reboot", "halt", "true",
+    "part_gpt",
+    "fat",
+    "ext2",
+    "normal",
+    "configfile",
+    "search",
+    "search_fs_uuid",
+    "linux",
+    "echo",
+    "test",
+    "loadenv",
+    "all_video",
+    "gzio",
+    "serial",
+    "terminal",
+    "sleep",
+    "reboot",
+    "halt",
+    "true",
 ];
 
 #[cfg(test)]

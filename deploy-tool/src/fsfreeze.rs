@@ -31,10 +31,13 @@ pub fn sync_and_freeze(dir: &Path) -> Result<()> {
         Ok(_) => {
             #[allow(unsafe_code)]
             // SAFETY: as above.
-            unsafe { fithaw(f.as_raw_fd(), &mut arg) }.with_context(|| format!("FITHAW {}", dir.display()))?;
+            unsafe { fithaw(f.as_raw_fd(), &mut arg) }
+                .with_context(|| format!("FITHAW {}", dir.display()))?;
         }
         // Not supported by this filesystem, or no privilege: syncfs is all we can do.
-        Err(nix::errno::Errno::EOPNOTSUPP | nix::errno::Errno::ENOTTY | nix::errno::Errno::EPERM) => {}
+        Err(
+            nix::errno::Errno::EOPNOTSUPP | nix::errno::Errno::ENOTTY | nix::errno::Errno::EPERM,
+        ) => {}
         Err(e) => return Err(e).with_context(|| format!("FIFREEZE {}", dir.display())),
     }
     Ok(())

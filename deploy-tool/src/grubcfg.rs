@@ -37,7 +37,12 @@ pub fn render(entries: &[MenuEntry], opts: &MenuOptions) -> String {
     let _ = writeln!(s, "set timeout={}", opts.timeout_secs);
     s.push_str("set default=0\n");
     for e in entries {
-        let _ = writeln!(s, "\nmenuentry {} --id {} {{", quote(&e.title), quote(&e.id));
+        let _ = writeln!(
+            s,
+            "\nmenuentry {} --id {} {{",
+            quote(&e.title),
+            quote(&e.id)
+        );
         let _ = write!(s, "\tlinux {}", quote(&e.linux));
         for k in &e.kargs {
             let _ = write!(s, " {}", quote(k));

@@ -40,7 +40,10 @@ pub fn to_filesystem(dest: &Path, opts: &InstallOptions, fstab: &str) -> Result<
     eprintln!("Copying {} from {}", opts.refname, opts.repo.display());
     let commit = crate::repo::pull_local(&repo, &opts.repo, &opts.refname)?;
     let info = crate::repo::commit_info(&repo, &commit)?;
-    eprintln!("Deploying {commit} ({})", info.version.as_deref().unwrap_or("no version"));
+    eprintln!(
+        "Deploying {commit} ({})",
+        info.version.as_deref().unwrap_or("no version")
+    );
     let dep = deploy::create(
         &sysroot,
         &repo,
@@ -58,10 +61,14 @@ pub fn to_filesystem(dest: &Path, opts: &InstallOptions, fstab: &str) -> Result<
         text.push_str(fstab);
         crate::fsutil::atomic_write(&path, text.as_bytes(), 0o644)?;
     }
-    let title = bootloader::os_pretty_name(&root) + &info.version.map(|v| format!(" {v}")).unwrap_or_default();
+    let title = bootloader::os_pretty_name(&root)
+        + &info.version.map(|v| format!(" {v}")).unwrap_or_default();
     bootloader::write_boot_set(
         &sysroot,
-        &[BootDeployment { deployment: dep.clone(), title }],
+        &[BootDeployment {
+            deployment: dep.clone(),
+            title,
+        }],
         &WriterOptions::default(),
     )?;
     Ok(InstallResult {
@@ -79,7 +86,12 @@ const BOOT_SIZE: u64 = 512 << 20;
 /// Writes a bootable GPT disk image (UEFI): ESP with GRUB, ext4 `/boot`, ext4 root holding
 /// the sysroot. The image appears under its name only when complete. With `workdir`, the
 /// staged sysroot is kept there for inspection.
-pub fn to_disk(image: &Path, size: u64, opts: &InstallOptions, workdir: Option<&Path>) -> Result<InstallResult> {
+pub fn to_disk(
+    image: &Path,
+    size: u64,
+    opts: &InstallOptions,
+    workdir: Option<&Path>,
+) -> Result<InstallResult> {
     let tmp;
     let work = match workdir {
         Some(w) => {
@@ -88,12 +100,21 @@ pub fn to_disk(image: &Path, size: u64, opts: &InstallOptions, workdir: Option<&
             w.to_path_buf()
         }
         None => {
-            let parent = image.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-            tmp = tempfile::Builder::new().prefix(".stratum-install-").tempdir_in(parent)?;
+            let parent = image
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            tmp = tempfile::Builder::new()
+                .prefix(".stratum-install-")
+                .tempdir_in(parent)?;
             tmp.path().to_path_buf()
         }
     };
-    let (esp_uuid, boot_uuid, root_uuid) = (disk::random_uuid()?, disk::random_uuid()?, disk::random_uuid()?);
+    let (esp_uuid, boot_uuid, root_uuid) = (
+        disk::random_uuid()?,
+        disk::random_uuid()?,
+        disk::random_uuid()?,
+    );
     let esp_id = esp_uuid.replace('-', "")[..8].to_uppercase();
     let esp_fs_uuid = format!("{}-{}", &esp_id[..4], &esp_id[4..]);
     let mut kargs = vec![format!("root=UUID={root_uuid}"), "rw".to_string()];
@@ -104,16 +125,34 @@ pub fn to_disk(image: &Path, size: u64, opts: &InstallOptions, workdir: Option<&
          UUID={esp_fs_uuid} /boot/efi vfat umask=0077,shortname=winnt,nofail 0 2\n"
     );
     let sysroot_dir = work.join("sysroot");
-    let result = to_filesystem(&sysroot_dir, &InstallOptions { kargs, ..opts.clone() }, &fstab)?;
+    let result = to_filesystem(
+        &sysroot_dir,
+        &InstallOptions {
+            kargs,
+            ..opts.clone()
+        },
+        &fstab,
+    )?;
     fs::create_dir_all(sysroot_dir.join("boot/efi"))?;
 
     eprintln!("Building the disk image {}", image.display());
     let efi = work.join("BOOTX64.EFI");
     disk::grub_efi(&efi, &boot_uuid, &work)?;
     let esp_img = work.join("esp.img");
-    disk::mkfs_esp(&esp_img, ESP_SIZE, &esp_id, &[("EFI/BOOT/BOOTX64.EFI", &efi)])?;
+    disk::mkfs_esp(
+        &esp_img,
+        ESP_SIZE,
+        &esp_id,
+        &[("EFI/BOOT/BOOTX64.EFI", &efi)],
+    )?;
     let boot_img = work.join("boot.img");
-    disk::mkfs_ext4(&boot_img, BOOT_SIZE, "boot", &boot_uuid, &sysroot_dir.join("boot"))?;
+    disk::mkfs_ext4(
+        &boot_img,
+        BOOT_SIZE,
+        "boot",
+        &boot_uuid,
+        &sysroot_dir.join("boot"),
+    )?;
     // The root filesystem gets an empty /boot: the boot partition is mounted there. The boot
     // tree is set aside while the root image is made, then put back so the staged sysroot
     // stays whole for inspection.
@@ -131,15 +170,35 @@ pub fn to_disk(image: &Path, size: u64, opts: &InstallOptions, workdir: Option<&
 
     let partial = image.with_extension("partial");
     let parts = [
-        disk::Partition { name: "EFI-SYSTEM", type_guid: disk::ESP_TYPE, size: ESP_SIZE, image: esp_img },
-        disk::Partition { name: "boot", type_guid: disk::XBOOTLDR_TYPE, size: BOOT_SIZE, image: boot_img },
-        disk::Partition { name: "root", type_guid: disk::ROOT_TYPE, size: root_size, image: root_img },
+        disk::Partition {
+            name: "EFI-SYSTEM",
+            type_guid: disk::ESP_TYPE,
+            size: ESP_SIZE,
+            image: esp_img,
+        },
+        disk::Partition {
+            name: "boot",
+            type_guid: disk::XBOOTLDR_TYPE,
+            size: BOOT_SIZE,
+            image: boot_img,
+        },
+        disk::Partition {
+            name: "root",
+            type_guid: disk::ROOT_TYPE,
+            size: root_size,
+            image: root_img,
+        },
     ];
-    let partuuids = [disk::random_uuid()?, disk::random_uuid()?, disk::random_uuid()?];
+    let partuuids = [
+        disk::random_uuid()?,
+        disk::random_uuid()?,
+        disk::random_uuid()?,
+    ];
     disk::assemble(&partial, size, &parts, &partuuids)?;
     for p in &parts {
         let _ = fs::remove_file(&p.image);
     }
-    fs::rename(&partial, image).with_context(|| format!("renaming {} to {}", partial.display(), image.display()))?;
+    fs::rename(&partial, image)
+        .with_context(|| format!("renaming {} to {}", partial.display(), image.display()))?;
     Ok(result)
 }

@@ -79,7 +79,11 @@ pub fn find_kernels(root: &Path) -> Result<Vec<Kernel>> {
             ]
             .into_iter()
             .find(|p| root.join(p).is_file());
-            kernels.push(Kernel { kver, vmlinuz, initramfs });
+            kernels.push(Kernel {
+                kver,
+                vmlinuz,
+                initramfs,
+            });
         }
     }
     kernels.sort_by(|a, b| a.kver.cmp(&b.kver));
@@ -89,7 +93,13 @@ pub fn find_kernels(root: &Path) -> Result<Vec<Kernel>> {
 /// Picks the kernel to boot: the one named by `kver`, or the only one.
 pub fn select_kernel(root: &Path, kver: Option<&str>) -> Result<Kernel> {
     let kernels = find_kernels(root)?;
-    let names = || kernels.iter().map(|k| k.kver.as_str()).collect::<Vec<_>>().join(", ");
+    let names = || {
+        kernels
+            .iter()
+            .map(|k| k.kver.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     match kver {
         Some(want) => match kernels.iter().find(|k| k.kver == want) {
             Some(k) => Ok(k.clone()),
@@ -112,7 +122,10 @@ pub fn select_kernel(root: &Path, kver: Option<&str>) -> Result<Kernel> {
 /// otherwise any distribution initramfs is dropped (it knows nothing of deployments).
 pub fn apply(root: &Path, kernel: &Kernel, keep_initramfs: bool) -> Result<()> {
     if !root.join("usr").is_dir() {
-        bail!("{} has no /usr directory; is it a root filesystem?", root.display());
+        bail!(
+            "{} has no /usr directory; is it a root filesystem?",
+            root.display()
+        );
     }
     move_kernel(root, kernel, keep_initramfs)?;
     move_etc(root)?;
@@ -146,7 +159,8 @@ fn move_kernel(root: &Path, k: &Kernel, keep_initramfs: bool) -> Result<()> {
         (None, true) => bail!("--keep-initramfs: kernel {} has no initramfs", k.kver),
         (_, false) => {
             if target.exists() {
-                fs::remove_file(&target).with_context(|| format!("removing {}", target.display()))?;
+                fs::remove_file(&target)
+                    .with_context(|| format!("removing {}", target.display()))?;
             }
         }
     }
@@ -204,7 +218,10 @@ fn factory_var(root: &Path) -> Result<()> {
     fs::create_dir_all(&var)?;
     let factory = root.join(FACTORY_VAR);
     if factory.exists() {
-        bail!("{} exists already; was this root composed before?", factory.display());
+        bail!(
+            "{} exists already; was this root composed before?",
+            factory.display()
+        );
     }
     fs::create_dir_all(factory.parent().context("factory parent")?)?;
     fs::rename(&var, &factory).context("moving /var to the factory directory")?;
@@ -226,15 +243,27 @@ fn tmpfiles_lines(dir: &Path, at: &Path, out: &mut String) -> Result<()> {
         let m = fs::symlink_metadata(e.path())?;
         let target = at.join(e.file_name());
         let t = tmpfiles_escape(&target.to_string_lossy());
-        let factory = Path::new("/").join(FACTORY_VAR).join(target.strip_prefix("/var")?);
+        let factory = Path::new("/")
+            .join(FACTORY_VAR)
+            .join(target.strip_prefix("/var")?);
         if m.file_type().is_symlink() {
             let link = fs::read_link(e.path())?;
             let _ = writeln!(out, "L {t} - - - - {}", link.display());
         } else if m.is_dir() {
-            let _ = writeln!(out, "d {t} {:04o} {} {} - -", m.mode() & 0o7777, m.uid(), m.gid());
+            let _ = writeln!(
+                out,
+                "d {t} {:04o} {} {} - -",
+                m.mode() & 0o7777,
+                m.uid(),
+                m.gid()
+            );
             tmpfiles_lines(&e.path(), &target, out)?;
         } else if m.is_file() {
-            let _ = writeln!(out, "C {t} - - - - {}", tmpfiles_escape(&factory.to_string_lossy()));
+            let _ = writeln!(
+                out,
+                "C {t} - - - - {}",
+                tmpfiles_escape(&factory.to_string_lossy())
+            );
         }
     }
     Ok(())
@@ -275,7 +304,18 @@ mod tests {
     fn fake_root() -> tempfile::TempDir {
         let d = tempfile::tempdir().unwrap();
         let r = d.path();
-        for dir in ["usr/lib/modules/6.1.0-1-amd64/kernel", "etc", "var/lib/dpkg", "var/cache", "boot", "root", "home", "dev", "usr/local/bin", "proc"] {
+        for dir in [
+            "usr/lib/modules/6.1.0-1-amd64/kernel",
+            "etc",
+            "var/lib/dpkg",
+            "var/cache",
+            "boot",
+            "root",
+            "home",
+            "dev",
+            "usr/local/bin",
+            "proc",
+        ] {
             fs::create_dir_all(r.join(dir)).unwrap();
         }
         fs::write(r.join("usr/lib/os-release"), "ID=debian\n").unwrap();
@@ -297,14 +337,22 @@ mod tests {
         let k = select_kernel(d.path(), None).unwrap();
         assert_eq!(k.kver, "6.1.0-1-amd64");
         assert_eq!(k.vmlinuz, Path::new("boot/vmlinuz-6.1.0-1-amd64"));
-        assert_eq!(k.initramfs, Some(PathBuf::from("boot/initrd.img-6.1.0-1-amd64")));
-        let err = select_kernel(d.path(), Some("5.10")).unwrap_err().to_string();
+        assert_eq!(
+            k.initramfs,
+            Some(PathBuf::from("boot/initrd.img-6.1.0-1-amd64"))
+        );
+        let err = select_kernel(d.path(), Some("5.10"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("kernels present: 6.1.0-1-amd64"), "{err}");
         fs::create_dir_all(d.path().join("usr/lib/modules/6.2.0/")).unwrap();
         fs::write(d.path().join("usr/lib/modules/6.2.0/vmlinuz"), "k2").unwrap();
         let err = select_kernel(d.path(), None).unwrap_err().to_string();
         assert!(err.contains("--kver"), "{err}");
-        assert_eq!(select_kernel(d.path(), Some("6.2.0")).unwrap().kver, "6.2.0");
+        assert_eq!(
+            select_kernel(d.path(), Some("6.2.0")).unwrap().kver,
+            "6.2.0"
+        );
     }
 
     #[test]
@@ -324,25 +372,46 @@ mod tests {
         let m = r.join("usr/lib/modules/6.1.0-1-amd64");
         assert_eq!(fs::read_to_string(m.join("vmlinuz")).unwrap(), "kernel");
         assert_eq!(fs::read_to_string(m.join("config")).unwrap(), "config");
-        assert!(!m.join("initramfs.img").exists(), "distribution initramfs must be dropped");
+        assert!(
+            !m.join("initramfs.img").exists(),
+            "distribution initramfs must be dropped"
+        );
         assert_eq!(fs::read_dir(r.join("boot")).unwrap().count(), 0);
         assert!(!r.join("etc").exists());
         assert_eq!(fs::read_to_string(r.join("usr/etc/motd")).unwrap(), "hello");
         assert_eq!(fs::read_dir(r.join("var")).unwrap().count(), 0);
-        assert_eq!(fs::read_link(r.join("home")).unwrap(), Path::new("var/home"));
-        assert_eq!(fs::read_link(r.join("root")).unwrap(), Path::new("var/roothome"));
-        assert_eq!(fs::read_link(r.join("usr/local")).unwrap(), Path::new("../var/usrlocal"));
-        assert_eq!(fs::read_link(r.join("ostree")).unwrap(), Path::new("sysroot/ostree"));
+        assert_eq!(
+            fs::read_link(r.join("home")).unwrap(),
+            Path::new("var/home")
+        );
+        assert_eq!(
+            fs::read_link(r.join("root")).unwrap(),
+            Path::new("var/roothome")
+        );
+        assert_eq!(
+            fs::read_link(r.join("usr/local")).unwrap(),
+            Path::new("../var/usrlocal")
+        );
+        assert_eq!(
+            fs::read_link(r.join("ostree")).unwrap(),
+            Path::new("sysroot/ostree")
+        );
         assert!(r.join("sysroot").is_dir());
         assert!(fs::symlink_metadata(r.join("vmlinuz")).is_err());
         assert_eq!(fs::read_dir(r.join("dev")).unwrap().count(), 0);
         let conf = fs::read_to_string(r.join(TMPFILES_CONF)).unwrap();
-        assert!(conf.contains("C /var/lib/dpkg/status - - - - /usr/share/factory/var/lib/dpkg/status"), "{conf}");
+        assert!(
+            conf.contains("C /var/lib/dpkg/status - - - - /usr/share/factory/var/lib/dpkg/status"),
+            "{conf}"
+        );
         assert!(conf.contains("d /var/roothome 0755 "), "{conf}");
         assert!(conf.contains("C /var/roothome/.bashrc"), "{conf}");
         assert!(conf.contains("L /var/run - - - - /run"), "{conf}");
         assert!(conf.contains("d /var/usrlocal/bin"), "{conf}");
-        assert_eq!(fs::read_to_string(r.join(FACTORY_VAR).join("lib/dpkg/status")).unwrap(), "pkgs");
+        assert_eq!(
+            fs::read_to_string(r.join(FACTORY_VAR).join("lib/dpkg/status")).unwrap(),
+            "pkgs"
+        );
     }
 
     #[test]

@@ -136,8 +136,14 @@ pub fn checkout(repo: &ostree::Repo, commit: &str, dest: &Path) -> Result<()> {
         enable_fsync: true,
         ..Default::default()
     };
-    repo.checkout_at(Some(&opts), libc_at_fdcwd(), dest, commit, gio::Cancellable::NONE)
-        .with_context(|| format!("checking out {commit} to {}", dest.display()))
+    repo.checkout_at(
+        Some(&opts),
+        libc_at_fdcwd(),
+        dest,
+        commit,
+        gio::Cancellable::NONE,
+    )
+    .with_context(|| format!("checking out {commit} to {}", dest.display()))
 }
 
 fn libc_at_fdcwd() -> i32 {

@@ -72,7 +72,10 @@ pub fn read(sysroot: &Sysroot) -> Result<Status> {
             bootcsum: d.bootcsum.clone(),
         });
     }
-    Ok(Status { deployments: out, sysroot: sysroot.path.to_string_lossy().into_owned() })
+    Ok(Status {
+        deployments: out,
+        sysroot: sysroot.path.to_string_lossy().into_owned(),
+    })
 }
 
 /// Renders the status for a terminal, booted deployment marked with `●`.
@@ -95,9 +98,21 @@ pub fn render(status: &Status, verbose: bool) -> String {
         if d.rollback {
             tags.push("rollback");
         }
-        let _ = writeln!(s, "{mark} {}:{}.{} ({})", d.osname, d.checksum, d.serial, tags.join(", "));
+        let _ = writeln!(
+            s,
+            "{mark} {}:{}.{} ({})",
+            d.osname,
+            d.checksum,
+            d.serial,
+            tags.join(", ")
+        );
         let version = d.version.as_deref().unwrap_or("-");
-        let _ = writeln!(s, "{:>17}: {version} ({})", "Version", format_timestamp(d.timestamp));
+        let _ = writeln!(
+            s,
+            "{:>17}: {version} ({})",
+            "Version",
+            format_timestamp(d.timestamp)
+        );
         if let Some(o) = &d.origin {
             let _ = writeln!(s, "{:>17}: {o}", "Origin");
         }
@@ -124,7 +139,12 @@ pub fn format_timestamp(secs: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 #[cfg(test)]

@@ -41,12 +41,20 @@ impl Deployment {
 
     /// The deployment directory relative to the sysroot.
     pub fn relpath(&self) -> PathBuf {
-        PathBuf::from(format!("ostree/deploy/{}/deploy/{}", self.stateroot, self.name()))
+        PathBuf::from(format!(
+            "ostree/deploy/{}/deploy/{}",
+            self.stateroot,
+            self.name()
+        ))
     }
 
     /// The origin file relative to the sysroot.
     pub fn origin_relpath(&self) -> PathBuf {
-        PathBuf::from(format!("ostree/deploy/{}/deploy/{}.origin", self.stateroot, self.name()))
+        PathBuf::from(format!(
+            "ostree/deploy/{}/deploy/{}.origin",
+            self.stateroot,
+            self.name()
+        ))
     }
 }
 
@@ -77,7 +85,8 @@ impl Sysroot {
         }
         let sr = self.stateroot_dir(stateroot);
         for d in ["deploy", "var"] {
-            fs::create_dir_all(sr.join(d)).with_context(|| format!("creating {}", sr.join(d).display()))?;
+            fs::create_dir_all(sr.join(d))
+                .with_context(|| format!("creating {}", sr.join(d).display()))?;
         }
         Ok(())
     }
@@ -90,7 +99,11 @@ impl Sysroot {
             Ok(t) => match t.to_str() {
                 Some("loader.0") => Ok(Some(0)),
                 Some("loader.1") => Ok(Some(1)),
-                _ => bail!("{} points to {}, expected loader.0 or loader.1", link.display(), t.display()),
+                _ => bail!(
+                    "{} points to {}, expected loader.0 or loader.1",
+                    link.display(),
+                    t.display()
+                ),
             },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).with_context(|| format!("reading {}", link.display())),
@@ -107,22 +120,29 @@ impl Sysroot {
         for e in fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
             let path = e?.path();
             if path.extension().is_some_and(|x| x == "conf") {
-                let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-                let entry = bls::Entry::parse(&text).with_context(|| format!("parsing {}", path.display()))?;
+                let text = fs::read_to_string(&path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                let entry = bls::Entry::parse(&text)
+                    .with_context(|| format!("parsing {}", path.display()))?;
                 entries.push((path, entry));
             }
         }
         entries.sort_by_key(|(_, e)| std::cmp::Reverse(e.sort_version()));
         entries
             .iter()
-            .map(|(path, e)| self.deployment_of_entry(e).with_context(|| format!("boot entry {}", path.display())))
+            .map(|(path, e)| {
+                self.deployment_of_entry(e)
+                    .with_context(|| format!("boot entry {}", path.display()))
+            })
             .collect()
     }
 
     fn deployment_of_entry(&self, e: &bls::Entry) -> Result<Deployment> {
         let options = e.get("options").context("entry has no options line")?;
         let cmdline = Cmdline::parse(options);
-        let ostree = cmdline.get("ostree").context("entry has no ostree= argument")?;
+        let ostree = cmdline
+            .get("ostree")
+            .context("entry has no ostree= argument")?;
         let link = parse_bootlink(ostree)?;
         let target = fs::read_link(self.path.join(ostree.trim_start_matches('/')))
             .with_context(|| format!("reading bootlink {ostree}"))?;
@@ -186,7 +206,9 @@ pub struct Bootlink {
 /// Parses an `ostree=` value in the exact form OSTree accepts.
 pub fn parse_bootlink(arg: &str) -> Result<Bootlink> {
     let parts: Vec<&str> = arg.split('/').collect();
-    let bad = || anyhow::anyhow!("ostree={arg} is not of the form /ostree/boot.N/STATEROOT/BOOTCSUM/SERIAL");
+    let bad = || {
+        anyhow::anyhow!("ostree={arg} is not of the form /ostree/boot.N/STATEROOT/BOOTCSUM/SERIAL")
+    };
     if parts.len() != 6 || !parts[0].is_empty() || parts[1] != "ostree" {
         return Err(bad());
     }
@@ -211,7 +233,9 @@ pub fn parse_deploy_name(name: &str) -> Result<(String, u32)> {
     if csum.len() != 64 || !csum.bytes().all(|b| b.is_ascii_hexdigit()) {
         bail!("{name}: {csum} is not a SHA-256 checksum");
     }
-    let serial = serial.parse().with_context(|| format!("{name}: bad serial {serial}"))?;
+    let serial = serial
+        .parse()
+        .with_context(|| format!("{name}: bad serial {serial}"))?;
     Ok((csum.to_string(), serial))
 }
 
@@ -219,7 +243,9 @@ pub fn parse_deploy_name(name: &str) -> Result<(String, u32)> {
 pub fn validate_stateroot(name: &str) -> Result<()> {
     if name.is_empty()
         || name.starts_with('.')
-        || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
     {
         bail!("invalid stateroot name {name:?}: use letters, digits, '-', '_' and '.'");
     }
@@ -233,8 +259,22 @@ mod tests {
     #[test]
     fn bootlinks_parse_strictly() {
         let b = parse_bootlink("/ostree/boot.1/default/abc/0").unwrap();
-        assert_eq!(b, Bootlink { bootversion: 1, stateroot: "default".into(), bootcsum: "abc".into(), bootserial: 0 });
-        for bad in ["/ostree/boot.2/x/y/0", "ostree/boot.0/x/y/0", "/ostree/boot.0/x/y", "/ostree/boot.0/x/y/z", "/etc/passwd"] {
+        assert_eq!(
+            b,
+            Bootlink {
+                bootversion: 1,
+                stateroot: "default".into(),
+                bootcsum: "abc".into(),
+                bootserial: 0
+            }
+        );
+        for bad in [
+            "/ostree/boot.2/x/y/0",
+            "ostree/boot.0/x/y/0",
+            "/ostree/boot.0/x/y",
+            "/ostree/boot.0/x/y/z",
+            "/etc/passwd",
+        ] {
             assert!(parse_bootlink(bad).is_err(), "{bad}");
         }
     }
@@ -242,7 +282,10 @@ mod tests {
     #[test]
     fn deploy_names() {
         let c = "a".repeat(64);
-        assert_eq!(parse_deploy_name(&format!("{c}.3")).unwrap(), (c.clone(), 3));
+        assert_eq!(
+            parse_deploy_name(&format!("{c}.3")).unwrap(),
+            (c.clone(), 3)
+        );
         assert!(parse_deploy_name("abc.0").is_err());
         assert!(parse_deploy_name(&c).is_err());
     }

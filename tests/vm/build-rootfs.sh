@@ -40,7 +40,8 @@ echo "debootstrap $suite into $tmp (about a minute)" >&2
 debootstrap --variant=minbase --include="$include" "$suite" "$tmp" "$mirror" >&2
 
 echo "unpacking kernel $kver" >&2
-dpkg-deb -x "$debs/${kpkg}_"*.deb "$tmp"
+# --keep-directory-symlink: the root is merged-/usr, /lib must stay a symlink to usr/lib.
+dpkg-deb --fsys-tarfile "$debs/${kpkg}_"*.deb | tar -x --keep-directory-symlink -C "$tmp"
 chroot "$tmp" /sbin/depmod "$kver"
 
 # No password, no network: the guest is driven through its serial console and a data disk.

@@ -31,15 +31,22 @@ pub struct Project {
 impl Project {
     /// Finds the project from this crate's location.
     pub fn locate() -> Result<Project> {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize()?;
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .canonicalize()?;
         let cache = match std::env::var_os("STRATUM_CACHE") {
             Some(c) => PathBuf::from(c),
-            None => PathBuf::from(std::env::var_os("HOME").context("HOME is not set")?).join(".cache/stratum"),
+            None => PathBuf::from(std::env::var_os("HOME").context("HOME is not set")?)
+                .join(".cache/stratum"),
         };
         let artifacts = root.join("target/vm-artifacts");
         fs::create_dir_all(&artifacts)?;
         fs::create_dir_all(&cache)?;
-        Ok(Project { root, cache, artifacts })
+        Ok(Project {
+            root,
+            cache,
+            artifacts,
+        })
     }
 
     /// The `stratum` binary built by `make build`.
@@ -72,10 +79,17 @@ impl Project {
     /// Makes a guest root in `dir` from the Debian root: Stratum installed, the scenario
     /// unit enabled. `customize` may add files (write new files only: the copy shares
     /// inodes with the cache).
-    pub fn guest_root(&self, dir: &Path, customize: impl FnOnce(&Path) -> Result<()>) -> Result<PathBuf> {
+    pub fn guest_root(
+        &self,
+        dir: &Path,
+        customize: impl FnOnce(&Path) -> Result<()>,
+    ) -> Result<PathBuf> {
         let base = self.debian_root()?;
         let root = dir.join("rootfs");
-        run(Command::new("cp").args(["-a", "--link"]).arg(&base).arg(&root))?;
+        run(Command::new("cp")
+            .args(["-a", "--link"])
+            .arg(&base)
+            .arg(&root))?;
         run(Command::new("make")
             .arg("-s")
             .arg("-C")
@@ -92,14 +106,23 @@ impl Project {
         fs::create_dir_all(&wants)?;
         let link = wants.join("stratum-test-scenario.service");
         let _ = fs::remove_file(&link);
-        std::os::unix::fs::symlink("/usr/lib/systemd/system/stratum-test-scenario.service", &link)?;
+        std::os::unix::fs::symlink(
+            "/usr/lib/systemd/system/stratum-test-scenario.service",
+            &link,
+        )?;
         // A serial getty would only add noise to the console log.
         customize(&root)?;
         Ok(root)
     }
 
     /// `stratum compose rootfs` of `rootfs` into `repo` on `refname`.
-    pub fn compose(&self, rootfs: &Path, repo: &Path, refname: &str, version: &str) -> Result<String> {
+    pub fn compose(
+        &self,
+        rootfs: &Path,
+        repo: &Path,
+        refname: &str,
+        version: &str,
+    ) -> Result<String> {
         let out = run_output(
             Command::new(self.stratum())
                 .args(["compose", "rootfs"])
@@ -112,7 +135,14 @@ impl Project {
     }
 
     /// `stratum install to-disk`; returns the parsed JSON result.
-    pub fn install_disk(&self, repo: &Path, refname: &str, image: &Path, workdir: &Path, kargs: &[&str]) -> Result<serde_json::Value> {
+    pub fn install_disk(
+        &self,
+        repo: &Path,
+        refname: &str,
+        image: &Path,
+        workdir: &Path,
+        kargs: &[&str],
+    ) -> Result<serde_json::Value> {
         let mut cmd = Command::new(self.stratum());
         cmd.args(["install", "to-disk", "--json", "--size", "3G"])
             .arg("--repo")
@@ -151,7 +181,10 @@ impl TestDisk {
         let f = fs::File::create(&image)?;
         f.set_len(256 << 20)?;
         drop(f);
-        run(Command::new("mkfs.ext4").args(["-q", "-F", "-L", "STRATUMTEST", "-d"]).arg(&tree).arg(&image))?;
+        run(Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-L", "STRATUMTEST", "-d"])
+            .arg(&tree)
+            .arg(&image))?;
         Ok(TestDisk { image })
     }
 
@@ -163,7 +196,9 @@ impl TestDisk {
             .arg("-R")
             .arg(format!("rdump /out {}", into.display()))
             .arg(&self.image))?;
-        Ok(Results { dir: into.join("out") })
+        Ok(Results {
+            dir: into.join("out"),
+        })
     }
 }
 
@@ -197,7 +232,10 @@ pub fn run(cmd: &mut Command) -> Result<()> {
 
 /// Runs a command and returns its stdout (stderr passes through to the test's output).
 pub fn run_output(cmd: &mut Command) -> Result<String> {
-    let out = cmd.stderr(Stdio::inherit()).output().with_context(|| format!("running {cmd:?}"))?;
+    let out = cmd
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {cmd:?}"))?;
     if !out.status.success() {
         bail!("{cmd:?} failed: {}", out.status);
     }
@@ -206,7 +244,8 @@ pub fn run_output(cmd: &mut Command) -> Result<String> {
 
 fn copy_new(src: &Path, dst: &Path) -> Result<()> {
     let _ = fs::remove_file(dst);
-    fs::copy(src, dst).with_context(|| format!("copying {} to {}", src.display(), dst.display()))?;
+    fs::copy(src, dst)
+        .with_context(|| format!("copying {} to {}", src.display(), dst.display()))?;
     Ok(())
 }
 
@@ -216,7 +255,12 @@ pub fn remove_tree(dir: &Path) -> Result<()> {
         return Ok(());
     }
     if fs::remove_dir_all(dir).is_err() {
-        let _ = Command::new("chattr").arg("-R").arg("-i").arg(dir).stderr(Stdio::null()).status();
+        let _ = Command::new("chattr")
+            .arg("-R")
+            .arg("-i")
+            .arg(dir)
+            .stderr(Stdio::null())
+            .status();
         fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
     }
     Ok(())
@@ -229,7 +273,10 @@ pub fn secs(t: Instant) -> f64 {
 
 /// The default hard timeout of one VM run (all its boots).
 pub fn default_timeout() -> Duration {
-    let secs = std::env::var("STRATUM_VM_TIMEOUT").ok().and_then(|s| s.parse().ok()).unwrap_or(300);
+    let secs = std::env::var("STRATUM_VM_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300);
     Duration::from_secs(secs)
 }
 
@@ -281,7 +328,10 @@ impl Project {
 impl Image {
     /// A fresh copy of the disk (sparse), so each test boots a pristine machine.
     pub fn copy_disk(&self, to: &Path) -> Result<PathBuf> {
-        run(Command::new("cp").arg("--sparse=always").arg(&self.disk).arg(to))?;
+        run(Command::new("cp")
+            .arg("--sparse=always")
+            .arg(&self.disk)
+            .arg(to))?;
         Ok(to.to_path_buf())
     }
 
@@ -307,7 +357,11 @@ impl Image {
         let mut initrd = None;
         for e in fs::read_dir(&dir)? {
             let p = e?.path();
-            let n = p.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            let n = p
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
             if n.starts_with("vmlinuz-") {
                 kernel = Some(p);
             } else if n.starts_with("initramfs-") {

@@ -16,7 +16,11 @@ pub enum Boot {
     /// UEFI firmware (OVMF) and the disk's own bootloader.
     Uefi,
     /// `-kernel/-initrd/-append`, without firmware or bootloader.
-    Direct { kernel: PathBuf, initrd: PathBuf, append: String },
+    Direct {
+        kernel: PathBuf,
+        initrd: PathBuf,
+        append: String,
+    },
 }
 
 /// A QEMU machine.
@@ -58,23 +62,49 @@ impl Qemu {
     fn command(&self, vars: &Path) -> Command {
         let mut c = Command::new("qemu-system-x86_64");
         let accel = std::env::var("STRATUM_QEMU_ACCEL").unwrap_or_else(|_| "tcg".into());
-        c.args(["-machine", "q35", "-accel", &accel, "-cpu", "max", "-smp", "2"])
-            .args(["-m", &self.memory_mib.to_string()])
-            .args(["-nographic", "-nic", "none", "-serial", "stdio", "-monitor", "none"]);
+        c.args([
+            "-machine", "q35", "-accel", &accel, "-cpu", "max", "-smp", "2",
+        ])
+        .args(["-m", &self.memory_mib.to_string()])
+        .args([
+            "-nographic",
+            "-nic",
+            "none",
+            "-serial",
+            "stdio",
+            "-monitor",
+            "none",
+        ]);
         if self.no_reboot {
             c.arg("-no-reboot");
         }
         match &self.boot {
             Boot::Uefi => {
-                c.args(["-drive", "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd"]);
-                c.arg("-drive").arg(format!("if=pflash,format=raw,unit=1,file={}", vars.display()));
+                c.args([
+                    "-drive",
+                    "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd",
+                ]);
+                c.arg("-drive").arg(format!(
+                    "if=pflash,format=raw,unit=1,file={}",
+                    vars.display()
+                ));
             }
-            Boot::Direct { kernel, initrd, append } => {
-                c.arg("-kernel").arg(kernel).arg("-initrd").arg(initrd).arg("-append").arg(append);
+            Boot::Direct {
+                kernel,
+                initrd,
+                append,
+            } => {
+                c.arg("-kernel")
+                    .arg(kernel)
+                    .arg("-initrd")
+                    .arg(initrd)
+                    .arg("-append")
+                    .arg(append);
             }
         }
         for d in &self.disks {
-            c.arg("-drive").arg(format!("file={},format=raw,if=virtio", d.display()));
+            c.arg("-drive")
+                .arg(format!("file={},format=raw,if=virtio", d.display()));
         }
         c
     }
@@ -83,7 +113,8 @@ impl Qemu {
     /// `no_reboot`) or the timeout passes (then QEMU is killed).
     pub fn run(&self) -> Result<QemuOutcome> {
         let vars = self.console.with_extension("ovmf-vars.fd");
-        fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars).context("copying OVMF variables (install ovmf)")?;
+        fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars)
+            .context("copying OVMF variables (install ovmf)")?;
         let start = Instant::now();
         let mut child = self
             .command(&vars)
@@ -128,6 +159,10 @@ impl Qemu {
         let console = rx.recv_timeout(Duration::from_secs(10)).unwrap_or_default();
         let _ = reader.join();
         let _ = fs::remove_file(&vars);
-        Ok(QemuOutcome { timed_out, console, elapsed: start.elapsed() })
+        Ok(QemuOutcome {
+            timed_out,
+            console,
+            elapsed: start.elapsed(),
+        })
     }
 }

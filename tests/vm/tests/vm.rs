@@ -17,7 +17,11 @@ fn project() -> Project {
 /// The v1 image, built once for all scenarios.
 fn image() -> Result<Image> {
     IMAGE
-        .get_or_init(|| project().build_image("v1", "1.0").map_err(|e| format!("{e:#}")))
+        .get_or_init(|| {
+            project()
+                .build_image("v1", "1.0")
+                .map_err(|e| format!("{e:#}"))
+        })
         .clone()
         .map_err(|e| anyhow::anyhow!("building the test image: {e}"))
 }
@@ -75,32 +79,97 @@ fn first_boot() -> Result<()> {
     let mut q = Qemu::new(dir.join("console.log"));
     q.disks = vec![disk, test.image.clone()];
     let out = q.run()?;
-    eprintln!("first-boot: two boots in {:.0} s", out.elapsed.as_secs_f64());
+    eprintln!(
+        "first-boot: two boots in {:.0} s",
+        out.elapsed.as_secs_f64()
+    );
     check("first-boot", &out, || {
         let r = test.results(&dir.join("results"))?;
-        ensure!(r.boots() == 2, "expected 2 boots, the scenario ran {}", r.boots());
+        ensure!(
+            r.boots() == 2,
+            "expected 2 boots, the scenario ran {}",
+            r.boots()
+        );
         let dep = format!("/ostree/deploy/default/deploy/{}.0", img.commit);
-        ensure!(r.get(1, "root").contains(&dep), "/ is {:?}, expected the deployment {dep}", r.get(1, "root"));
-        ensure!(r.get(1, "usr_opts").split(',').any(|o| o == "ro"), "/usr options {:?}", r.get(1, "usr_opts"));
+        ensure!(
+            r.get(1, "root").contains(&dep),
+            "/ is {:?}, expected the deployment {dep}",
+            r.get(1, "root")
+        );
+        ensure!(
+            r.get(1, "usr_opts").split(',').any(|o| o == "ro"),
+            "/usr options {:?}",
+            r.get(1, "usr_opts")
+        );
         let w = r.get(1, "usr_write");
-        ensure!(w.contains("Read-only file system") && w.contains("rc=1"), "write to /usr: {w:?}");
+        ensure!(
+            w.contains("Read-only file system") && w.contains("rc=1"),
+            "write to /usr: {w:?}"
+        );
         ensure!(r.get(1, "etc_write") == "edited", "/etc not writable");
-        ensure!(r.get(1, "ostree_booted") == "yes", "/run/ostree-booted missing");
-        ensure!(r.get(1, "cmdline").contains("ostree=/ostree/boot.0/default/"), "cmdline {:?}", r.get(1, "cmdline"));
-        ensure!(r.get(1, "status_rc") == "0", "stratum status failed: {}", r.get(1, "status"));
+        ensure!(
+            r.get(1, "ostree_booted") == "yes",
+            "/run/ostree-booted missing"
+        );
+        ensure!(
+            r.get(1, "cmdline")
+                .contains("ostree=/ostree/boot.0/default/"),
+            "cmdline {:?}",
+            r.get(1, "cmdline")
+        );
+        ensure!(
+            r.get(1, "status_rc") == "0",
+            "stratum status failed: {}",
+            r.get(1, "status")
+        );
         let status = r.get(1, "status");
-        ensure!(status.contains(&format!("● default:{}.0", img.commit)), "status does not mark the booted deployment:\n{status}");
-        let json: serde_json::Value = serde_json::from_str(&r.get(1, "status_json")).context("status --json")?;
-        ensure!(json["deployments"][0]["booted"] == true && json["deployments"][0]["checksum"] == img.commit.as_str(), "status --json: {json}");
-        ensure!(r.get(1, "failed_units").is_empty(), "failed units: {}", r.get(1, "failed_units"));
-        ensure!(r.get(1, "multi_user") == "active", "multi-user.target is {}", r.get(1, "multi_user"));
-        ensure!(r.get(1, "sysroot_opts").split(',').any(|o| o == "ro"), "/sysroot options {:?}", r.get(1, "sysroot_opts"));
-        ensure!(r.get(1, "boot_mount").contains("ext4"), "/boot mount: {:?}", r.get(1, "boot_mount"));
-        let bj: serde_json::Value = serde_json::from_str(&r.get(1, "boot_json")).context("boot.json")?;
+        ensure!(
+            status.contains(&format!("● default:{}.0", img.commit)),
+            "status does not mark the booted deployment:\n{status}"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&r.get(1, "status_json")).context("status --json")?;
+        ensure!(
+            json["deployments"][0]["booted"] == true
+                && json["deployments"][0]["checksum"] == img.commit.as_str(),
+            "status --json: {json}"
+        );
+        ensure!(
+            r.get(1, "failed_units").is_empty(),
+            "failed units: {}",
+            r.get(1, "failed_units")
+        );
+        ensure!(
+            r.get(1, "multi_user") == "active",
+            "multi-user.target is {}",
+            r.get(1, "multi_user")
+        );
+        ensure!(
+            r.get(1, "sysroot_opts").split(',').any(|o| o == "ro"),
+            "/sysroot options {:?}",
+            r.get(1, "sysroot_opts")
+        );
+        ensure!(
+            r.get(1, "boot_mount").contains("ext4"),
+            "/boot mount: {:?}",
+            r.get(1, "boot_mount")
+        );
+        let bj: serde_json::Value =
+            serde_json::from_str(&r.get(1, "boot_json")).context("boot.json")?;
         ensure!(bj["checksum"] == img.commit.as_str(), "boot.json: {bj}");
-        ensure!(r.get(2, "var_kept") == r.get(1, "var_written"), "/var file lost across reboot");
-        ensure!(r.get(2, "etc_kept") == "edited", "/etc edit lost across reboot");
-        ensure!(r.get(2, "failed_units").is_empty(), "failed units on boot 2: {}", r.get(2, "failed_units"));
+        ensure!(
+            r.get(2, "var_kept") == r.get(1, "var_written"),
+            "/var file lost across reboot"
+        );
+        ensure!(
+            r.get(2, "etc_kept") == "edited",
+            "/etc edit lost across reboot"
+        );
+        ensure!(
+            r.get(2, "failed_units").is_empty(),
+            "failed units on boot 2: {}",
+            r.get(2, "failed_units")
+        );
         Ok(())
     })
 }
@@ -124,12 +193,24 @@ fn bad_ostree_karg(name: &str, ostree: &str, expect: &str) -> Result<()> {
     let out = q.run()?;
     check(name, &out, || {
         let c = &out.console;
-        ensure!(c.contains("stratum-prepare-root: boot failed"), "no failure banner on the console");
+        ensure!(
+            c.contains("stratum-prepare-root: boot failed"),
+            "no failure banner on the console"
+        );
         ensure!(c.contains(expect), "console does not explain {expect:?}");
-        ensure!(c.contains(&format!("{}.0", img.commit)), "console does not list the existing deployment");
-        ensure!(c.contains("rebooting in 1 second"), "no reboot announcement");
+        ensure!(
+            c.contains(&format!("{}.0", img.commit)),
+            "console does not list the existing deployment"
+        );
+        ensure!(
+            c.contains("rebooting in 1 second"),
+            "no reboot announcement"
+        );
         ensure!(!c.contains("Kernel panic"), "the kernel panicked");
-        ensure!(c.contains("reboot: Restarting system"), "the machine did not reboot");
+        ensure!(
+            c.contains("reboot: Restarting system"),
+            "the machine did not reboot"
+        );
         Ok(())
     })
 }
@@ -141,26 +222,45 @@ fn ostree_admin_status_reads_our_sysroot() -> Result<()> {
         .arg(&img.sysroot)
         .output()?;
     let text = String::from_utf8_lossy(&out.stdout);
-    ensure!(out.status.success(), "ostree admin status failed: {}", String::from_utf8_lossy(&out.stderr));
-    ensure!(text.contains(&format!("default {}.0", img.commit)), "ostree admin status:\n{text}");
-    ensure!(text.contains("Version: 1.0"), "ostree admin status shows no version:\n{text}");
+    ensure!(
+        out.status.success(),
+        "ostree admin status failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(
+        text.contains(&format!("default {}.0", img.commit)),
+        "ostree admin status:\n{text}"
+    );
+    ensure!(
+        text.contains("Version: 1.0"),
+        "ostree admin status shows no version:\n{text}"
+    );
     Ok(())
 }
 
 fn trial(name: &'static str, f: impl FnOnce() -> Result<()> + Send + 'static) -> Trial {
-    Trial::test(name, move || f().map_err(|e| Failed::from(format!("{e:#}"))))
+    Trial::test(name, move || {
+        f().map_err(|e| Failed::from(format!("{e:#}")))
+    })
 }
 
 fn main() {
     let args = Arguments::from_args();
     let trials = vec![
-        trial("host::ostree_admin_status_reads_stratum_sysroot", ostree_admin_status_reads_our_sysroot),
+        trial(
+            "host::ostree_admin_status_reads_stratum_sysroot",
+            ostree_admin_status_reads_our_sysroot,
+        ),
         trial("vm::first_boot", first_boot),
         trial("vm::prepare_root_refuses_ostree_outside_deploy", || {
             bad_ostree_karg("bad-karg-outside", "/ostree/repo", "outside")
         }),
         trial("vm::prepare_root_explains_missing_deployment", || {
-            bad_ostree_karg("bad-karg-missing", "/ostree/boot.0/default/0000/9", "/ostree/boot.0/default/0000/9")
+            bad_ostree_karg(
+                "bad-karg-missing",
+                "/ostree/boot.0/default/0000/9",
+                "/ostree/boot.0/default/0000/9",
+            )
         }),
     ];
     libtest_mimic::run(&args, trials).exit();

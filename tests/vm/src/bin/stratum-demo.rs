@@ -36,11 +36,22 @@ fn main() -> Result<()> {
     let mut q = Qemu::new(dir.join("console.log"));
     q.disks = vec![img.disk.clone(), test.image.clone()];
     q.echo = true;
-    eprintln!("\nBooting {} in QEMU (serial console follows; the guest powers off at the end)\n", img.disk.display());
+    eprintln!(
+        "\nBooting {} in QEMU (serial console follows; the guest powers off at the end)\n",
+        img.disk.display()
+    );
     let out = q.run()?;
-    ensure!(!out.timed_out, "the VM did not finish; console log: {}", q.console.display());
+    ensure!(
+        !out.timed_out,
+        "the VM did not finish; console log: {}",
+        q.console.display()
+    );
     let r = test.results(&dir.join("results"))?;
-    ensure!(r.get(1, "ok") == "yes", "the demo scenario did not complete; console log: {}", q.console.display());
+    ensure!(
+        r.get(1, "ok") == "yes",
+        "the demo scenario did not complete; console log: {}",
+        q.console.display()
+    );
     eprintln!(
         "\nDemo complete in {:.0} s (boot and look-around: {:.0} s). Console log: {}",
         secs(t),

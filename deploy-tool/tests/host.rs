@@ -1,0 +1,269 @@
+//! Host integration tests: the real `stratum` binary against temporary roots, repositories
+//! and sysroots, with the real libostree and Debian's `ostree` CLI as the peer.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn stratum(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_stratum"))
+        .args(args)
+        .output()
+        .expect("running stratum")
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "stratum failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn err(out: Output) -> String {
+    assert!(!out.status.success(), "stratum succeeded unexpectedly");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A small root filesystem with a (fake) kernel and an initramfs kept as is.
+fn fake_root(dir: &Path, kernels: &[&str]) -> PathBuf {
+    let r = dir.join("rootfs");
+    for d in [
+        "etc",
+        "var/lib/demo",
+        "usr/lib",
+        "usr/bin",
+        "boot",
+        "root",
+        "home",
+    ] {
+        fs::create_dir_all(r.join(d)).unwrap();
+    }
+    fs::write(
+        r.join("usr/lib/os-release"),
+        "ID=debian\nPRETTY_NAME=\"Fake OS\"\n",
+    )
+    .unwrap();
+    fs::write(r.join("etc/motd"), "hello\n").unwrap();
+    fs::write(r.join("usr/bin/tool"), "#!/bin/sh\n").unwrap();
+    fs::write(r.join("var/lib/demo/state"), "state\n").unwrap();
+    for k in kernels {
+        fs::create_dir_all(r.join("usr/lib/modules").join(k)).unwrap();
+        fs::write(r.join(format!("boot/vmlinuz-{k}")), format!("kernel {k}\n")).unwrap();
+        fs::write(
+            r.join(format!("boot/initrd.img-{k}")),
+            format!("initrd {k}\n"),
+        )
+        .unwrap();
+    }
+    r
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn repo_refs(repo: &Path) -> String {
+    let out = Command::new("ostree")
+        .args(["refs", "--repo"])
+        .arg(repo)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn compose_then_install_is_read_by_ostree() {
+    let d = tempfile::tempdir().unwrap();
+    let root = fake_root(d.path(), &["6.1.0-9-amd64"]);
+    let repo = d.path().join("repo");
+    let commit = ok(stratum(&[
+        "compose",
+        "rootfs",
+        path(&root),
+        "--repo",
+        path(&repo),
+        "--ref",
+        "os/x",
+        "--version",
+        "7.1",
+        "--keep-initramfs",
+    ]));
+    let commit = commit.trim();
+    assert_eq!(commit.len(), 64);
+    // The input directory is untouched.
+    assert!(root.join("etc/motd").is_file() && root.join("boot/vmlinuz-6.1.0-9-amd64").is_file());
+    // Layout rules, as libostree sees the commit.
+    let ls = Command::new("ostree")
+        .args(["ls", "-R", "--repo"])
+        .arg(&repo)
+        .arg(commit)
+        .output()
+        .unwrap();
+    let ls = String::from_utf8_lossy(&ls.stdout);
+    for want in [
+        "/usr/lib/modules/6.1.0-9-amd64/vmlinuz",
+        "/usr/lib/modules/6.1.0-9-amd64/initramfs.img",
+        "/usr/etc/motd",
+        "/home -> var/home",
+        "/ostree -> sysroot/ostree",
+        "/usr/share/factory/var/lib/demo/state",
+    ] {
+        assert!(ls.contains(want), "commit lacks {want}:\n{ls}");
+    }
+    let meta = Command::new("ostree")
+        .args(["show", "--repo"])
+        .arg(&repo)
+        .arg(commit)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&meta.stdout).contains("Version: 7.1"));
+
+    let sysroot = d.path().join("sysroot");
+    ok(stratum(&[
+        "install",
+        "to-filesystem",
+        "--repo",
+        path(&repo),
+        "--ref",
+        "os/x",
+        "--karg",
+        "quiet",
+        path(&sysroot),
+    ]));
+    let dep = sysroot.join(format!("ostree/deploy/default/deploy/{commit}.0"));
+    assert_eq!(fs::read_to_string(dep.join("etc/motd")).unwrap(), "hello\n");
+    assert_eq!(
+        fs::read_link(sysroot.join("boot/loader")).unwrap(),
+        Path::new("loader.0")
+    );
+    let entry =
+        fs::read_to_string(sysroot.join("boot/loader/entries/ostree-1-default.conf")).unwrap();
+    assert!(
+        entry.contains("options quiet ostree=/ostree/boot.0/default/"),
+        "{entry}"
+    );
+    let grub = fs::read_to_string(sysroot.join("boot/loader/grub.cfg")).unwrap();
+    assert!(grub.contains("'quiet'"), "{grub}");
+    // /etc is a copy, never a hardlink into the repository.
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(fs::metadata(dep.join("etc/motd")).unwrap().nlink(), 1);
+
+    let st = Command::new("ostree")
+        .args(["admin", "status", "--sysroot"])
+        .arg(&sysroot)
+        .output()
+        .unwrap();
+    let st = String::from_utf8_lossy(&st.stdout);
+    assert!(
+        st.contains(&format!("default {commit}.0")) && st.contains("Version: 7.1"),
+        "ostree admin status:\n{st}"
+    );
+
+    let json = ok(stratum(&["--sysroot", path(&sysroot), "status", "--json"]));
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["deployments"][0]["checksum"], commit);
+    assert_eq!(v["deployments"][0]["version"], "7.1");
+    assert_eq!(v["deployments"][0]["origin"], "os/x");
+}
+
+#[test]
+fn compose_errors_leave_the_repo_unchanged() {
+    let d = tempfile::tempdir().unwrap();
+    let repo = d.path().join("repo");
+    let root = fake_root(d.path(), &["6.1.0-9-amd64"]);
+    ok(stratum(&[
+        "compose",
+        "rootfs",
+        path(&root),
+        "--repo",
+        path(&repo),
+        "--ref",
+        "os/x",
+        "--keep-initramfs",
+    ]));
+    let before = repo_refs(&repo);
+    let objects = || walkdir_count(&repo.join("objects"));
+    let n = objects();
+
+    let e = err(stratum(&[
+        "compose",
+        "rootfs",
+        path(&root),
+        "--repo",
+        path(&repo),
+        "--ref",
+        "os/x",
+        "--no-overwrite",
+        "--keep-initramfs",
+    ]));
+    assert!(e.contains("exists") && e.contains("--no-overwrite"), "{e}");
+
+    let file = d.path().join("file");
+    fs::write(&file, "x").unwrap();
+    let e = err(stratum(&[
+        "compose",
+        "rootfs",
+        path(&file),
+        "--repo",
+        path(&repo),
+        "--ref",
+        "os/y",
+    ]));
+    assert!(e.contains("is not a directory"), "{e}");
+
+    let two = fake_root(&d.path().join("two"), &["6.1.0-9-amd64", "6.2.0-1-amd64"]);
+    let e = err(stratum(&[
+        "compose",
+        "rootfs",
+        path(&two),
+        "--repo",
+        path(&repo),
+        "--ref",
+        "os/y",
+        "--keep-initramfs",
+    ]));
+    assert!(e.contains("several kernels") && e.contains("--kver"), "{e}");
+
+    let none = fake_root(&d.path().join("none"), &[]);
+    let e = err(stratum(&[
+        "compose",
+        "rootfs",
+        path(&none),
+        "--repo",
+        path(&repo),
+        "--ref",
+        "os/y",
+    ]));
+    assert!(e.contains("no kernel found"), "{e}");
+
+    assert_eq!(repo_refs(&repo), before);
+    assert_eq!(objects(), n);
+
+    // A missing repository is not created by a failing compose.
+    let fresh = d.path().join("fresh");
+    err(stratum(&[
+        "compose",
+        "rootfs",
+        path(&none),
+        "--repo",
+        path(&fresh),
+        "--ref",
+        "os/y",
+    ]));
+    assert!(!fresh.exists());
+}
+
+fn walkdir_count(dir: &Path) -> usize {
+    let mut n = 0;
+    for e in fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        n += if e.file_type().unwrap().is_dir() {
+            walkdir_count(&e.path())
+        } else {
+            1
+        };
+    }
+    n
+}
