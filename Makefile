@@ -43,9 +43,9 @@ install:
 	install -D -m 0755 $(STATIC)/stratum-prepare-root $(DESTDIR)$(PREFIX)/lib/stratum/stratum-prepare-root
 	install -D -m 0644 grub/stub.cfg.in $(DESTDIR)$(PREFIX)/lib/stratum/grub/stub.cfg.in
 	install -D -m 0755 grub/10_stratum $(DESTDIR)/etc/grub.d/10_stratum
-	for f in $$(cd systemd && ls); do \
+	for f in $$(ls systemd 2>/dev/null); do \
 		install -D -m 0644 systemd/$$f $(DESTDIR)$(PREFIX)/lib/systemd/system/$$f; done
-	for f in $$(cd dracut && ls); do \
+	for f in $$(ls dracut 2>/dev/null); do \
 		install -D -m 0755 dracut/$$f $(DESTDIR)$(PREFIX)/lib/dracut/modules.d/50stratum/$$f; done
 
 test-unit: build

@@ -19,7 +19,7 @@ use crate::sysroot::Sysroot;
 #[derive(Debug, Parser)]
 #[command(name = "stratum", version, max_term_width = 100)]
 pub struct Cli {
-    /// The sysroot to operate on [default: /sysroot on a booted Stratum/OSTree system, else /]
+    /// The sysroot to operate on: a directory holding ostree/ and boot/ [default: /]
     #[arg(long, global = true, value_name = "DIR")]
     pub sysroot: Option<PathBuf>,
     /// The stateroot (OS name) to operate on [default: the booted one, or "default"]
@@ -223,15 +223,11 @@ fn print_result<T: serde::Serialize>(json: bool, value: &T, plain: &str) -> Resu
     Ok(())
 }
 
-/// The sysroot to use when `--sysroot` is not given.
+/// The sysroot to use when `--sysroot` is not given: `/`. On a booted system `/ostree` is a
+/// symlink into the physical root (`/sysroot/ostree`) and `/boot` is the boot partition, so
+/// `/` sees the whole sysroot, as OSTree's default sysroot does.
 fn default_sysroot(cli: &Cli) -> Sysroot {
-    match &cli.sysroot {
-        Some(p) => Sysroot::new(p),
-        None if std::path::Path::new(stratum_prepare_root::OSTREE_BOOTED).exists() => {
-            Sysroot::new("/sysroot")
-        }
-        None => Sysroot::new("/"),
-    }
+    Sysroot::new(cli.sysroot.clone().unwrap_or_else(|| "/".into()))
 }
 
 fn status(cli: &Cli, o: &StatusOpts) -> Result<()> {

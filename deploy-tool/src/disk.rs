@@ -200,7 +200,12 @@ pub fn grub_efi(out: &Path, boot_uuid: &str, workdir: &Path) -> Result<()> {
     if !moddir.is_dir() {
         bail!("{} is missing: install GRUB's EFI modules (Debian: apt-get install grub-efi-amd64-bin)", moddir.display());
     }
-    let stub = include_str!("../../grub/stub.cfg.in").replace("@BOOT_UUID@", boot_uuid);
+    // GRUB's rescue parser, which runs the embedded config, knows no comments.
+    let stub: String = include_str!("../../grub/stub.cfg.in")
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty())
+        .map(|l| l.replace("@BOOT_UUID@", boot_uuid) + "\n")
+        .collect();
     let stub_path = workdir.join("grub-stub.cfg");
     fs::write(&stub_path, stub)?;
     cmd::run(

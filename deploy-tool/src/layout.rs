@@ -187,9 +187,23 @@ fn link_into_var(root: &Path, path: &str, vardir: &str, target: &str) -> Result<
         if m.is_dir() {
             fs::create_dir_all(root.join("var"))?;
             if dest.exists() {
-                bail!("cannot move /{path} to /var/{vardir}: it exists already");
+                // Debian ships /var/opt as well as /opt: merge, refusing only real clashes.
+                for e in fs::read_dir(&p)? {
+                    let e = e?;
+                    let to = dest.join(e.file_name());
+                    if fs::symlink_metadata(&to).is_ok() {
+                        bail!(
+                            "cannot move /{path} into /var/{vardir}: {} exists in both",
+                            e.file_name().to_string_lossy()
+                        );
+                    }
+                    fs::rename(e.path(), &to)?;
+                }
+                fs::remove_dir(&p).with_context(|| format!("removing /{path}"))?;
+            } else {
+                fs::rename(&p, &dest)
+                    .with_context(|| format!("moving /{path} to /var/{vardir}"))?;
             }
-            fs::rename(&p, &dest).with_context(|| format!("moving /{path} to /var/{vardir}"))?;
         } else if m.file_type().is_symlink() {
             fs::remove_file(&p)?;
         }
@@ -408,6 +422,7 @@ mod tests {
         assert!(conf.contains("C /var/roothome/.bashrc"), "{conf}");
         assert!(conf.contains("L /var/run - - - - /run"), "{conf}");
         assert!(conf.contains("d /var/usrlocal/bin"), "{conf}");
+        assert!(conf.contains("d /var/opt/vendor"), "{conf}");
         assert_eq!(
             fs::read_to_string(r.join(FACTORY_VAR).join("lib/dpkg/status")).unwrap(),
             "pkgs"

@@ -84,6 +84,7 @@ pub fn render(r: &Report, delay: u64, halt: bool) -> Vec<String> {
     let action = if halt { "powering off" } else { "rebooting" };
     l.push(match delay {
         0 => format!("  {action} now"),
+        1 => format!("  {action} in 1 second"),
         n => format!("  {action} in {n} seconds"),
     });
     l

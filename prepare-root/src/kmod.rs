@@ -30,6 +30,10 @@ fn load_one(path: &str) -> Result<(), String> {
     let file = std::fs::File::open(path).map_err(|e| format!("cannot open module {path}: {e}"))?;
     match finit_module(&file, c"", ModuleInitFlags::empty()) {
         Ok(()) | Err(Errno::EEXIST) => Ok(()),
+        // The kernel reports unresolved symbols as ENOENT, which reads like a missing file.
+        Err(Errno::ENOENT) => Err(format!(
+            "cannot load module {path}: unknown symbol (a dependency not loaded before it?)"
+        )),
         Err(e) => Err(format!("cannot load module {path}: {}", e.desc())),
     }
 }

@@ -253,7 +253,7 @@ fn main() {
         ),
         trial("vm::first_boot", first_boot),
         trial("vm::prepare_root_refuses_ostree_outside_deploy", || {
-            bad_ostree_karg("bad-karg-outside", "/ostree/repo", "outside")
+            bad_ostree_karg("bad-karg-outside", "/ostree/repo", "is not a deployment")
         }),
         trial("vm::prepare_root_explains_missing_deployment", || {
             bad_ostree_karg(
