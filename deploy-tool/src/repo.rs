@@ -120,7 +120,7 @@ pub fn pull_local(dest: &ostree::Repo, src: &Path, refname: &str) -> Result<Stri
     let url = format!("file://{}", src.display());
     let opts = glib::VariantDict::new(None);
     opts.insert("refs", &vec![refname.to_string()][..]);
-    opts.insert("flags", &(ostree::RepoPullFlags::NONE.bits() as i32));
+    opts.insert("flags", ostree::RepoPullFlags::NONE.bits() as i32);
     dest.pull_with_options(&url, &opts.end(), None, gio::Cancellable::NONE)
         .with_context(|| format!("pulling {refname} from {}", src.display()))?;
     let csum = resolve(&open(&src)?, refname)?;

@@ -192,10 +192,15 @@ impl TestDisk {
     pub fn results(&self, into: &Path) -> Result<Results> {
         remove_tree(into)?;
         fs::create_dir_all(into)?;
-        run(Command::new("debugfs")
+        let out = Command::new("debugfs")
             .arg("-R")
             .arg(format!("rdump /out {}", into.display()))
-            .arg(&self.image))?;
+            .arg(&self.image)
+            .output()
+            .context("running debugfs")?;
+        if !out.status.success() {
+            bail!("debugfs: {}", String::from_utf8_lossy(&out.stderr));
+        }
         Ok(Results {
             dir: into.join("out"),
         })

@@ -34,8 +34,10 @@ pub struct Qemu {
     pub no_reboot: bool,
     /// Where the serial console is written.
     pub console: PathBuf,
-    /// Copy console lines to stderr as they come (the demo).
+    /// Copy console lines to stderr as they come (`STRATUM_VM_ECHO=1`).
     pub echo: bool,
+    /// Show only the lines this returns (rewritten), as they come (the demo).
+    pub echo_filter: Option<fn(&str) -> Option<String>>,
 }
 
 /// How a run ended.
@@ -56,6 +58,7 @@ impl Qemu {
             no_reboot: false,
             console,
             echo: std::env::var_os("STRATUM_VM_ECHO").is_some(),
+            echo_filter: None,
         }
     }
 
@@ -126,6 +129,7 @@ impl Qemu {
         let stdout = child.stdout.take().context("qemu stdout")?;
         let mut log = fs::File::create(&self.console)?;
         let echo = self.echo;
+        let filter = self.echo_filter;
         let (tx, rx) = mpsc::channel();
         let reader = std::thread::spawn(move || {
             let mut all = String::new();
@@ -135,6 +139,8 @@ impl Qemu {
                 let _ = writeln!(log, "{text}");
                 if echo {
                     eprintln!("{text}");
+                } else if let Some(show) = filter.and_then(|f| f(&text)) {
+                    eprintln!("{show}");
                 }
                 all.push_str(&text);
                 all.push('\n');

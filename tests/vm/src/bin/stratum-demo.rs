@@ -17,13 +17,56 @@ boot_1() {
     show "Kernel command line"
     cat /proc/cmdline
     show "What stratum-prepare-root decided (/run/stratum/boot.json)"
-    cat /run/stratum/boot.json
-    echo
+    grep -E '"(deployment|root_device|fstype|modules|wait_root|mount|total|since_kernel_start_ms)"' /run/stratum/boot.json
     show "Failed systemd units (none expected)"
     systemctl --failed --no-legend --plain
     result ok yes
 }
 "#;
+
+/// The console lines a person watching the demo cares about.
+fn console_highlights(line: &str) -> Option<String> {
+    let line = line.trim_end();
+    if let Some((_, text)) = line
+        .split_once("run-scenario[")
+        .and_then(|(_, r)| r.split_once("]: "))
+    {
+        return (!text.starts_with("STRATUM-TEST")).then(|| format!("  {text}"));
+    }
+    let text = line
+        .split_once("] ")
+        .filter(|_| line.starts_with('['))
+        .map_or(line, |(_, t)| t);
+    let keep = [
+        "Booting `",
+        "stratum-prepare-root:",
+        "Welcome to",
+        "Reached target",
+        "reboot: Power down",
+    ];
+    keep.iter()
+        .any(|k| {
+            text.contains(k) && (!text.contains("Reached target") || text.contains("multi-user"))
+        })
+        .then(|| format!("console: {}", strip_ansi(text)))
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::new();
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
 
 fn main() -> Result<()> {
     let t = std::time::Instant::now();
@@ -35,10 +78,14 @@ fn main() -> Result<()> {
     let test = TestDisk::create(&dir, DEMO, &[])?;
     let mut q = Qemu::new(dir.join("console.log"));
     q.disks = vec![img.disk.clone(), test.image.clone()];
-    q.echo = true;
+    q.echo_filter = Some(console_highlights);
     eprintln!(
-        "\nBooting {} in QEMU (serial console follows; the guest powers off at the end)\n",
+        "\nBooting {} in QEMU: UEFI firmware → GRUB → kernel → stratum-prepare-root → systemd.",
         img.disk.display()
+    );
+    eprintln!(
+        "Highlights of the serial console follow (full log: {}).\n",
+        q.console.display()
     );
     let out = q.run()?;
     ensure!(
