@@ -3,7 +3,7 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
 use crate::sysroot::Sysroot;
@@ -15,7 +15,7 @@ use crate::sysroot::Sysroot;
 /// the machine's own data and never rolled back.
 ///
 /// Exit status: 0 success, 1 failure (the message says what failed and what to do),
-/// 2 invalid command line.
+/// 2 invalid command line, 77 `upgrade --check` (or `--unchanged-exit-77`) found no update.
 #[derive(Debug, Parser)]
 #[command(name = "stratum", version, max_term_width = 100)]
 pub struct Cli {
@@ -25,6 +25,9 @@ pub struct Cli {
     /// The stateroot (OS name) to operate on [default: the booted one, or "default"]
     #[arg(long, global = true, value_name = "NAME")]
     pub stateroot: Option<String>,
+    /// Fail at once if another command holds the sysroot lock, instead of waiting
+    #[arg(long, global = true)]
+    pub no_wait: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -39,6 +42,137 @@ pub enum Command {
     /// Install an image onto a new disk or directory
     #[command(subcommand)]
     Install(InstallCmd),
+    /// Manage the remotes updates are pulled from
+    #[command(subcommand)]
+    Remote(RemoteCmd),
+    /// Pull the origin's newest commit and deploy it (staged: applied at shutdown)
+    Upgrade(UpgradeOpts),
+    /// Deploy a given commit or version of the origin's ref
+    Deploy(DeployOpts),
+    /// Follow another ref from now on (REMOTE:REF or a local REF) and deploy it
+    Rebase(RebaseOpts),
+    /// Make the previous deployment the default again (no download, no checkout)
+    Rollback(RollbackOpts),
+    /// Remove pending (-p) and/or rollback (-r) deployments, then prune the repository
+    Cleanup(CleanupOpts),
+    /// Keep a deployment (by index in `status`) through cleanups and upgrades
+    Pin(PinOpts),
+    /// Write the staged deployment into the boot set (run at shutdown by
+    /// stratum-finalize-staged.service)
+    #[command(hide = true)]
+    FinalizeStaged,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RemoteCmd {
+    /// Add a remote (file://, http:// or https:// URL of an ostree repository)
+    Add(RemoteAddOpts),
+    /// List remotes
+    List {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a remote
+    Delete {
+        /// The remote's name
+        name: String,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RemoteAddOpts {
+    /// The remote's name, used as REMOTE in REMOTE:REF
+    pub name: String,
+    /// The repository URL
+    pub url: String,
+    /// Require valid GPG signatures on commits (default)
+    #[arg(long, overrides_with = "no_sign_verify")]
+    pub sign_verify: bool,
+    /// Accept unsigned commits from this remote
+    #[arg(long)]
+    pub no_sign_verify: bool,
+    /// Import the GPG public keys in FILE as trusted for this remote
+    #[arg(long, value_name = "FILE")]
+    pub gpg_import: Option<PathBuf>,
+}
+
+/// Options shared by the verbs that make a new deployment.
+#[derive(Debug, clap::Args)]
+pub struct NewDeploymentOpts {
+    /// Write the boot set now instead of staging the deployment until shutdown
+    #[arg(long)]
+    pub apply_now: bool,
+    /// Stage even on a sysroot that is not the booted one (finalize with `finalize-staged`)
+    #[arg(long, hide = true)]
+    pub stage: bool,
+    /// Reboot into the new deployment when done
+    #[arg(long, short = 'r')]
+    pub reboot: bool,
+    /// Print the result as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UpgradeOpts {
+    /// Only check whether an update exists: exit 0 if one does, 77 if not
+    #[arg(long)]
+    pub check: bool,
+    /// Show what would change (commit, version, files) without deploying
+    #[arg(long)]
+    pub preview: bool,
+    /// Exit 77 when there is no update (for scripts)
+    #[arg(long)]
+    pub unchanged_exit_77: bool,
+    #[command(flatten)]
+    pub new: NewDeploymentOpts,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DeployOpts {
+    /// A commit checksum or ref
+    #[arg(required_unless_present = "version", conflicts_with = "version")]
+    pub rev: Option<String>,
+    /// The commit with this version on the origin ref's history
+    #[arg(long)]
+    pub version: Option<String>,
+    #[command(flatten)]
+    pub new: NewDeploymentOpts,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RebaseOpts {
+    /// REMOTE:REF, or a REF of the local repository
+    pub refspec: String,
+    #[command(flatten)]
+    pub new: NewDeploymentOpts,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RollbackOpts {
+    /// Reboot into it when done
+    #[arg(long, short = 'r')]
+    pub reboot: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CleanupOpts {
+    /// Remove the pending deployment (staged, or default but not yet booted)
+    #[arg(long, short = 'p')]
+    pub pending: bool,
+    /// Remove the rollback deployment(s)
+    #[arg(long, short = 'r')]
+    pub rollback: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PinOpts {
+    /// The deployment's index in `stratum status` (0 = default)
+    pub index: usize,
+    /// Unpin instead
+    #[arg(long)]
+    pub unpin: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -123,6 +257,13 @@ pub struct InstallSource {
     /// Extra kernel argument (repeatable), e.g. --karg console=ttyS0
     #[arg(long = "karg", value_name = "ARG")]
     pub kargs: Vec<String>,
+    /// Make the installed system follow REF from this remote (origin NAME:REF), e.g.
+    /// --remote updates=https://example.com/repo
+    #[arg(long, value_name = "NAME=URL")]
+    pub remote: Option<String>,
+    /// GPG public keys that sign the remote's commits (verification is off without them)
+    #[arg(long, value_name = "FILE", requires = "remote")]
+    pub remote_gpg_import: Option<PathBuf>,
     /// Print the result as JSON
     #[arg(long)]
     pub json: bool,
@@ -151,9 +292,242 @@ pub struct ToFilesystemOpts {
     pub dir: PathBuf,
 }
 
-/// Parses `args` and runs the command.
-pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<()> {
+/// Exit status when there is no update (`--check`, `--unchanged-exit-77`), as rpm-ostree.
+pub const EXIT_UNCHANGED: i32 = 77;
+
+/// Parses `args` and runs the command; returns the exit status.
+pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<i32> {
     let cli = Cli::parse_from(args);
+    match &cli.command {
+        Command::Upgrade(o) => {
+            let target = crate::update::Target::Upgrade;
+            let opts = crate::update::UpdateOptions {
+                check: o.check,
+                preview: o.preview,
+                stage: stage(&cli, &o.new),
+            };
+            let r = crate::update::update(&ops(&cli), &target, opts)?;
+            let unchanged = matches!(r, crate::update::UpdateResult::NoChange { .. });
+            report_update(&r, &o.new)?;
+            Ok(if unchanged && (o.check || o.unchanged_exit_77) {
+                EXIT_UNCHANGED
+            } else {
+                0
+            })
+        }
+        Command::Deploy(o) => {
+            let target = match (&o.rev, &o.version) {
+                (Some(r), _) => crate::update::Target::Rev(r.clone()),
+                (None, Some(v)) => crate::update::Target::Version(v.clone()),
+                (None, None) => bail!("give a REV or --version"),
+            };
+            let opts = crate::update::UpdateOptions {
+                stage: stage(&cli, &o.new),
+                ..Default::default()
+            };
+            let r = crate::update::update(&ops(&cli), &target, opts)?;
+            report_update(&r, &o.new).map(|_| 0)
+        }
+        Command::Rebase(o) => {
+            let target = crate::update::Target::Rebase(o.refspec.clone());
+            let opts = crate::update::UpdateOptions {
+                stage: stage(&cli, &o.new),
+                ..Default::default()
+            };
+            let r = crate::update::update(&ops(&cli), &target, opts)?;
+            report_update(&r, &o.new).map(|_| 0)
+        }
+        Command::Rollback(o) => {
+            let ops = ops(&cli);
+            let _lock = ops.begin()?;
+            let d = ops.rollback()?;
+            eprintln!(
+                "Moved {}:{} to be the default deployment; it boots next.",
+                d.stateroot,
+                d.name()
+            );
+            if o.reboot {
+                reboot()?;
+            }
+            Ok(0)
+        }
+        Command::Cleanup(o) => {
+            if !o.pending && !o.rollback {
+                bail!(
+                    "say what to remove: -p (pending deployment) and/or -r (rollback deployment)"
+                );
+            }
+            let ops = ops(&cli);
+            let _lock = ops.begin()?;
+            let removed = ops.cleanup(o.pending, o.rollback)?;
+            if removed.is_empty() {
+                eprintln!("Nothing to remove.");
+            }
+            for r in removed {
+                eprintln!("Removed deployment {r}");
+            }
+            Ok(0)
+        }
+        Command::Pin(o) => {
+            let ops = ops(&cli);
+            let _lock = ops.begin()?;
+            let d = ops.pin(o.index, !o.unpin)?;
+            eprintln!(
+                "Deployment {}:{} is now {}",
+                d.stateroot,
+                d.name(),
+                if o.unpin { "unpinned" } else { "pinned" }
+            );
+            Ok(0)
+        }
+        Command::FinalizeStaged => {
+            let ops = ops(&cli);
+            let _lock = ops.begin()?;
+            match ops.finalize_staged()? {
+                Some(name) => eprintln!("Finalized staged deployment {name}"),
+                None => eprintln!("No staged deployment."),
+            }
+            Ok(0)
+        }
+        Command::Remote(c) => remote(&cli, c).map(|_| 0),
+        _ => run_simple(&cli).map(|_| 0),
+    }
+}
+
+fn ops(cli: &Cli) -> crate::ops::Ops {
+    crate::ops::Ops {
+        sysroot: default_sysroot(cli),
+        stateroot: cli.stateroot.clone(),
+        no_wait: cli.no_wait,
+    }
+}
+
+/// New deployments are staged on the booted system (finalized at shutdown) unless
+/// `--apply-now`; on any other sysroot they are written at once.
+fn stage(cli: &Cli, o: &NewDeploymentOpts) -> bool {
+    if o.apply_now {
+        return false;
+    }
+    o.stage
+        || (cli.sysroot.is_none()
+            && std::path::Path::new(stratum_prepare_root::OSTREE_BOOTED).exists())
+}
+
+fn report_update(r: &crate::update::UpdateResult, o: &NewDeploymentOpts) -> Result<()> {
+    use crate::update::UpdateResult;
+    if o.json {
+        println!("{}", serde_json::to_string_pretty(r)?);
+    }
+    match r {
+        UpdateResult::NoChange { checksum } => {
+            eprintln!("No update available ({checksum} is deployed).")
+        }
+        UpdateResult::Available {
+            from,
+            to,
+            version,
+            diff,
+        } => {
+            eprintln!(
+                "Update available: {to} ({}), deployed: {from}",
+                version.as_deref().unwrap_or("no version")
+            );
+            if let Some(d) = diff {
+                eprintln!(
+                    "  {} added, {} removed, {} modified files",
+                    d.added.len(),
+                    d.removed.len(),
+                    d.modified.len()
+                );
+                if !o.json {
+                    for (mark, list) in [("+", &d.added), ("-", &d.removed), ("M", &d.modified)] {
+                        for p in list.iter().take(50) {
+                            println!("{mark} {p}");
+                        }
+                        if list.len() > 50 {
+                            println!("{mark} … and {} more", list.len() - 50);
+                        }
+                    }
+                }
+            }
+        }
+        UpdateResult::Deployed(d) => {
+            let how = if d.staged { "Staged" } else { "Deployed" };
+            eprintln!(
+                "{how} {} (/etc: {} modified, {} added, {} removed by the admin, carried over).",
+                d.deployment, d.etc_modified, d.etc_added, d.etc_removed
+            );
+            if d.staged {
+                eprintln!("It is written into the boot set at shutdown; reboot to use it.");
+            } else {
+                eprintln!("It is the default deployment now; reboot to use it.");
+            }
+            if o.reboot {
+                reboot()?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn reboot() -> Result<()> {
+    crate::cmd::run(std::process::Command::new("systemctl").arg("reboot")).context("rebooting")
+}
+
+fn remote(cli: &Cli, c: &RemoteCmd) -> Result<()> {
+    let sysroot = default_sysroot(cli);
+    let repo = crate::repo::open(&sysroot.repo_path())?;
+    match c {
+        RemoteCmd::Add(o) => {
+            let _lock = ops(cli).begin()?;
+            crate::remote::add(
+                &repo,
+                &o.name,
+                &o.url,
+                !o.no_sign_verify,
+                o.gpg_import.as_deref(),
+            )?;
+            if o.no_sign_verify {
+                eprintln!(
+                    "Added remote {} ({}); commits are NOT signature-checked.",
+                    o.name, o.url
+                );
+            } else {
+                eprintln!(
+                    "Added remote {} ({}); commits must carry a valid GPG signature.",
+                    o.name, o.url
+                );
+            }
+        }
+        RemoteCmd::List { json } => {
+            let l = crate::remote::list(&repo)?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&l)?);
+            } else {
+                for r in l {
+                    println!(
+                        "{}\t{}\t{}",
+                        r.name,
+                        r.url,
+                        if r.sign_verify {
+                            "sign-verify"
+                        } else {
+                            "no-sign-verify"
+                        }
+                    );
+                }
+            }
+        }
+        RemoteCmd::Delete { name } => {
+            let _lock = ops(cli).begin()?;
+            crate::remote::delete(&repo, name)?;
+            eprintln!("Deleted remote {name}");
+        }
+    }
+    Ok(())
+}
+
+fn run_simple(cli: &Cli) -> Result<()> {
     match &cli.command {
         Command::Status(o) => status(&cli, o),
         Command::Compose(ComposeCmd::Rootfs(o)) => {
@@ -189,6 +563,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<()> {
             let r = crate::install::to_filesystem(&o.dir, &install_options(&cli, &o.source)?, "")?;
             print_result(o.source.json, &r, &r.deployment)
         }
+        _ => unreachable!("handled in run()"),
     }
 }
 
@@ -206,11 +581,22 @@ fn install_options(cli: &Cli, s: &InstallSource) -> Result<crate::install::Insta
         .clone()
         .unwrap_or_else(|| "default".to_string());
     crate::sysroot::validate_stateroot(&stateroot)?;
+    let remote = match &s.remote {
+        Some(r) => {
+            let (name, url) = r
+                .split_once('=')
+                .with_context(|| format!("--remote {r}: expected NAME=URL"))?;
+            Some((name.to_string(), url.to_string()))
+        }
+        None => None,
+    };
     Ok(crate::install::InstallOptions {
         repo: s.repo.clone(),
         refname: s.refname.clone(),
         stateroot,
         kargs: s.kargs.clone(),
+        remote,
+        remote_gpg_keys: s.remote_gpg_import.clone(),
     })
 }
 
@@ -299,6 +685,8 @@ mod tests {
                 refname: "x".into(),
                 kargs: vec![bad.into()],
                 json: false,
+                remote: None,
+                remote_gpg_import: None,
             };
             assert!(install_options(&cli, &s).is_err(), "{bad:?}");
         }

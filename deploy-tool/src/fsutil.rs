@@ -111,6 +111,50 @@ pub fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
     .with_context(|| format!("copying {} to {}", src.display(), dst.display()))
 }
 
+// FS_IOC_GETFLAGS / FS_IOC_SETFLAGS from <linux/fs.h>, and FS_IMMUTABLE_FL.
+nix::ioctl_read!(fs_ioc_getflags, b'f', 1, nix::libc::c_long);
+nix::ioctl_write_ptr!(fs_ioc_setflags, b'f', 2, nix::libc::c_long);
+const FS_IMMUTABLE_FL: nix::libc::c_long = 0x10;
+
+/// Sets or clears the immutable flag of a directory, as OSTree does on deployment roots so
+/// that nothing (not even root, by accident) adds or removes entries at the top of a
+/// deployment. Filesystems without the flag (tmpfs) are left alone.
+pub fn set_immutable(path: &Path, immutable: bool) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut flags: nix::libc::c_long = 0;
+    // SAFETY: both ioctls take a pointer to a long that lives across the call; fd is open.
+    #[allow(unsafe_code)]
+    let got = unsafe { fs_ioc_getflags(f.as_raw_fd(), &mut flags) };
+    match got {
+        Ok(_) => {}
+        Err(
+            nix::errno::Errno::ENOTTY | nix::errno::Errno::EOPNOTSUPP | nix::errno::Errno::EINVAL,
+        ) => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("reading flags of {}", path.display())),
+    }
+    let new = if immutable {
+        flags | FS_IMMUTABLE_FL
+    } else {
+        flags & !FS_IMMUTABLE_FL
+    };
+    if new != flags {
+        #[allow(unsafe_code)]
+        // SAFETY: as above.
+        unsafe { fs_ioc_setflags(f.as_raw_fd(), &new) }
+            .with_context(|| format!("setting flags of {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Removes a deployment-like tree whose root may be immutable.
+pub fn remove_tree_force(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        set_immutable(path, false)?;
+    }
+    remove_any(path)
+}
+
 fn parent_of(path: &Path) -> Result<&Path> {
     path.parent()
         .filter(|p| !p.as_os_str().is_empty())

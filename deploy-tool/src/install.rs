@@ -19,6 +19,10 @@ pub struct InstallOptions {
     pub stateroot: String,
     /// Kernel arguments besides `ostree=` (and, for disks, `root=`/`rw`, added first).
     pub kargs: Vec<String>,
+    /// A remote `(name, url)` the installed system follows: the origin becomes `NAME:REF`.
+    pub remote: Option<(String, String)>,
+    /// GPG keys for that remote; when given, its commits must be signed.
+    pub remote_gpg_keys: Option<PathBuf>,
 }
 
 /// The result of an install.
@@ -40,6 +44,23 @@ pub fn to_filesystem(dest: &Path, opts: &InstallOptions, fstab: &str) -> Result<
     eprintln!("Copying {} from {}", opts.refname, opts.repo.display());
     let commit = crate::repo::pull_local(&repo, &opts.repo, &opts.refname)?;
     let info = crate::repo::commit_info(&repo, &commit)?;
+    let refspec = match &opts.remote {
+        Some((name, url)) => {
+            let keys = opts.remote_gpg_keys.as_deref();
+            crate::remote::add(&repo, name, url, keys.is_some(), keys)?;
+            // The commit is known under the remote's ref only, so later pulls move it and
+            // pruning can drop what the remote no longer offers.
+            repo.set_ref_immediate(
+                Some(name),
+                &opts.refname,
+                Some(&commit),
+                ostree::gio::Cancellable::NONE,
+            )?;
+            repo.set_ref_immediate(None, &opts.refname, None, ostree::gio::Cancellable::NONE)?;
+            format!("{name}:{}", opts.refname)
+        }
+        None => opts.refname.clone(),
+    };
     eprintln!(
         "Deploying {commit} ({})",
         info.version.as_deref().unwrap_or("no version")
@@ -50,7 +71,7 @@ pub fn to_filesystem(dest: &Path, opts: &InstallOptions, fstab: &str) -> Result<
         &NewDeployment {
             stateroot: &opts.stateroot,
             commit: &commit,
-            origin: Origin::for_refspec(&opts.refname),
+            origin: Origin::for_refspec(&refspec),
             kargs: opts.kargs.clone(),
         },
     )?;

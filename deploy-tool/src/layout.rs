@@ -323,6 +323,8 @@ mod tests {
             "etc",
             "var/lib/dpkg",
             "var/cache",
+            "var/opt",
+            "opt/vendor",
             "boot",
             "root",
             "home",

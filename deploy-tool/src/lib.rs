@@ -10,15 +10,21 @@ pub mod cmd;
 pub mod compose;
 pub mod deploy;
 pub mod disk;
+pub mod etcmerge;
 pub mod fsfreeze;
 pub mod fsutil;
 pub mod grubcfg;
 pub mod install;
 pub mod layout;
+pub mod lock;
+pub mod ops;
 pub mod origin;
+pub mod remote;
 pub mod repo;
+pub mod staged;
 pub mod status;
 pub mod sysroot;
+pub mod update;
 
 /// A named failpoint at a commit step. `STRATUM_FAILPOINTS=name1,name2` makes the process
 /// die at once at those points (as a power cut would: no cleanup runs);

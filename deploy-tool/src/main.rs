@@ -7,8 +7,11 @@ fn main() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    if let Err(e) = stratum::cli::run(std::env::args_os()) {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
+    match stratum::cli::run(std::env::args_os()) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
     }
 }

@@ -149,3 +149,116 @@ pub fn checkout(repo: &ostree::Repo, commit: &str, dest: &Path) -> Result<()> {
 fn libc_at_fdcwd() -> i32 {
     nix::libc::AT_FDCWD
 }
+
+/// Points the refs `ostree/<bootversion>/0/<i>` at the deployed commits and removes other
+/// `ostree/…` refs, as OSTree does: they keep the commits of deployments from being pruned.
+pub fn set_deployment_refs(repo: &ostree::Repo, bootversion: u8, commits: &[String]) -> Result<()> {
+    let existing = repo.list_refs(Some("ostree"), gio::Cancellable::NONE)?;
+    let wanted: Vec<(String, &String)> = commits
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (format!("ostree/{bootversion}/0/{i}"), c))
+        .collect();
+    for (name, csum) in &wanted {
+        repo.set_ref_immediate(None, name, Some(csum), gio::Cancellable::NONE)?;
+    }
+    for name in existing.keys() {
+        let full = format!("ostree/{name}");
+        if !wanted.iter().any(|(w, _)| w == &full) {
+            repo.set_ref_immediate(None, &full, None, gio::Cancellable::NONE)?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes objects no ref reaches (history is not kept: depth 0, as OSTree's sysroot
+/// cleanup does). Returns (objects, pruned, bytes freed).
+pub fn prune(repo: &ostree::Repo) -> Result<(i32, i32, u64)> {
+    repo.prune(ostree::RepoPruneFlags::REFS_ONLY, 0, gio::Cancellable::NONE)
+        .context("pruning the repository")
+}
+
+/// Finds the commit with metadata `version` on the history of `start`.
+pub fn find_version(repo: &ostree::Repo, start: &str, version: &str) -> Result<String> {
+    let mut cur = Some(start.to_string());
+    while let Some(c) = cur {
+        let Ok((commit, _)) = repo.load_commit(&c) else {
+            break;
+        };
+        if commit_info(repo, &c)?.version.as_deref() == Some(version) {
+            return Ok(c);
+        }
+        cur = ostree::commit_get_parent(&commit).map(|p| p.to_string());
+    }
+    bail!("no commit with version {version} in the history of {start} (the history available locally)")
+}
+
+/// A file-level summary of what changes between two commits.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct TreeDiff {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub modified: Vec<String>,
+}
+
+/// Compares two commits' trees. Directories whose tree checksums are equal are skipped
+/// without being read, so this costs in proportion to what changed.
+pub fn diff_commits(repo: &ostree::Repo, from: &str, to: &str) -> Result<TreeDiff> {
+    let (a, _) = repo.read_commit(from, gio::Cancellable::NONE)?;
+    let (b, _) = repo.read_commit(to, gio::Cancellable::NONE)?;
+    let mut d = TreeDiff::default();
+    diff_dir(&a, &b, "", &mut d)?;
+    Ok(d)
+}
+
+fn children(
+    dir: &gio::File,
+) -> Result<std::collections::BTreeMap<String, (gio::FileType, gio::File)>> {
+    let mut out = std::collections::BTreeMap::new();
+    let en = dir.enumerate_children(
+        "standard::name,standard::type",
+        gio::FileQueryInfoFlags::NOFOLLOW_SYMLINKS,
+        gio::Cancellable::NONE,
+    )?;
+    while let Some(info) = en.next_file(gio::Cancellable::NONE)? {
+        let name = info.name().to_string_lossy().into_owned();
+        out.insert(name.clone(), (info.file_type(), dir.child(&name)));
+    }
+    Ok(out)
+}
+
+fn repo_checksum(f: &gio::File) -> Result<String> {
+    let rf = f
+        .clone()
+        .downcast::<ostree::RepoFile>()
+        .map_err(|_| anyhow::anyhow!("not a repository file"))?;
+    rf.ensure_resolved()?;
+    Ok(rf
+        .tree_get_contents_checksum()
+        .map(|s| s.to_string())
+        .unwrap_or_else(|| rf.checksum().to_string()))
+}
+
+fn diff_dir(a: &gio::File, b: &gio::File, path: &str, d: &mut TreeDiff) -> Result<()> {
+    if repo_checksum(a)? == repo_checksum(b)? {
+        return Ok(());
+    }
+    let (ca, cb) = (children(a)?, children(b)?);
+    for (name, (ta, fa)) in &ca {
+        let p = format!("{path}/{name}");
+        match cb.get(name) {
+            None => d.removed.push(p),
+            Some((tb, fb)) => {
+                if *ta == gio::FileType::Directory && *tb == gio::FileType::Directory {
+                    diff_dir(fa, fb, &p, d)?;
+                } else if ta != tb || repo_checksum(fa)? != repo_checksum(fb)? {
+                    d.modified.push(p);
+                }
+            }
+        }
+    }
+    for name in cb.keys().filter(|n| !ca.contains_key(*n)) {
+        d.added.push(format!("{path}/{name}"));
+    }
+    Ok(())
+}

@@ -6,7 +6,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::origin::Origin;
-use crate::sysroot::Sysroot;
+use crate::sysroot::{Deployment, Sysroot};
 
 /// One deployment as `status --json` reports it (rpm-ostree's key names where shared).
 #[derive(Debug, Clone, Serialize)]
@@ -36,6 +36,9 @@ pub struct Status {
     pub deployments: Vec<DeploymentStatus>,
     /// The sysroot that was read.
     pub sysroot: String,
+    /// The last failed finalize of a staged deployment, if not superseded since.
+    #[serde(rename = "finalize-failure")]
+    pub finalize_failure: Option<crate::staged::FinalizeFailure>,
 }
 
 /// Reads the status of `sysroot`.
@@ -44,16 +47,41 @@ pub fn read(sysroot: &Sysroot) -> Result<Status> {
     let booted = sysroot.booted(&deployments)?;
     let repo = crate::repo::open(&sysroot.repo_path()).ok();
     let mut out = Vec::new();
-    for (i, d) in deployments.iter().enumerate() {
+    let staged = crate::staged::read()?.filter(|s| {
+        sysroot
+            .stateroot_dir(&s.stateroot)
+            .join("deploy")
+            .join(s.name())
+            .is_dir()
+    });
+    // A staged deployment boots next: it is listed first, as rpm-ostree does.
+    let mut rows: Vec<(Deployment, bool)> = Vec::new();
+    if let Some(s) = &staged {
+        rows.push((
+            Deployment {
+                stateroot: s.stateroot.clone(),
+                checksum: s.checksum.clone(),
+                serial: s.serial,
+                bootcsum: s.bootcsum.clone(),
+                bootserial: 0,
+                kver: s.kver.clone(),
+                kargs: s.kargs.clone(),
+            },
+            true,
+        ));
+    }
+    rows.extend(deployments.iter().map(|d| (d.clone(), false)));
+    for (i, (d, is_staged)) in rows.iter().enumerate() {
         let info = repo
             .as_ref()
             .and_then(|r| crate::repo::commit_info(r, &d.checksum).ok())
             .unwrap_or_default();
         let origin = std::fs::read_to_string(sysroot.path.join(d.origin_relpath()))
             .ok()
-            .and_then(|t| Origin::parse(&t).ok())
-            .and_then(|o| o.refspec);
+            .and_then(|t| Origin::parse(&t).ok());
         let is_booted = booted.as_ref() == Some(d);
+        // The boot-set index: staged rows come before the boot set proper.
+        let boot_index = i - usize::from(staged.is_some() && !is_staged);
         out.push(DeploymentStatus {
             id: format!("{}-{}", d.stateroot, d.name()),
             osname: d.stateroot.clone(),
@@ -61,21 +89,35 @@ pub fn read(sysroot: &Sysroot) -> Result<Status> {
             serial: d.serial,
             version: info.version,
             timestamp: info.timestamp,
-            origin,
+            origin: origin.as_ref().and_then(|o| o.refspec.clone()),
             booted: is_booted,
-            staged: false,
-            pinned: false,
-            is_default: i == 0,
-            rollback: i == 1,
+            staged: *is_staged,
+            pinned: origin.as_ref().is_some_and(|o| o.pinned),
+            is_default: !is_staged && boot_index == 0,
+            rollback: !is_staged && is_rollback(&deployments, booted.as_ref(), d),
             kernel: d.kver.clone(),
             kargs: d.kargs.clone(),
             bootcsum: d.bootcsum.clone(),
         });
     }
+    let stateroots: Vec<String> = deployments.iter().map(|d| d.stateroot.clone()).collect();
+    let finalize_failure = stateroots
+        .iter()
+        .find_map(|sr| crate::staged::read_failure(&sysroot.stateroot_dir(sr)));
     Ok(Status {
         deployments: out,
         sysroot: sysroot.path.to_string_lossy().into_owned(),
+        finalize_failure,
     })
+}
+
+/// The rollback deployment: the one after the booted deployment in boot order (after the
+/// default on a sysroot that is not booted), as rpm-ostree marks it.
+fn is_rollback(deployments: &[Deployment], booted: Option<&Deployment>, d: &Deployment) -> bool {
+    let anchor = booted
+        .and_then(|b| deployments.iter().position(|x| x == b))
+        .unwrap_or(0);
+    deployments.get(anchor + 1) == Some(d)
 }
 
 /// Renders the status for a terminal, booted deployment marked with `●`.
@@ -85,10 +127,23 @@ pub fn render(status: &Status, verbose: bool) -> String {
         let _ = writeln!(s, "No deployments in {}.", status.sysroot);
         return s;
     }
+    if let Some(f) = &status.finalize_failure {
+        let _ = writeln!(
+            s,
+            "Warning: finalizing the staged deployment {} failed at the last shutdown: {}\n",
+            f.deployment, f.error
+        );
+    }
     s.push_str("Deployments:\n");
     for d in &status.deployments {
         let mark = if d.booted { "●" } else { " " };
         let mut tags = Vec::new();
+        if d.staged {
+            tags.push("staged");
+        }
+        if d.pinned {
+            tags.push("pinned");
+        }
         if d.booted {
             tags.push("booted");
         }

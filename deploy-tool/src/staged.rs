@@ -1,0 +1,99 @@
+//! The staged deployment: created by `upgrade`/`deploy`, written into the boot set only at
+//! shutdown by `stratum finalize-staged` (run by `stratum-finalize-staged.service`), so that
+//! `/etc` edits made after the command are carried into the new deployment.
+//!
+//! The record lives in `/run` (it must not survive a reboot: a staged deployment that was
+//! never finalized is garbage); a failed finalize is recorded in the stateroot's `/var`,
+//! which the next boot's `status` reads.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+/// Where run-time state lives (`STRATUM_RUN_DIR` overrides it for tests).
+pub fn run_dir() -> PathBuf {
+    std::env::var_os("STRATUM_RUN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/run/stratum"))
+}
+
+/// The staged deployment record.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Staged {
+    pub stateroot: String,
+    pub checksum: String,
+    pub serial: u32,
+    pub bootcsum: String,
+    pub kver: String,
+    pub kargs: Vec<String>,
+    /// The deployment whose `/etc` is merged at finalize time (`<csum>.<serial>`).
+    pub merge: Option<String>,
+}
+
+impl Staged {
+    pub fn name(&self) -> String {
+        format!("{}.{}", self.checksum, self.serial)
+    }
+}
+
+fn record_path() -> PathBuf {
+    run_dir().join("staged-deployment")
+}
+
+/// Reads the staged record, if any.
+pub fn read() -> Result<Option<Staged>> {
+    let p = record_path();
+    match fs::read_to_string(&p) {
+        Ok(t) => Ok(Some(
+            serde_json::from_str(&t).with_context(|| format!("parsing {}", p.display()))?,
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", p.display())),
+    }
+}
+
+/// Writes the staged record (atomically).
+pub fn write(s: &Staged) -> Result<()> {
+    let p = record_path();
+    fs::create_dir_all(run_dir())?;
+    crate::fsutil::atomic_write(&p, serde_json::to_string_pretty(s)?.as_bytes(), 0o644)
+}
+
+/// Removes the staged record.
+pub fn clear() -> Result<()> {
+    crate::fsutil::remove_any(&record_path())
+}
+
+/// A failed finalize, as recorded for the next boot.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct FinalizeFailure {
+    pub deployment: String,
+    pub error: String,
+}
+
+fn failure_path(stateroot_dir: &Path) -> PathBuf {
+    stateroot_dir.join("var/lib/stratum/finalize-failure.json")
+}
+
+/// Records that finalizing failed.
+pub fn record_failure(stateroot_dir: &Path, f: &FinalizeFailure) -> Result<()> {
+    let p = failure_path(stateroot_dir);
+    fs::create_dir_all(p.parent().context("failure path parent")?)?;
+    crate::fsutil::atomic_write(&p, serde_json::to_string_pretty(f)?.as_bytes(), 0o644)
+}
+
+/// The last recorded finalize failure, if any.
+pub fn read_failure(stateroot_dir: &Path) -> Option<FinalizeFailure> {
+    fs::read_to_string(failure_path(stateroot_dir))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+}
+
+/// Forgets a recorded failure (a later successful change supersedes it).
+pub fn clear_failure(stateroot_dir: &Path) -> Result<()> {
+    crate::fsutil::remove_any(&failure_path(stateroot_dir))
+}

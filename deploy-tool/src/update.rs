@@ -1,0 +1,157 @@
+//! `upgrade`, `deploy` and `rebase`: find the commit to deploy (pulling it when the origin
+//! names a remote), decide whether anything changes, and deploy.
+
+use anyhow::{bail, Context, Result};
+use ostree::{gio, glib};
+
+use crate::ops::{DeployOutcome, Ops};
+
+/// What to deploy.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// The newest commit of the origin's ref.
+    Upgrade,
+    /// A given commit or ref.
+    Rev(String),
+    /// The commit with this `version` on the origin ref's history.
+    Version(String),
+    /// Follow another `REMOTE:REF` (or local `REF`) from now on.
+    Rebase(String),
+}
+
+/// How far to go.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UpdateOptions {
+    /// Only say whether an update exists.
+    pub check: bool,
+    /// Say what would change, deploy nothing.
+    pub preview: bool,
+    /// Stage (finalize at shutdown) rather than write the boot set now.
+    pub stage: bool,
+}
+
+/// What happened.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(tag = "result", rename_all = "kebab-case")]
+pub enum UpdateResult {
+    /// Already deployed: nothing to do.
+    NoChange { checksum: String },
+    /// An update exists (`--check`/`--preview`).
+    Available {
+        from: String,
+        to: String,
+        version: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        diff: Option<crate::repo::TreeDiff>,
+    },
+    /// A new deployment was made.
+    Deployed(DeployOutcome),
+}
+
+/// Runs an update of `target`.
+pub fn update(ops: &Ops, target: &Target, opts: UpdateOptions) -> Result<UpdateResult> {
+    let _lock = ops.begin()?;
+    let st = ops.state()?;
+    let stateroot = ops.stateroot(&st);
+    let merge = ops.merge_deployment(&st, &stateroot).with_context(|| {
+        format!("no deployment in stateroot {stateroot} to update; install one first")
+    })?;
+    let mut origin = ops.origin_of(&merge)?;
+    if let Target::Rebase(refspec) = target {
+        if refspec.is_empty() {
+            bail!("rebase needs REMOTE:REF or REF");
+        }
+        origin.refspec = Some(refspec.clone());
+    }
+    let (remote, refname) = origin
+        .remote_and_ref()
+        .map(|(r, f)| (r.map(str::to_string), f.to_string()))
+        .context("the deployment's origin names no ref (no [origin] refspec)")?;
+    let repo = crate::repo::open(&ops.sysroot.repo_path())?;
+    let commit_only = opts.check && !opts.preview;
+    let new = match target {
+        Target::Upgrade | Target::Rebase(_) => {
+            fetch(&repo, remote.as_deref(), &refname, None, commit_only)?
+        }
+        Target::Rev(rev) => match crate::repo::resolve(&repo, rev) {
+            Ok(c) => c,
+            Err(_) if remote.is_some() => {
+                fetch(&repo, remote.as_deref(), &refname, Some(rev), commit_only)?
+            }
+            Err(e) => return Err(e),
+        },
+        Target::Version(v) => {
+            let head = fetch_history(&repo, remote.as_deref(), &refname)?;
+            crate::repo::find_version(&repo, &head, v)?
+        }
+    };
+    let unchanged = matches!(target, Target::Upgrade)
+        && (new == merge.checksum
+            || st.deployments.first().is_some_and(|d| d.checksum == new)
+            || st.staged.as_ref().is_some_and(|s| s.checksum == new));
+    if unchanged {
+        return Ok(UpdateResult::NoChange { checksum: new });
+    }
+    if opts.check || opts.preview {
+        let version = crate::repo::commit_info(&repo, &new)
+            .ok()
+            .and_then(|i| i.version);
+        let diff = if opts.preview {
+            Some(crate::repo::diff_commits(&repo, &merge.checksum, &new)?)
+        } else {
+            None
+        };
+        return Ok(UpdateResult::Available {
+            from: merge.checksum.clone(),
+            to: new,
+            version,
+            diff,
+        });
+    }
+    let outcome = ops.deploy(&new, origin, opts.stage)?;
+    Ok(UpdateResult::Deployed(outcome))
+}
+
+/// Makes `refname` (or `rev` of it) available locally: pulls from `remote` when there is one.
+fn fetch(
+    repo: &ostree::Repo,
+    remote: Option<&str>,
+    refname: &str,
+    rev: Option<&str>,
+    commit_only: bool,
+) -> Result<String> {
+    let Some(remote) = remote else {
+        return crate::repo::resolve(repo, rev.unwrap_or(refname));
+    };
+    if rev.is_none() && !commit_only {
+        return crate::remote::pull(repo, remote, refname);
+    }
+    let opts = glib::VariantDict::new(None);
+    opts.insert("refs", &vec![refname.to_string()][..]);
+    if let Some(r) = rev {
+        opts.insert("override-commit-ids", &vec![r.to_string()][..]);
+    }
+    if commit_only {
+        opts.insert("flags", ostree::RepoPullFlags::COMMIT_ONLY.bits() as i32);
+    }
+    repo.pull_with_options(remote, &opts.end(), None, gio::Cancellable::NONE)
+        .with_context(|| format!("pulling {} from remote {remote}", rev.unwrap_or(refname)))?;
+    match rev {
+        Some(r) => crate::repo::resolve(repo, r),
+        None => crate::repo::resolve(repo, &format!("{remote}:{refname}")),
+    }
+}
+
+/// Pulls the ref's whole commit history (metadata only) so a version can be searched.
+fn fetch_history(repo: &ostree::Repo, remote: Option<&str>, refname: &str) -> Result<String> {
+    let Some(remote) = remote else {
+        return crate::repo::resolve(repo, refname);
+    };
+    let opts = glib::VariantDict::new(None);
+    opts.insert("refs", &vec![refname.to_string()][..]);
+    opts.insert("depth", -1i32);
+    opts.insert("flags", ostree::RepoPullFlags::COMMIT_ONLY.bits() as i32);
+    repo.pull_with_options(remote, &opts.end(), None, gio::Cancellable::NONE)
+        .with_context(|| format!("pulling the history of {refname} from {remote}"))?;
+    crate::repo::resolve(repo, &format!("{remote}:{refname}"))
+}

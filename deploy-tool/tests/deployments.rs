@@ -1,0 +1,487 @@
+//! Host integration tests of the deployment lifecycle: the real `stratum` binary on a
+//! temporary sysroot with a real libostree repository, checked against Debian's `ostree`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+struct Env {
+    dir: tempfile::TempDir,
+    src: PathBuf,
+    sysroot: PathBuf,
+    run: PathBuf,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        // Deployment roots are immutable; let the temporary directory go.
+        let _ = Command::new("chattr")
+            .arg("-R")
+            .arg("-i")
+            .arg(self.dir.path())
+            .output();
+    }
+}
+
+impl Env {
+    fn stratum(&self, args: &[&str]) -> Output {
+        self.stratum_env(args, &[])
+    }
+
+    fn stratum_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_stratum"));
+        c.arg("--sysroot")
+            .arg(&self.sysroot)
+            .args(args)
+            .env("STRATUM_RUN_DIR", &self.run);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().expect("running stratum")
+    }
+
+    /// Composes a version of the fake OS into the source repository.
+    fn compose(&self, version: &str, motd: &str, extra: &[(&str, &str)]) -> String {
+        let root = self.dir.path().join(format!("root-{version}"));
+        for d in [
+            "etc",
+            "usr/lib/modules/6.1.0-9-amd64",
+            "usr/bin",
+            "boot",
+            "var/lib",
+        ] {
+            fs::create_dir_all(root.join(d)).unwrap();
+        }
+        fs::write(
+            root.join("usr/lib/os-release"),
+            "ID=fake\nPRETTY_NAME=\"Fake OS\"\n",
+        )
+        .unwrap();
+        fs::write(root.join("etc/motd"), motd).unwrap();
+        fs::write(
+            root.join("etc/default.conf"),
+            format!("default {version}\n"),
+        )
+        .unwrap();
+        fs::write(root.join("usr/bin/version"), version).unwrap();
+        fs::write(root.join("boot/vmlinuz-6.1.0-9-amd64"), "kernel\n").unwrap();
+        fs::write(
+            root.join("boot/initrd.img-6.1.0-9-amd64"),
+            format!("initrd {version}\n"),
+        )
+        .unwrap();
+        for (p, c) in extra {
+            fs::create_dir_all(root.join(p).parent().unwrap()).unwrap();
+            fs::write(root.join(p), c).unwrap();
+        }
+        let out = Command::new(env!("CARGO_BIN_EXE_stratum"))
+            .args([
+                "compose",
+                "rootfs",
+                "--keep-initramfs",
+                "--ref",
+                "os/x",
+                "--version",
+                version,
+                "--repo",
+            ])
+            .arg(&self.src)
+            .arg(&root)
+            .output()
+            .unwrap();
+        ok(out).trim().to_string()
+    }
+
+    fn status(&self) -> serde_json::Value {
+        serde_json::from_str(&ok(self.stratum(&["status", "--json"]))).unwrap()
+    }
+
+    fn checksums(&self) -> Vec<String> {
+        self.status()["deployments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["checksum"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    fn dep(&self, csum: &str) -> PathBuf {
+        self.sysroot
+            .join(format!("ostree/deploy/default/deploy/{csum}.0"))
+    }
+
+    fn deploy_dirs(&self) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(self.sysroot.join("ostree/deploy/default/deploy"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.ends_with(".origin"))
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "stratum failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A sysroot with v1 installed and the source repository added as remote `src`.
+fn setup() -> (Env, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let env = Env {
+        src: dir.path().join("src-repo"),
+        sysroot: dir.path().join("sysroot"),
+        run: dir.path().join("run"),
+        dir,
+    };
+    let v1 = env.compose("1", "motd v1\n", &[]);
+    let url = format!("src=file://{}", env.src.display());
+    let out = Command::new(env!("CARGO_BIN_EXE_stratum"))
+        .args([
+            "install",
+            "to-filesystem",
+            "--karg",
+            "root=UUID=1234",
+            "--karg",
+            "quiet",
+            "--ref",
+            "os/x",
+            "--remote",
+            &url,
+            "--repo",
+        ])
+        .arg(&env.src)
+        .arg(&env.sysroot)
+        .output()
+        .unwrap();
+    ok(out);
+    assert_eq!(env.checksums(), vec![v1.clone()]);
+    (env, v1)
+}
+
+fn ostree_admin_order(sysroot: &Path) -> Vec<String> {
+    let out = Command::new("ostree")
+        .args(["admin", "status", "--sysroot"])
+        .arg(sysroot)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("default "))
+        .map(|s| s.split('.').next().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn upgrade_merges_etc_keeps_var_and_rolls_back() {
+    let (env, v1) = setup();
+    // The admin edits /etc and writes /var in v1.
+    let d1 = env.dep(&v1);
+    fs::write(d1.join("etc/motd"), "admin motd\n").unwrap();
+    fs::write(d1.join("etc/admin.conf"), "mine\n").unwrap();
+    let var = env.sysroot.join("ostree/deploy/default/var/lib-keep");
+    fs::write(&var, "data\n").unwrap();
+
+    // No update yet.
+    let out = env.stratum(&["upgrade", "--check"]);
+    assert_eq!(
+        out.status.code(),
+        Some(77),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let v2 = env.compose("2", "motd v2\n", &[("etc/new-in-v2.conf", "v2 default\n")]);
+    let out = env.stratum(&["upgrade", "--check"]);
+    assert_eq!(out.status.code(), Some(0));
+    let preview = ok(env.stratum(&["upgrade", "--preview"]));
+    assert!(preview.contains("M /usr/bin/version"), "{preview}");
+    assert_eq!(
+        env.checksums(),
+        vec![v1.clone()],
+        "--check/--preview must not deploy"
+    );
+
+    ok(env.stratum(&["upgrade", "--apply-now"]));
+    assert_eq!(env.checksums(), vec![v2.clone(), v1.clone()]);
+    assert_eq!(
+        ostree_admin_order(&env.sysroot),
+        vec![v2.clone(), v1.clone()]
+    );
+    let d2 = env.dep(&v2);
+    assert_eq!(
+        fs::read_to_string(d2.join("etc/motd")).unwrap(),
+        "admin motd\n",
+        "admin edit wins"
+    );
+    assert_eq!(
+        fs::read_to_string(d2.join("etc/admin.conf")).unwrap(),
+        "mine\n"
+    );
+    assert_eq!(
+        fs::read_to_string(d2.join("etc/new-in-v2.conf")).unwrap(),
+        "v2 default\n"
+    );
+    assert_eq!(
+        fs::read_to_string(d2.join("etc/default.conf")).unwrap(),
+        "default 2\n",
+        "untouched default follows the image"
+    );
+    assert_eq!(
+        fs::read_to_string(&var).unwrap(),
+        "data\n",
+        "/var untouched"
+    );
+    let st = env.status();
+    assert_eq!(
+        st["deployments"][0]["kernel-arguments"],
+        serde_json::json!(["root=UUID=1234", "quiet"]),
+        "kargs carried over"
+    );
+    assert_eq!(st["deployments"][1]["rollback"], true);
+
+    // Upgrading again with nothing new makes no deployment and writes no boot set.
+    let loader = fs::read_link(env.sysroot.join("boot/loader")).unwrap();
+    let out = env.stratum(&["upgrade", "--unchanged-exit-77", "--apply-now"]);
+    assert_eq!(out.status.code(), Some(77));
+    assert_eq!(
+        fs::read_link(env.sysroot.join("boot/loader")).unwrap(),
+        loader
+    );
+
+    // Rollback: only the boot set changes.
+    let dirs = env.deploy_dirs();
+    ok(env.stratum(&["rollback"]));
+    assert_eq!(env.checksums(), vec![v1.clone(), v2.clone()]);
+    assert_eq!(
+        ostree_admin_order(&env.sysroot),
+        vec![v1.clone(), v2.clone()]
+    );
+    assert_eq!(env.deploy_dirs(), dirs, "rollback makes no checkout");
+
+    ok(env.stratum(&["cleanup", "-r"]));
+    assert_eq!(env.checksums(), vec![v1.clone()]);
+    assert_eq!(env.deploy_dirs(), vec![format!("{v1}.0")]);
+    let boot_dirs = fs::read_dir(env.sysroot.join("boot/ostree"))
+        .unwrap()
+        .count();
+    assert_eq!(
+        boot_dirs, 1,
+        "boot files of removed deployments are removed"
+    );
+}
+
+#[test]
+fn pinned_deployments_survive_cleanup_and_pruning_removes_unreferenced_commits() {
+    let (env, v1) = setup();
+    let v2 = env.compose("2", "motd v2\n", &[]);
+    ok(env.stratum(&["upgrade", "--apply-now"]));
+    ok(env.stratum(&["pin", "1"]));
+    assert_eq!(env.status()["deployments"][1]["pinned"], true);
+    ok(env.stratum(&["cleanup", "-r"]));
+    assert_eq!(
+        env.checksums(),
+        vec![v2.clone(), v1.clone()],
+        "pinned v1 kept"
+    );
+    ok(env.stratum(&["pin", "1", "--unpin"]));
+    ok(env.stratum(&["cleanup", "-r"]));
+    assert_eq!(env.checksums(), vec![v2.clone()]);
+    // v1 is on no ref and no deployment any more: its commit object is pruned.
+    let out = Command::new("ostree")
+        .args(["show", "--repo"])
+        .arg(env.sysroot.join("ostree/repo"))
+        .arg(&v1)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "v1 should have been pruned");
+    let e = env.stratum(&["pin", "5"]);
+    assert!(String::from_utf8_lossy(&e.stderr).contains("no deployment at index 5"));
+}
+
+#[test]
+fn staged_deployment_is_finalized_with_later_etc_edits() {
+    let (env, v1) = setup();
+    let v2 = env.compose("2", "motd v2\n", &[]);
+    ok(env.stratum(&["upgrade", "--stage"]));
+    let st = env.status();
+    assert_eq!(st["deployments"][0]["staged"], true);
+    assert_eq!(st["deployments"][0]["checksum"], v2.as_str());
+    assert_eq!(
+        env.checksums()[1..],
+        [v1.clone()],
+        "boot set unchanged until finalize"
+    );
+    // An edit made after staging must reach the new deployment.
+    fs::write(env.dep(&v1).join("etc/late.conf"), "late edit\n").unwrap();
+    ok(env.stratum(&["finalize-staged"]));
+    assert_eq!(env.checksums(), vec![v2.clone(), v1.clone()]);
+    assert_eq!(
+        fs::read_to_string(env.dep(&v2).join("etc/late.conf")).unwrap(),
+        "late edit\n"
+    );
+    assert!(!env.run.join("staged-deployment").exists());
+}
+
+#[test]
+fn etc_clash_is_an_error_and_leaves_nothing_behind() {
+    let (env, v1) = setup();
+    fs::write(env.dep(&v1).join("etc/clash"), "admin file\n").unwrap();
+    env.compose(
+        "2",
+        "motd v2\n",
+        &[("etc/clash/inner.conf", "now a directory\n")],
+    );
+    let out = env.stratum(&["upgrade", "--apply-now"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("/etc/clash"), "{err}");
+    assert_eq!(env.checksums(), vec![v1.clone()]);
+    assert_eq!(
+        env.deploy_dirs(),
+        vec![format!("{v1}.0")],
+        "no half-built deployment"
+    );
+}
+
+#[test]
+fn second_mutation_waits_or_fails_with_no_wait() {
+    let (env, _) = setup();
+    let lock = env.sysroot.join("ostree/lock");
+    let mut holder = Command::new("flock")
+        .arg(&lock)
+        .args(["sleep", "30"])
+        .spawn()
+        .unwrap();
+    // Wait until the holder has the lock (flock -n fails while it is held).
+    while Command::new("flock")
+        .arg("-n")
+        .arg(&lock)
+        .arg("true")
+        .status()
+        .unwrap()
+        .success()
+    {
+        std::thread::yield_now();
+    }
+    let out = env.stratum(&["--no-wait", "cleanup", "-r"]);
+    holder.kill().unwrap();
+    let _ = holder.wait();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("locked"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Crash (abort) at every commit step of deploy, rollback and cleanup: afterwards the sysroot
+/// reads consistently, the default is the old or the new deployment, and the next command
+/// leaves no half-built deployment.
+#[test]
+fn crash_at_every_failpoint_leaves_a_consistent_sysroot() {
+    let points = [
+        "deploy::after-checkout",
+        "deploy::after-rename",
+        "deploy::after-etc-merge",
+        "bootloader::after-boot-files",
+        "bootloader::after-bootlinks",
+        "bootloader::after-generation",
+        "bootloader::before-swap",
+        "bootloader::after-swap",
+        "ops::after-boot-set",
+        "ops::after-gc",
+    ];
+    let (env, v1) = setup();
+    let v2 = env.compose("2", "motd v2\n", &[]);
+    let pristine = env.dir.path().join("pristine");
+    cp(&env.sysroot, &pristine);
+    for point in points {
+        restore(&pristine, &env.sysroot);
+        let out = env.stratum_env(
+            &["upgrade", "--apply-now"],
+            &[("STRATUM_FAILPOINTS", point)],
+        );
+        assert!(!out.status.success(), "{point}: the failpoint did not fire");
+        let order = env.checksums();
+        assert!(
+            order == vec![v1.clone()] || order == vec![v2.clone(), v1.clone()],
+            "{point}: boot set {order:?}"
+        );
+        for c in &order {
+            assert!(
+                env.dep(c).join("usr/bin/version").is_file(),
+                "{point}: listed deployment {c} is not complete"
+            );
+        }
+        // The next command cleans up whatever the crash left.
+        ok(env.stratum(&["upgrade", "--apply-now"]));
+        assert_eq!(
+            env.checksums(),
+            vec![v2.clone(), v1.clone()],
+            "{point}: retry"
+        );
+        let dirs = env.deploy_dirs();
+        assert_eq!(
+            dirs.len(),
+            2,
+            "{point}: leftover deployment directories {dirs:?}"
+        );
+        assert_eq!(
+            ostree_admin_order(&env.sysroot),
+            vec![v2.clone(), v1.clone()],
+            "{point}"
+        );
+    }
+    // Rollback and cleanup crash at the boot-set steps too.
+    for (cmd, point) in [
+        ("rollback", "bootloader::before-swap"),
+        ("rollback", "bootloader::after-swap"),
+        ("cleanup", "bootloader::after-generation"),
+    ] {
+        restore(&pristine, &env.sysroot);
+        ok(env.stratum(&["upgrade", "--apply-now"]));
+        let args: &[&str] = if cmd == "cleanup" {
+            &["cleanup", "-r"]
+        } else {
+            &["rollback"]
+        };
+        let out = env.stratum_env(args, &[("STRATUM_FAILPOINTS", point)]);
+        assert!(!out.status.success(), "{cmd} {point}");
+        let order = env.checksums();
+        assert!(
+            !order.is_empty() && order.iter().all(|c| env.dep(c).is_dir()),
+            "{cmd} {point}: {order:?}"
+        );
+    }
+}
+
+fn cp(from: &Path, to: &Path) {
+    let _ = Command::new("chattr").arg("-R").arg("-i").arg(to).output();
+    let _ = fs::remove_dir_all(to);
+    assert!(Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap()
+        .success());
+}
+
+fn restore(pristine: &Path, sysroot: &Path) {
+    let _ = Command::new("chattr")
+        .arg("-R")
+        .arg("-i")
+        .arg(sysroot)
+        .output();
+    cp(pristine, sysroot);
+}
