@@ -2,20 +2,30 @@
 //! `stratum-prepare-root`, and reads any initramfs for inspection.
 //!
 //! The parts: [`newc`] (the cpio format), [`modules`] (kernel module resolution from depmod's
-//! index), [`image`] (assembling and writing an image) and [`inspect`] (listing images, including
-//! concatenated and compressed ones).
+//! index, with [`fnmatch`] for alias patterns), [`modinfo`] (a module's `.modinfo` section),
+//! [`firmware`], [`hostonly`] (this machine's root device from sysfs), [`sets`] (the modes'
+//! module sets), [`config`] (`initramfs.toml` and drop-ins), [`image`] (assembling and writing
+//! an image) and [`inspect`] (reading images, including concatenated and compressed ones).
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod config;
+pub mod firmware;
+pub mod fnmatch;
+pub mod hostonly;
 pub mod image;
 pub mod inspect;
+pub mod modinfo;
 pub mod modules;
 pub mod newc;
 mod output;
 pub mod rootfs;
+pub mod sets;
 #[cfg(test)]
 mod testutil;
 
-pub use image::{build, BuildOptions, BuildReport, DEFAULT_MODULES};
-pub use inspect::list;
+pub use config::{Config, Mode};
+pub use image::{build, build_spec, BuildOptions, BuildReport, BuildSpec, Include};
+pub use inspect::{inspect, list};
+pub use sets::{DEFAULT_MODULES, GENERIC_ALWAYS, GENERIC_DRIVERS};

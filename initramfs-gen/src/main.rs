@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use clap::{Args, Parser, Subcommand};
-use stratum_initramfs::{BuildOptions, DEFAULT_MODULES};
+use clap::{ArgGroup, Args, Parser, Subcommand};
+use stratum_initramfs::{config, hostonly::HostSource, modules, BuildSpec, Include, Mode};
 
 /// Build and inspect Stratum's native initramfs images.
 ///
@@ -26,49 +26,92 @@ struct Cli {
     build: Option<BuildArgs>,
 }
 
+// Parsed once per run: the size of the build variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Build an initramfs from an OS root's kernel modules and stratum-prepare-root.
     Build(BuildArgs),
     /// List the members of an initramfs (zstd, gzip, xz or plain cpio, concatenated or not).
-    List(ListArgs),
+    List(FileArgs),
+    /// Summarise an initramfs: its archives and their compression, members, kernel, modules.
+    Inspect(FileArgs),
 }
 
+/// Settings come from `<root>/etc/stratum/initramfs.toml` and drop-ins in
+/// `<root>/{usr/lib,run,etc}/stratum/initramfs.d/*.toml`; options given here win.
 #[derive(Debug, Args)]
+#[command(group(ArgGroup::new("modeset").args(["mode", "generic", "hostonly"])))]
 struct BuildArgs {
-    /// OS root to take kernel modules and, by default, the init binary from.
+    /// OS root to take kernel modules, firmware, configuration and, by default, the init binary from.
     #[arg(long, value_name = "DIR")]
     root: PathBuf,
-    /// Kernel version (a directory name in <root>/usr/lib/modules).
+    /// Kernel version (a directory name in <root>/usr/lib/modules) [default: the only one].
     #[arg(long, value_name = "KVER")]
-    kver: String,
+    kver: Option<String>,
     /// Where to write the image (replaced atomically).
     #[arg(short, long, value_name = "FILE")]
     output: PathBuf,
     /// Init binary on the host [default: <root>/usr/lib/stratum/stratum-prepare-root].
     #[arg(long, value_name = "PATH")]
     init: Option<PathBuf>,
+    /// Which modules: default (virtio + ext4), generic (most machines), hostonly (this one).
+    #[arg(long, value_name = "MODE")]
+    mode: Option<Mode>,
+    /// Same as --mode generic: storage and filesystem drivers for most machines.
+    #[arg(long)]
+    generic: bool,
+    /// Same as --mode hostonly: the drivers this machine uses to reach its root, from /sys.
+    #[arg(long)]
+    hostonly: bool,
+    /// With --hostonly: the path whose filesystem is the root to reach [default: /].
+    #[arg(long, value_name = "PATH")]
+    hostonly_root: Option<PathBuf>,
+    /// sysfs to read in hostonly mode (for tests).
+    #[arg(long, value_name = "DIR", hide = true, default_value = "/sys")]
+    sysfs: PathBuf,
+    /// Mount table to read in hostonly mode (for tests).
+    #[arg(
+        long,
+        value_name = "FILE",
+        hide = true,
+        default_value = "/proc/self/mountinfo"
+    )]
+    mountinfo: PathBuf,
     /// Also include this kernel module and its dependencies (repeatable).
     #[arg(long = "add-module", value_name = "NAME")]
     add_modules: Vec<String>,
-    /// zstd compression level.
-    #[arg(
-        long,
-        default_value_t = 3,
-        value_name = "N",
-        allow_hyphen_values = true
-    )]
-    zstd_level: i32,
+    /// Never include this module (nor modules that need it) (repeatable).
+    #[arg(long = "omit-module", value_name = "NAME")]
+    omit_modules: Vec<String>,
+    /// Copy a file or directory of the root into the image, at DEST or the same path (repeatable).
+    #[arg(long = "include", value_name = "SRC[:DEST]")]
+    includes: Vec<Include>,
+    /// Leave out the firmware that modules declare.
+    #[arg(long)]
+    no_firmware: bool,
+    /// zstd compression level [default: 3].
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    zstd_level: Option<i32>,
+    /// zstd worker threads; 0 compresses on one thread [default: 0].
+    #[arg(long, value_name = "N")]
+    zstd_threads: Option<u32>,
+    /// Threads reading and decompressing modules [default: one per CPU, at most 8].
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    jobs: usize,
+    /// Ignore the configuration files.
+    #[arg(long)]
+    no_config: bool,
     /// Print the build report as JSON on stdout.
     #[arg(long)]
     json: bool,
 }
 
 #[derive(Debug, Args)]
-struct ListArgs {
+struct FileArgs {
     /// The initramfs to read.
     file: PathBuf,
-    /// Print the members as JSON on stdout.
+    /// Print JSON on stdout.
     #[arg(long)]
     json: bool,
 }
@@ -93,31 +136,85 @@ fn print_out(text: &str) -> Result<()> {
     }
 }
 
+/// The build spec: configuration files first, then the command line over them.
+fn spec(args: BuildArgs) -> Result<BuildSpec> {
+    let cfg = if args.no_config {
+        config::Config::default()
+    } else {
+        config::load(&args.root)?
+    };
+    let kver = match args.kver {
+        Some(k) => k,
+        None => modules::only_kernel_version(&args.root)?,
+    };
+    let mut spec = BuildSpec::from_config(&args.root, kver, &cfg)?;
+    spec.options.init = args.init;
+    spec.options.source_date_epoch = source_date_epoch()?;
+    if let Some(m) = args.mode {
+        spec.mode = m;
+    } else if args.generic {
+        spec.mode = Mode::Generic;
+    } else if args.hostonly {
+        spec.mode = Mode::Hostonly;
+    }
+    spec.add_modules.extend(args.add_modules);
+    spec.omit_modules.extend(args.omit_modules);
+    spec.includes.extend(args.includes);
+    spec.firmware &= !args.no_firmware;
+    if let Some(l) = args.zstd_level {
+        spec.options.zstd_level = l;
+    }
+    if let Some(t) = args.zstd_threads {
+        spec.zstd_threads = t;
+    }
+    spec.jobs = args.jobs;
+    spec.host = HostSource {
+        sysfs: args.sysfs,
+        mountinfo: args.mountinfo,
+        root_path: args.hostonly_root.unwrap_or_else(|| "/".into()),
+    };
+    Ok(spec)
+}
+
 fn build(args: BuildArgs) -> Result<()> {
     let start = Instant::now();
-    let mut opts = BuildOptions::new(&args.root, &args.kver);
-    opts.init = args.init;
-    opts.modules = DEFAULT_MODULES.iter().map(|s| s.to_string()).collect();
-    opts.modules.extend(args.add_modules);
-    opts.source_date_epoch = source_date_epoch()?;
-    opts.zstd_level = args.zstd_level;
-    let report = stratum_initramfs::build(&opts, &args.output)?;
+    let (output, json) = (args.output.clone(), args.json);
+    let spec = spec(args)?;
+    let report = stratum_initramfs::build_spec(&spec, &output)?;
+    if !report.skipped.is_empty() {
+        eprintln!(
+            "note: not in kernel {}: {}",
+            spec.options.kver,
+            report.skipped.join(" ")
+        );
+    }
+    if !report.omitted.is_empty() {
+        eprintln!("note: omitted: {}", report.omitted.join(", "));
+    }
+    if !report.missing_firmware.is_empty() {
+        eprintln!(
+            "warning: {} firmware file(s) declared by included modules are not in {}/usr/lib/firmware: {}",
+            report.missing_firmware.len(),
+            spec.options.root.display(),
+            report.missing_firmware.join(" ")
+        );
+    }
     eprintln!(
         "wrote {}: {} members, {} modules, {} bytes ({} uncompressed) in {:.2}s",
-        args.output.display(),
+        output.display(),
         report.members,
         report.modules.len(),
         report.compressed_size,
         report.uncompressed_size,
         start.elapsed().as_secs_f64()
     );
-    if args.json {
+    if json {
         print_out(&(serde_json::to_string_pretty(&report)? + "\n"))?;
     }
     Ok(())
 }
 
-fn list(args: ListArgs) -> Result<()> {
+fn list(args: FileArgs) -> Result<()> {
     let entries = stratum_initramfs::list(&args.file)?;
     let text = if args.json {
         serde_json::to_string_pretty(&entries)? + "\n"
@@ -127,11 +224,22 @@ fn list(args: ListArgs) -> Result<()> {
     print_out(&text)
 }
 
+fn inspect(args: FileArgs) -> Result<()> {
+    let summary = stratum_initramfs::inspect(&args.file)?;
+    let text = if args.json {
+        serde_json::to_string_pretty(&summary)? + "\n"
+    } else {
+        summary.to_string()
+    };
+    print_out(&text)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match (cli.command, cli.build) {
         (Some(Command::Build(a)), _) | (None, Some(a)) => build(a),
         (Some(Command::List(a)), _) => list(a),
+        (Some(Command::Inspect(a)), _) => inspect(a),
         (None, None) => {
             // Unreachable in practice: clap requires the build options without a subcommand.
             eprintln!("error: nothing to do; see --help");
@@ -156,27 +264,46 @@ mod tests {
     fn cli_parses() {
         Cli::command().debug_assert();
         let bare = Cli::try_parse_from(["x", "--root", "/r", "--kver", "6.1", "-o", "/o"]).unwrap();
-        assert!(matches!(bare, Cli { command: None, build: Some(ref b) } if b.kver == "6.1"));
+        assert!(
+            matches!(bare, Cli { command: None, build: Some(ref b) } if b.kver.as_deref() == Some("6.1"))
+        );
         let sub = Cli::try_parse_from([
             "x",
             "build",
             "--root",
             "/r",
-            "--kver",
-            "6.1",
             "-o",
             "/o",
+            "--generic",
             "--add-module",
             "nvme",
+            "--omit-module",
+            "btrfs",
+            "--include",
+            "/etc/a:/b",
+            "--zstd-threads",
+            "2",
         ])
         .unwrap();
-        assert!(matches!(sub.command, Some(Command::Build(ref b)) if b.add_modules == ["nvme"]));
+        let Some(Command::Build(b)) = sub.command else {
+            panic!("not build")
+        };
+        assert_eq!(b.add_modules, ["nvme"]);
+        assert_eq!(b.omit_modules, ["btrfs"]);
+        assert_eq!(b.includes[0].dest, "/b");
+        assert!(b.generic && b.kver.is_none() && b.zstd_threads == Some(2));
         let l = Cli::try_parse_from(["x", "list", "f.img", "--json"]).unwrap();
         assert!(matches!(
             l.command,
-            Some(Command::List(ListArgs { json: true, .. }))
+            Some(Command::List(FileArgs { json: true, .. }))
         ));
+        let i = Cli::try_parse_from(["x", "inspect", "f.img"]).unwrap();
+        assert!(matches!(i.command, Some(Command::Inspect(_))));
         assert!(Cli::try_parse_from(["x", "--root", "/r"]).is_err());
         assert!(Cli::try_parse_from(["x"]).is_err());
+        let both = ["x", "--root", "/r", "-o", "/o", "--generic", "--hostonly"];
+        assert!(Cli::try_parse_from(both).is_err(), "modes conflict");
+        assert!(Cli::try_parse_from(["x", "--root", "/r", "-o", "/o", "--mode", "all"]).is_err());
+        assert!(Cli::try_parse_from(["x", "--root", "/r", "-o", "/o", "--include", ":x"]).is_err());
     }
 }

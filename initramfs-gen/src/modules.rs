@@ -3,8 +3,10 @@
 //! `modules.dep` gives each module's full (transitive) dependency list; we compute the load order
 //! ourselves by a depth-first walk, so a dependency is always loaded before its users whatever
 //! order depmod listed them in. Names in `modules.builtin` are compiled into the kernel and
-//! need nothing; `softdep ... pre:` entries of `modules.softdep` are added before their module
-//! (best effort, as modprobe does); exact (non-glob) names in `modules.alias` are accepted too.
+//! need nothing (`modules.builtin.modinfo` adds their aliases); `softdep ... pre:` entries of
+//! `modules.softdep` are added before their module (best effort, as modprobe does); exact
+//! (non-glob) names in `modules.alias` are accepted as requested names, and device modaliases
+//! are matched against all of its patterns ([`ModuleDb::match_modalias`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
@@ -12,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
+use crate::fnmatch::{fnmatch, is_pattern};
 use crate::rootfs;
 
 /// Errors of module resolution that callers may want to tell apart.
@@ -90,11 +93,41 @@ pub fn read_module(path: &Path) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Kernel versions with a modules directory holding `modules.dep` in `root`, sorted.
+pub fn kernel_versions(root: &Path) -> Result<Vec<String>> {
+    let mut versions = BTreeSet::new();
+    for base in ["usr/lib/modules", "lib/modules"] {
+        let base = rootfs::resolve(root, Path::new(base))?;
+        for e in std::fs::read_dir(&base).into_iter().flatten().flatten() {
+            if e.path().join("modules.dep").is_file() {
+                versions.insert(e.file_name().to_string_lossy().into_owned());
+            }
+        }
+    }
+    Ok(versions.into_iter().collect())
+}
+
+/// The kernel version to build for when none was named: the only one in `root`.
+pub fn only_kernel_version(root: &Path) -> Result<String> {
+    let v = kernel_versions(root)?;
+    match v.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => anyhow::bail!(
+            "no kernel in {}: no usr/lib/modules/<kver>/modules.dep (install a kernel and run depmod)",
+            root.display()
+        ),
+        _ => anyhow::bail!(
+            "{} has several kernels; choose one with --kver: {}",
+            root.display(),
+            v.join(", ")
+        ),
+    }
+}
+
 /// Find the modules directory of `kver` inside `root`: `usr/lib/modules/<kver>`, then
 /// `lib/modules/<kver>`, each resolved with `root` as `/`.
 pub fn find_modules_dir(root: &Path, kver: &str) -> Result<PathBuf> {
     let mut tried = Vec::new();
-    let mut versions = BTreeSet::new();
     for base in ["usr/lib/modules", "lib/modules"] {
         let base = rootfs::resolve(root, Path::new(base))?;
         let dir = base.join(kver);
@@ -102,17 +135,12 @@ pub fn find_modules_dir(root: &Path, kver: &str) -> Result<PathBuf> {
             return Ok(dir);
         }
         tried.push(dir.display().to_string());
-        if let Ok(rd) = std::fs::read_dir(&base) {
-            versions.extend(
-                rd.flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned()),
-            );
-        }
     }
+    let versions = kernel_versions(root)?;
     let present = if versions.is_empty() {
         "none".to_string()
     } else {
-        versions.into_iter().collect::<Vec<_>>().join(", ")
+        versions.join(", ")
     };
     anyhow::bail!(
         "no kernel modules for {kver} in {}: tried {}; kernel versions present: {present}",
@@ -144,6 +172,10 @@ pub struct Resolution {
     pub modules: Vec<Resolved>,
     /// Requested names that are compiled into the kernel.
     pub builtin: Vec<String>,
+    /// Optional names (of a mode's set) this kernel does not have.
+    pub skipped: Vec<String>,
+    /// Modules left out on request, and modules dropped because they need one of those.
+    pub omitted: Vec<String>,
 }
 
 /// depmod's index of one kernel's modules.
@@ -154,6 +186,8 @@ pub struct ModuleDb {
     builtin: BTreeSet<String>,
     softdep_pre: BTreeMap<String, Vec<String>>,
     aliases: BTreeMap<String, Vec<String>>,
+    /// Every `alias PATTERN MODULE` line, in file order, then the built-in modules' aliases.
+    patterns: Vec<(String, String)>,
 }
 
 fn read_optional(path: &Path) -> Result<String> {
@@ -184,7 +218,36 @@ impl ModuleDb {
         let builtin = read_optional(&dir.join("modules.builtin"))?;
         let softdep = read_optional(&dir.join("modules.softdep"))?;
         let alias = read_optional(&dir.join("modules.alias"))?;
-        Ok(Self::parse(dir, &dep, &builtin, &softdep, &alias))
+        let mut db = Self::parse(dir, &dep, &builtin, &softdep, &alias);
+        let p = dir.join("modules.builtin.modinfo");
+        match std::fs::read(&p) {
+            Ok(data) => db.add_builtin_modinfo(&data),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("reading {}", p.display())),
+        }
+        Ok(db)
+    }
+
+    /// Add the names and aliases of built-in modules from `modules.builtin.modinfo`
+    /// (NUL-separated `module.key=value` records), so modaliases of devices whose driver is
+    /// built in resolve to a built-in name instead of nothing.
+    pub fn add_builtin_modinfo(&mut self, data: &[u8]) {
+        for rec in data.split(|b| *b == 0) {
+            let Ok(rec) = std::str::from_utf8(rec) else {
+                continue;
+            };
+            let Some((key, value)) = rec.split_once('=') else {
+                continue;
+            };
+            let Some((module, field)) = key.split_once('.') else {
+                continue;
+            };
+            let module = normalize(module);
+            if field == "alias" {
+                self.patterns.push((value.to_string(), module.clone()));
+            }
+            self.builtin.insert(module);
+        }
     }
 
     /// Build the index from the files' contents (`dir` is only used in messages and paths).
@@ -222,17 +285,19 @@ impl ModuleDb {
             }
         }
         let mut aliases: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut patterns = Vec::new();
         for line in content_lines(alias) {
             let mut words = line.split_whitespace();
             if let (Some("alias"), Some(pat), Some(module)) =
                 (words.next(), words.next(), words.next())
             {
-                if !pat.contains(['*', '?', '[']) {
+                if !is_pattern(pat) {
                     aliases
                         .entry(normalize(pat))
                         .or_default()
                         .push(normalize(module));
                 }
+                patterns.push((pat.to_string(), normalize(module)));
             }
         }
         ModuleDb {
@@ -241,7 +306,36 @@ impl ModuleDb {
             builtin,
             softdep_pre,
             aliases,
+            patterns,
         }
+    }
+
+    /// Whether `name` is a module file in this index.
+    pub fn has_module(&self, name: &str) -> bool {
+        self.modules.contains_key(&normalize(name))
+    }
+
+    /// Modules (files or built-in) whose `modules.alias` pattern matches a device's modalias,
+    /// sorted and without duplicates.
+    pub fn match_modalias(&self, modalias: &str) -> Vec<String> {
+        let set: BTreeSet<&String> = self
+            .patterns
+            .iter()
+            .filter(|(pat, _)| fnmatch(pat, modalias))
+            .map(|(_, m)| m)
+            .collect();
+        set.into_iter().cloned().collect()
+    }
+
+    /// `modules.alias` lines of the resolved modules only, in the original order: the image's
+    /// alias index, small enough for prepare-root to match every device against quickly.
+    pub fn alias_lines(&self, r: &Resolution) -> Vec<String> {
+        let names: BTreeSet<&str> = r.modules.iter().map(|m| m.name.as_str()).collect();
+        self.patterns
+            .iter()
+            .filter(|(_, m)| names.contains(m.as_str()))
+            .map(|(p, m)| format!("alias {p} {m}"))
+            .collect()
     }
 
     /// The modules directory this index was read from.
@@ -273,19 +367,49 @@ impl ModuleDb {
     }
 
     /// Resolve requested names into a load order with all dependencies (dependencies first).
+    /// Every name must exist.
     pub fn resolve<S: AsRef<str>>(&self, names: &[S]) -> Result<Resolution> {
-        let mut walk = Walk::default();
+        self.resolve_with(names, &[] as &[&str], &[] as &[&str])
+    }
+
+    /// Resolve `required` names (unknown ones are an error) and `optional` ones (unknown ones
+    /// are listed in [`Resolution::skipped`]), never including a module named in `omit`: a
+    /// module that needs an omitted one is dropped too and listed in [`Resolution::omitted`].
+    pub fn resolve_with<A: AsRef<str>, B: AsRef<str>, C: AsRef<str>>(
+        &self,
+        required: &[A],
+        optional: &[B],
+        omit: &[C],
+    ) -> Result<Resolution> {
+        let mut walk = Walk {
+            omit: omit.iter().map(|n| normalize(n.as_ref())).collect(),
+            ..Walk::default()
+        };
         let mut builtin = Vec::new();
-        for name in names {
-            let name = normalize(name.as_ref());
+        let mut skipped = Vec::new();
+        let names = required
+            .iter()
+            .map(|n| (n.as_ref(), true))
+            .chain(optional.iter().map(|n| (n.as_ref(), false)));
+        for (name, needed) in names {
+            let name = normalize(name);
             if !self.modules.contains_key(&name) && self.builtin.contains(&name) {
-                builtin.push(name);
+                if !builtin.contains(&name) {
+                    builtin.push(name);
+                }
                 continue;
             }
-            let found = self.lookup(&name).ok_or_else(|| ResolveError::Unknown {
-                name: name.clone(),
-                dir: self.dir.clone(),
-            })?;
+            let Some(found) = self.lookup(&name) else {
+                if needed {
+                    return Err(ResolveError::Unknown {
+                        name,
+                        dir: self.dir.clone(),
+                    }
+                    .into());
+                }
+                skipped.push(name);
+                continue;
+            };
             for m in found {
                 self.visit(&m, &mut walk)?;
             }
@@ -298,7 +422,12 @@ impl ModuleDb {
                 Some(Resolved { name, path })
             })
             .collect();
-        Ok(Resolution { modules, builtin })
+        Ok(Resolution {
+            modules,
+            builtin,
+            skipped,
+            omitted: walk.omitted.into_iter().collect(),
+        })
     }
 
     /// `modules.dep` lines for the resolved modules, with paths as stored in the image
@@ -318,9 +447,17 @@ impl ModuleDb {
             .collect()
     }
 
-    fn visit(&self, name: &str, walk: &mut Walk) -> Result<(), ResolveError> {
+    /// Add `name` after its dependencies; `false` if it is (or needs) an omitted module.
+    fn visit(&self, name: &str, walk: &mut Walk) -> Result<bool, ResolveError> {
         if walk.done.contains(name) {
-            return Ok(());
+            return Ok(true);
+        }
+        if walk.omit.contains(name) {
+            walk.omitted.insert(name.to_string());
+            return Ok(false);
+        }
+        if walk.dropped.contains(name) {
+            return Ok(false);
         }
         if walk.chain.iter().any(|c| c == name) {
             return Err(ResolveError::Cycle(format!(
@@ -329,14 +466,14 @@ impl ModuleDb {
             )));
         }
         let Some(entry) = self.modules.get(name) else {
-            return Ok(()); // only reached for names `lookup` vouched for
+            return Ok(false); // only reached for names `lookup` vouched for
         };
         walk.chain.push(name.to_string());
         // Soft pre-dependencies: best effort, unknown names and cycles are skipped.
         for soft in self.softdep_pre.get(name).into_iter().flatten() {
             for m in self.lookup(soft).unwrap_or_default() {
                 if !walk.chain.contains(&m) {
-                    self.visit(&m, walk)?;
+                    self.visit(&m, walk)?; // an omitted soft dependency is simply left out
                 }
             }
         }
@@ -350,12 +487,18 @@ impl ModuleDb {
                     dir: self.dir.clone(),
                 });
             }
-            self.visit(&dep_name, walk)?;
+            if !self.visit(&dep_name, walk)? {
+                walk.chain.pop();
+                walk.dropped.insert(name.to_string());
+                walk.omitted
+                    .insert(format!("{name} (needs omitted {dep_name})"));
+                return Ok(false);
+            }
         }
         walk.chain.pop();
         walk.done.insert(name.to_string());
         walk.order.push(name.to_string());
-        Ok(())
+        Ok(true)
     }
 }
 
@@ -364,6 +507,9 @@ struct Walk {
     done: BTreeSet<String>,
     chain: Vec<String>,
     order: Vec<String>,
+    omit: BTreeSet<String>,
+    omitted: BTreeSet<String>,
+    dropped: BTreeSet<String>,
 }
 
 #[cfg(test)]

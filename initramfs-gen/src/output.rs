@@ -80,11 +80,14 @@ pub fn atomic_write<T>(path: &Path, fill: impl FnOnce(&mut File) -> Result<T>) -
     Ok(v)
 }
 
-/// Write a newc archive produced by `fill` as one zstd frame (with checksum, single-threaded so
-/// the bytes depend only on the input and `level`) to `path`, atomically.
+/// Write a newc archive produced by `fill` as one zstd frame (with checksum) to `path`,
+/// atomically. With `threads` > 0, zstd compresses on that many worker threads; its output then
+/// depends only on the input and `level`, not on the number of workers (zstd guarantees this for
+/// any count ≥ 1), though it differs from the single-threaded (`threads` = 0) output.
 pub fn write_zstd_cpio(
     path: &Path,
     level: i32,
+    threads: u32,
     fill: impl FnOnce(&mut newc::Writer<&mut dyn Write>) -> Result<()>,
 ) -> Result<Written> {
     atomic_write(path, |file| {
@@ -95,6 +98,10 @@ pub fn write_zstd_cpio(
         };
         let mut enc = zstd::Encoder::new(sink, level)
             .with_context(|| format!("starting zstd at level {level}"))?;
+        if threads > 0 {
+            enc.multithread(threads)
+                .with_context(|| format!("starting {threads} zstd worker threads"))?;
+        }
         enc.include_checksum(true)
             .context("enabling the zstd checksum")?;
         let mut w = newc::Writer::new(&mut enc as &mut dyn Write);

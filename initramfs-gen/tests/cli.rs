@@ -156,3 +156,78 @@ fn errors_are_reported() {
     let out = run(&["--root", root.to_str().unwrap(), "--kver", KVER]);
     assert_eq!(out.status.code(), Some(2), "missing -o is a usage error");
 }
+
+#[test]
+fn config_inspect_and_kernel_errors() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    fake_root(&root);
+    let r = root.to_str().unwrap();
+    let img = t.path().join("c.img");
+    let cfg = root.join("etc/stratum/initramfs.d");
+    std::fs::create_dir_all(&cfg).unwrap();
+    std::fs::write(
+        cfg.join("10-x.toml"),
+        "omit-modules = [\"virtio_blk\"]\nzstd-level = 5\n",
+    )
+    .unwrap();
+    // No --kver: the only kernel is used; the config omits virtio_blk, the command line adds it back.
+    let out = run(&[
+        "--root",
+        r,
+        "-o",
+        img.to_str().unwrap(),
+        "--json",
+        "--add-module",
+        "virtio_blk",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["modules"],
+        serde_json::json!(["virtio", "virtio_blk"])
+    );
+    let out = run(&["--root", r, "-o", img.to_str().unwrap(), "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["modules"], serde_json::json!([]), "{report}");
+    let out = run(&["inspect", img.to_str().unwrap()]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("archive 0: zstd") && text.contains(&format!("kver {KVER}, mode default")),
+        "{text}"
+    );
+    let out = run(&["inspect", "--json", img.to_str().unwrap()]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["archives"][0]["compression"], "zstd");
+
+    std::fs::write(
+        cfg.join("20-bad.toml"),
+        "mode = \"generic\"\nzstd-lvl = 1\n",
+    )
+    .unwrap();
+    let out = run(&["--root", r, "-o", img.to_str().unwrap()]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && e.contains("20-bad.toml") && e.contains("line 2"),
+        "{e}"
+    );
+    std::fs::remove_file(cfg.join("20-bad.toml")).unwrap();
+    std::fs::create_dir_all(root.join("lib/modules/7.0-other")).unwrap();
+    std::fs::write(root.join("lib/modules/7.0-other/modules.dep"), "").unwrap();
+    let out = run(&["--root", r, "-o", img.to_str().unwrap()]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("--kver") && e.contains(KVER) && e.contains("7.0-other"),
+        "{e}"
+    );
+    let out = run(&["--root", r, "--kver", "9.9", "-o", img.to_str().unwrap()]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("kernel versions present: 6.1.0-cli, 7.0-other"),
+        "{e}"
+    );
+}

@@ -173,3 +173,174 @@ fn errors_name_the_problem() {
         .collect();
     assert_eq!(left.len(), 3, "{left:?}");
 }
+
+fn spec_fake(t: &Path) -> BuildSpec {
+    let root = t.join("root");
+    if !root.exists() {
+        fake_root(&root);
+    }
+    let mut opts = BuildOptions::new(&root, KVER);
+    opts.source_date_epoch = 7;
+    BuildSpec::from(opts)
+}
+
+#[test]
+fn reproducible_with_threads() {
+    let t = tempfile::tempdir().unwrap();
+    let mut spec = spec_fake(t.path());
+    let mut outs = Vec::new();
+    for (jobs, zt) in [(1, 1), (4, 2), (3, 4), (2, 2)] {
+        spec.jobs = jobs;
+        spec.zstd_threads = zt;
+        let out = t.path().join(format!("{jobs}-{zt}.img"));
+        build_spec(&spec, &out).unwrap();
+        outs.push(std::fs::read(out).unwrap());
+    }
+    assert!(
+        outs.iter().all(|o| *o == outs[0]),
+        "output depends on thread counts"
+    );
+    spec.zstd_threads = 0;
+    let single = t.path().join("single.img");
+    build_spec(&spec, &single).unwrap();
+    let raw = |b: &[u8]| zstd::decode_all(b).unwrap();
+    assert_eq!(raw(&std::fs::read(single).unwrap()), raw(&outs[0]));
+}
+
+#[test]
+fn omit_add_and_include() {
+    let t = tempfile::tempdir().unwrap();
+    let mut spec = spec_fake(t.path());
+    let root = spec.options.root.clone();
+    std::fs::create_dir_all(root.join("etc/keys/sub")).unwrap();
+    std::fs::write(root.join("etc/keys/sub/a.pem"), b"A").unwrap();
+    std::os::unix::fs::symlink("sub/a.pem", root.join("etc/keys/link")).unwrap();
+    std::fs::write(root.join("etc/hostname"), b"box\n").unwrap();
+    spec.includes = vec![
+        "/etc/keys".parse().unwrap(),
+        "etc/hostname:/etc/stratum/host".parse().unwrap(),
+    ];
+    spec.omit_modules = vec![
+        "virtio_ring".into(),
+        "virtio_scsi".into(),
+        "crc32c-intel".into(),
+    ];
+    spec.add_modules = vec!["virtio_scsi".into()]; // added wins over omitted
+    let out = t.path().join("x.img");
+    let r = build_spec(&spec, &out).unwrap();
+    // Everything over virtio needs virtio_ring: gone, and said so.
+    assert_eq!(r.modules, ["jbd2", "mbcache", "crc16", "ext4"]);
+    assert!(
+        r.omitted.contains(&"virtio_ring".to_string()),
+        "{:?}",
+        r.omitted
+    );
+    assert!(
+        r.omitted
+            .iter()
+            .any(|o| o.starts_with("virtio_blk (needs omitted virtio")),
+        "{:?}",
+        r.omitted
+    );
+    let e = crate::list(&out).unwrap();
+    let get = |p: &str| {
+        e.iter()
+            .find(|x| x.path == p)
+            .unwrap_or_else(|| panic!("{p}"))
+    };
+    assert_eq!(get("/etc/keys/sub/a.pem").size, 1);
+    assert_eq!(get("/etc/keys/link").target.as_deref(), Some("sub/a.pem"));
+    assert_eq!(member(&out, "/etc/stratum/host"), b"box\n");
+    spec.includes = vec!["/etc/nothing".parse().unwrap()];
+    let err = format!("{:#}", build_spec(&spec, &out).unwrap_err());
+    assert!(err.contains("/etc/nothing"), "{err}");
+    assert!("x:/".parse::<Include>().is_err() && "a:/../b".parse::<Include>().is_err());
+    spec.includes.clear();
+    spec.add_modules = vec!["no_such_mod".into()];
+    let err = format!("{:#}", build_spec(&spec, &out).unwrap_err());
+    assert!(
+        err.contains("unknown kernel module \"no_such_mod\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn generic_loads_filesystems_always_drivers_by_alias() {
+    let t = tempfile::tempdir().unwrap();
+    let mut spec = spec_fake(t.path());
+    spec.mode = Mode::Generic;
+    let out = t.path().join("g.img");
+    let r = build_spec(&spec, &out).unwrap();
+    assert!(
+        r.modules.contains(&"virtio_pci".to_string()),
+        "{:?}",
+        r.modules
+    );
+    assert!(r.skipped.contains(&"nvme".to_string()));
+    // ext4 and its dependencies are loaded unconditionally; virtio by modalias.
+    assert!(
+        r.load_always.contains(&"ext4".to_string()) && r.load_always.contains(&"jbd2".to_string())
+    );
+    assert!(
+        !r.load_always.contains(&"virtio_pci".to_string()),
+        "{:?}",
+        r.load_always
+    );
+    let alias = String::from_utf8(member(
+        &out,
+        &format!("/usr/lib/modules/{KVER}/modules.alias"),
+    ))
+    .unwrap();
+    assert_eq!(
+        alias,
+        "alias crc32c crc32c_intel\nalias pci:v00001AF4d*sv*sd*bc*sc*i* virtio_pci\n"
+    );
+}
+
+#[test]
+fn firmware_from_modinfo() {
+    let t = tempfile::tempdir().unwrap();
+    let spec0 = spec_fake(t.path());
+    let root = spec0.options.root.clone();
+    let dir = root.join("usr/lib/modules").join(KVER);
+    let Some(ko) = crate::modinfo::tests::fake_module(
+        t.path(),
+        "acme",
+        &[
+            "firmware=acme/a.bin",
+            "firmware=acme/b.bin",
+            "firmware=acme/missing.bin",
+        ],
+    ) else {
+        eprintln!("note: gcc not installed; skipping");
+        return;
+    };
+    std::fs::write(
+        dir.join("kernel/acme.ko.zst"),
+        zstd::encode_all(&ko[..], 3).unwrap(),
+    )
+    .unwrap();
+    let dep = std::fs::read_to_string(dir.join("modules.dep")).unwrap() + "kernel/acme.ko.zst:\n";
+    std::fs::write(dir.join("modules.dep"), dep).unwrap();
+    let fw = root.join("usr/lib/firmware/acme");
+    std::fs::create_dir_all(&fw).unwrap();
+    std::fs::write(fw.join("a.bin"), b"AAA").unwrap();
+    std::fs::write(
+        fw.join("b.bin.zst"),
+        zstd::encode_all(&b"BBB"[..], 3).unwrap(),
+    )
+    .unwrap();
+    let mut spec = spec0.clone();
+    spec.add_modules = vec!["acme".into()];
+    let out = t.path().join("fw.img");
+    let r = build_spec(&spec, &out).unwrap();
+    assert_eq!(r.firmware, ["acme/a.bin", "acme/b.bin"]);
+    assert_eq!(r.missing_firmware, ["acme/missing.bin"]);
+    assert_eq!(member(&out, "/usr/lib/firmware/acme/b.bin"), b"BBB");
+    assert_eq!(
+        member(&out, &format!("/usr/lib/modules/{KVER}/kernel/acme.ko")),
+        ko
+    );
+    spec.firmware = false;
+    assert!(build_spec(&spec, &out).unwrap().firmware.is_empty());
+}

@@ -76,3 +76,50 @@ fn ls_style_lines() {
         "lrwxrwxrwx    0    0          7 /lib -> usr/lib"
     );
 }
+
+#[test]
+fn inspect_concatenated() {
+    let mut img = cpio(&["kernel/x86/microcode/AuthenticAMD.bin"]);
+    img.resize(512, 0);
+    let mut w = newc::Writer::new(Vec::new());
+    for (n, d) in [
+        ("init", &b"x"[..]),
+        ("etc/stratum/initramfs.json", br#"{"generator":"stratum-initramfs","version":"0.1.0","kver":"6.1","mode":"generic","modules":["virtio","virtio_blk"]}"#),
+        ("usr/lib/modules/6.1/kernel/virtio.ko", b"k"),
+    ] {
+        w.append(n, Kind::File, 0o644, 0, (0, 0), d).unwrap();
+    }
+    w.append("lib", Kind::Symlink, 0o777, 0, (0, 0), b"usr/lib")
+        .unwrap();
+    w.finish().unwrap();
+    img.extend(zstd::encode_all(&w.into_inner()[..], 3).unwrap());
+    let mut xz = xz2::write::XzEncoder::new(Vec::new(), 6);
+    xz.write_all(&cpio(&["etc/extra.conf"])).unwrap();
+    img.extend(xz.finish().unwrap());
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("i.img");
+    std::fs::write(&p, &img).unwrap();
+    let s = inspect(&p).unwrap();
+    let comp: Vec<_> = s
+        .archives
+        .iter()
+        .map(|a| (a.compression, a.members, a.early_microcode))
+        .collect();
+    assert_eq!(
+        comp,
+        [("none", 1, true), ("zstd", 4, false), ("xz", 1, false)]
+    );
+    assert_eq!((s.members, s.has_init, s.module_files), (6, true, 1));
+    assert_eq!(s.kernel_versions, ["6.1"]);
+    assert_eq!(s.archives[1].symlinks, 1);
+    assert_eq!(s.stratum.as_ref().unwrap()["kver"], "6.1");
+    let text = s.to_string();
+    assert!(
+        text.contains("archive 0: none, 1 members") && text.contains("[early microcode]"),
+        "{text}"
+    );
+    assert!(
+        text.contains("kver 6.1, mode generic") && text.contains("modules: virtio virtio_blk"),
+        "{text}"
+    );
+}

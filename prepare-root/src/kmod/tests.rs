@@ -1,0 +1,166 @@
+//! Module loading with a recording loader on fake sysfs trees (never the real kernel).
+
+use super::*;
+
+#[test]
+fn list_parsing_and_missing_file() {
+    let l = parse_list("/lib/modules/a.ko\n\n # comment\n  /lib/modules/b.ko  \n");
+    assert_eq!(l, vec!["/lib/modules/a.ko", "/lib/modules/b.ko"]);
+    let d = tempfile::tempdir().unwrap();
+    assert_eq!(load_modules(&d.path().join("none")), LoadReport::default());
+    let list = d.path().join("modules.load");
+    std::fs::write(&list, format!("{}/missing.ko\n", d.path().display())).unwrap();
+    let r = load_modules(&list);
+    assert!(r.loaded.is_empty());
+    assert_eq!(r.warnings.len(), 1);
+    assert!(r.warnings[0].contains("missing.ko"), "{:?}", r.warnings);
+    assert_eq!(module_name("/x/virtio-blk.ko"), "virtio_blk");
+}
+
+const ALIAS: &str = "\
+alias pci:v00001AF4d*sv*sd*bc*sc*i* virtio_pci
+alias virtio:d00000002v* virtio_blk
+alias pci:v00008086d*sv*sd*bc01sc06i01* ahci
+alias scsi:t-0x00* sd_mod
+alias usb:v*p*d*dc*dsc*dp*ic08isc06ip50in* usb_storage
+";
+const DEP: &str = "\
+kernel/virtio_ring.ko:
+kernel/virtio.ko: kernel/virtio_ring.ko
+kernel/virtio_pci.ko: kernel/virtio.ko kernel/virtio_ring.ko
+kernel/virtio_blk.ko: kernel/virtio.ko kernel/virtio_ring.ko
+kernel/sd_mod.ko:
+kernel/usb_storage.ko:
+";
+
+/// Records loads; loading `virtio_pci` binds the PCI device and makes a virtio disk appear,
+/// as the kernel would.
+struct Fake {
+    sys: PathBuf,
+    loaded: Vec<String>,
+    fail: &'static str,
+}
+
+impl Loader for Fake {
+    fn load(&mut self, path: &str) -> Result<(), String> {
+        let name = module_name(path);
+        if name == self.fail {
+            return Err(format!("cannot load module {path}: Invalid argument"));
+        }
+        if name == "virtio_pci" {
+            let pci = self.sys.join("devices/pci0000:00/0000:00:04.0");
+            std::fs::write(pci.join("driver"), "").unwrap();
+            let vd = pci.join("virtio0");
+            std::fs::create_dir_all(&vd).unwrap();
+            std::fs::write(vd.join("modalias"), "virtio:d00000002v00001AF4\n").unwrap();
+        }
+        self.loaded.push(name);
+        Ok(())
+    }
+}
+
+fn fake(t: &Path) -> Layout {
+    let sys = t.join("sys");
+    let dev = |rel: &str, alias: &str, bound: bool| {
+        let d = sys.join("devices").join(rel);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("modalias"), format!("{alias}\n")).unwrap();
+        if bound {
+            std::os::unix::fs::symlink("/nowhere", d.join("driver")).unwrap();
+        }
+    };
+    dev(
+        "pci0000:00/0000:00:04.0",
+        "pci:v00001AF4d00001001sv00001AF4sd00000002bc01sc00i00",
+        false,
+    );
+    // Already bound: its matching module (ahci, not in the image anyway) is not wanted.
+    dev(
+        "pci0000:00/0000:00:1f.2",
+        "pci:v00008086d00002922sv0sd0bc01sc06i01",
+        true,
+    );
+    // No module in the image for this one.
+    dev("platform/serial8250", "platform:serial8250", false);
+    // A SCSI disk whose driver (sd_mod) is already in /sys/module: nothing to do.
+    dev(
+        "pci0000:00/0000:00:05.0/host0/0:0:0:0",
+        "scsi:t-0x00",
+        false,
+    );
+    std::fs::create_dir_all(sys.join("module/sd_mod")).unwrap();
+    let moddir = t.join("usr/lib/modules/6.1");
+    std::fs::create_dir_all(&moddir).unwrap();
+    std::fs::write(moddir.join("modules.alias"), ALIAS).unwrap();
+    std::fs::write(moddir.join("modules.dep"), DEP).unwrap();
+    Layout {
+        sys_devices: sys.join("devices"),
+        sys_module: sys.join("module"),
+        moddir,
+    }
+}
+
+#[test]
+fn loads_by_modalias_until_no_new_devices() {
+    let t = tempfile::tempdir().unwrap();
+    let layout = fake(t.path());
+    let mut loader = Fake {
+        sys: t.path().join("sys"),
+        loaded: Vec::new(),
+        fail: "",
+    };
+    // virtio_ring came from modules.load already.
+    let mut report = LoadReport {
+        loaded: vec![layout
+            .moddir
+            .join("kernel/virtio_ring.ko")
+            .display()
+            .to_string()],
+        ..LoadReport::default()
+    };
+    load_by_modalias(&layout, &mut loader, &mut report);
+    assert_eq!(loader.loaded, ["virtio", "virtio_pci", "virtio_blk"]);
+    assert_eq!(report.by_modalias.len(), 3);
+    assert_eq!(report.loaded.len(), 4);
+    assert!(report.by_modalias[2].ends_with("kernel/virtio_blk.ko"));
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+    // Pass 1 loads virtio_pci, pass 2 finds the virtio disk, pass 3 finds nothing new.
+    assert_eq!(report.modalias_passes, 3);
+}
+
+#[test]
+fn failures_are_warnings_and_not_retried() {
+    let t = tempfile::tempdir().unwrap();
+    let layout = fake(t.path());
+    let mut loader = Fake {
+        sys: t.path().join("sys"),
+        loaded: Vec::new(),
+        fail: "virtio",
+    };
+    let mut report = LoadReport::default();
+    load_by_modalias(&layout, &mut loader, &mut report);
+    assert_eq!(loader.loaded, ["virtio_ring"]);
+    assert_eq!(report.warnings.len(), 1, "{:?}", report.warnings);
+    assert!(report.warnings[0].contains("virtio.ko"));
+    assert_eq!(report.modalias_passes, 2);
+    // An image without an alias index: nothing happens.
+    let mut r = LoadReport::default();
+    let none = Layout {
+        moddir: t.path().join("none"),
+        ..layout
+    };
+    load_by_modalias(&none, &mut loader, &mut r);
+    assert_eq!(r, LoadReport::default());
+}
+
+#[test]
+fn index_matching() {
+    let idx = ModIndex::parse(ALIAS, DEP);
+    assert_eq!(
+        idx.matches("usb:v0781p5567d0100dc00dsc00dp00ic08isc06ip50in00"),
+        ["usb_storage"]
+    );
+    assert!(idx
+        .matches("pci:v00001234d0001sv0sd0bc00sc00i00")
+        .is_empty());
+}
