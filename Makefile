@@ -45,6 +45,10 @@ install:
 	install -D -m 0755 grub/10_stratum $(DESTDIR)/etc/grub.d/10_stratum
 	for f in $$(ls systemd 2>/dev/null); do \
 		install -D -m 0644 systemd/$$f $(DESTDIR)$(PREFIX)/lib/systemd/system/$$f; done
+	# Enabled in /usr, as an image-based OS ships its essential units.
+	install -d $(DESTDIR)$(PREFIX)/lib/systemd/system/multi-user.target.wants
+	ln -sf ../stratum-finalize-staged.path \
+		$(DESTDIR)$(PREFIX)/lib/systemd/system/multi-user.target.wants/stratum-finalize-staged.path
 	for f in $$(ls dracut 2>/dev/null); do \
 		install -D -m 0755 dracut/$$f $(DESTDIR)$(PREFIX)/lib/dracut/modules.d/50stratum/$$f; done
 
@@ -58,6 +62,11 @@ test: test-unit test-vm
 
 demo: build
 	$(CARGO) run --release --locked -p stratum-vmtests --bin stratum-demo
+
+# Benchmarks (not tests): ratios against the real peers, measured in one run.
+bench: build
+	$(CARGO) bench --locked -p stratum --bench deploy
+	$(CARGO) bench --locked -p stratum-initramfs --bench generic
 
 clean:
 	$(CARGO) clean

@@ -56,9 +56,19 @@ impl Project {
 
     /// The cached Debian root (built when missing).
     pub fn debian_root(&self) -> Result<PathBuf> {
-        let out = Command::new("bash")
-            .arg(self.root.join("tests/vm/build-rootfs.sh"))
-            .arg(&self.cache)
+        self.debian_root_with(&[])
+    }
+
+    /// The cached Debian root with `extra` Debian packages installed as well (for example
+    /// `dracut`); each package set is a root of its own in the cache.
+    pub fn debian_root_with(&self, extra: &[&str]) -> Result<PathBuf> {
+        let mut cmd = Command::new("bash");
+        cmd.arg(self.root.join("tests/vm/build-rootfs.sh"))
+            .arg(&self.cache);
+        if !extra.is_empty() {
+            cmd.arg(extra.join(","));
+        }
+        let out = cmd
             .stderr(Stdio::inherit())
             .output()
             .context("running build-rootfs.sh")?;
@@ -84,11 +94,20 @@ impl Project {
         dir: &Path,
         customize: impl FnOnce(&Path) -> Result<()>,
     ) -> Result<PathBuf> {
-        let base = self.debian_root()?;
+        self.guest_root_from(&self.debian_root()?, dir, customize)
+    }
+
+    /// [`Project::guest_root`] from another cached root (see [`Project::debian_root_with`]).
+    pub fn guest_root_from(
+        &self,
+        base: &Path,
+        dir: &Path,
+        customize: impl FnOnce(&Path) -> Result<()>,
+    ) -> Result<PathBuf> {
         let root = dir.join("rootfs");
         run(Command::new("cp")
             .args(["-a", "--link"])
-            .arg(&base)
+            .arg(base)
             .arg(&root))?;
         run(Command::new("make")
             .arg("-s")
@@ -123,13 +142,26 @@ impl Project {
         refname: &str,
         version: &str,
     ) -> Result<String> {
+        self.compose_with(rootfs, repo, refname, version, &[])
+    }
+
+    /// [`Project::compose`] with extra options (e.g. `--keep-initramfs`).
+    pub fn compose_with(
+        &self,
+        rootfs: &Path,
+        repo: &Path,
+        refname: &str,
+        version: &str,
+        options: &[&str],
+    ) -> Result<String> {
         let out = run_output(
             Command::new(self.stratum())
                 .args(["compose", "rootfs"])
                 .arg(rootfs)
                 .arg("--repo")
                 .arg(repo)
-                .args(["--ref", refname, "--version", version]),
+                .args(["--ref", refname, "--version", version])
+                .args(options),
         )?;
         Ok(out.trim().to_string())
     }
@@ -144,14 +176,23 @@ impl Project {
         kargs: &[&str],
     ) -> Result<serde_json::Value> {
         let mut cmd = Command::new(self.stratum());
-        cmd.args(["install", "to-disk", "--json", "--size", "3G"])
-            .arg("--repo")
-            .arg(repo)
-            .args(["--ref", refname])
-            .arg("--image")
-            .arg(image)
-            .arg("--workdir")
-            .arg(workdir);
+        // The installed system follows the test disk's repository for updates.
+        cmd.args([
+            "install",
+            "to-disk",
+            "--json",
+            "--size",
+            "3G",
+            "--remote",
+            TEST_REMOTE,
+        ])
+        .arg("--repo")
+        .arg(repo)
+        .args(["--ref", refname])
+        .arg("--image")
+        .arg(image)
+        .arg("--workdir")
+        .arg(workdir);
         for k in kargs {
             cmd.arg("--karg").arg(k);
         }
@@ -170,6 +211,17 @@ impl TestDisk {
     pub fn create(dir: &Path, scenario: &str, extra: &[(&str, &[u8])]) -> Result<TestDisk> {
         let tree = dir.join("testdisk");
         remove_tree(&tree)?;
+        fs::create_dir_all(&tree)?;
+        Self::create_in(dir, &tree, scenario, extra)
+    }
+
+    fn create_in(
+        dir: &Path,
+        tree: &Path,
+        scenario: &str,
+        extra: &[(&str, &[u8])],
+    ) -> Result<TestDisk> {
+        let tree = tree.to_path_buf();
         fs::create_dir_all(tree.join("out"))?;
         fs::write(tree.join("scenario.sh"), scenario)?;
         for (p, data) in extra {
@@ -179,13 +231,29 @@ impl TestDisk {
         }
         let image = dir.join("testdisk.img");
         let f = fs::File::create(&image)?;
-        f.set_len(256 << 20)?;
+        // Room for what it carries (an update repository can be large) plus the results.
+        f.set_len((256 << 20) + 2 * tree_size(&tree)?)?;
         drop(f);
         run(Command::new("mkfs.ext4")
             .args(["-q", "-F", "-L", "STRATUMTEST", "-d"])
             .arg(&tree)
             .arg(&image))?;
         Ok(TestDisk { image })
+    }
+
+    /// Like [`TestDisk::create`], also carrying directory trees (path in the disk, source).
+    pub fn create_with_tree(
+        dir: &Path,
+        scenario: &str,
+        trees: &[(&str, &Path)],
+    ) -> Result<TestDisk> {
+        let tree = dir.join("testdisk");
+        remove_tree(&tree)?;
+        fs::create_dir_all(&tree)?;
+        for (dest, src) in trees {
+            run(Command::new("cp").arg("-al").arg(src).arg(tree.join(dest)))?;
+        }
+        Self::create_in(dir, &tree, scenario, &[])
     }
 
     /// Reads back `out/` from the disk after the VM stopped.
@@ -228,6 +296,15 @@ impl Results {
             .trim()
             .to_string()
     }
+}
+
+fn tree_size(dir: &Path) -> Result<u64> {
+    let out = run_output(Command::new("du").args(["-sb", "--"]).arg(dir))?;
+    Ok(out
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0))
 }
 
 /// Runs a command, failing with its output when it fails.
@@ -300,6 +377,8 @@ pub struct Image {
 
 /// The ref the tests and the demo compose to.
 pub const TEST_REF: &str = "debian/12/x86_64/stratum";
+/// The remote installed images follow: the repository on the test disk (`repo/`).
+pub const TEST_REMOTE: &str = "updates=file:///run/stratum-test/repo";
 
 impl Project {
     /// Builds the guest root, composes it as `version` and installs it to a disk image in
@@ -312,7 +391,6 @@ impl Project {
         let repo = dir.join("repo");
         eprintln!("[{name}] stratum compose rootfs → {} ({version})", TEST_REF);
         let commit = self.compose(&root, &repo, TEST_REF, version)?;
-        remove_tree(&root)?;
         let disk = dir.join("disk.img");
         let stage = dir.join("install");
         eprintln!("[{name}] stratum install to-disk → {}", disk.display());
@@ -331,6 +409,24 @@ impl Project {
 }
 
 impl Image {
+    /// Composes the next version of the image into its repository: the guest root plus the
+    /// files `add` (path relative to the root, contents; new files only). Returns the commit.
+    pub fn compose_update(
+        &self,
+        p: &Project,
+        version: &str,
+        add: &[(&str, &str)],
+    ) -> Result<String> {
+        let root = self.dir.join("rootfs");
+        for (path, contents) in add {
+            let f = root.join(path);
+            fs::create_dir_all(f.parent().context("parent")?)?;
+            let _ = fs::remove_file(&f);
+            fs::write(&f, contents)?;
+        }
+        p.compose(&root, &self.repo, &self.refname, version)
+    }
+
     /// A fresh copy of the disk (sparse), so each test boots a pristine machine.
     pub fn copy_disk(&self, to: &Path) -> Result<PathBuf> {
         run(Command::new("cp")

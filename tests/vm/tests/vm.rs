@@ -238,6 +238,142 @@ fn ostree_admin_status_reads_our_sysroot() -> Result<()> {
     Ok(())
 }
 
+const UPGRADE: &str = r#"
+booted() { stratum status --booted --json | sed -n 's/.*"checksum": "\([0-9a-f]*\)".*/\1/p' | head -1; }
+boot_1() {
+    echo "admin motd" > /etc/motd
+    mkdir -p /var/lib && echo kept > /var/lib/keep
+    result booted "$(booted)"
+    stratum upgrade; result upgrade_rc $?
+    stratum status > "$out/boot-1.status" 2>&1
+    # An /etc edit made after staging must reach the new deployment.
+    echo "late edit" > /etc/stratum-late.conf
+    request_reboot
+}
+boot_2() {
+    result booted "$(booted)"
+    result motd "$(cat /etc/motd)"
+    result late "$(cat /etc/stratum-late.conf)"
+    result keep "$(cat /var/lib/keep)"
+    stratum status --json > "$out/boot-2.status_json"
+    result failed_units "$(systemctl --failed --no-legend --plain)"
+    stratum rollback; result rollback_rc $?
+    request_reboot
+}
+boot_3() {
+    result booted "$(booted)"
+    stratum cleanup -r; result cleanup_rc $?
+    stratum status --json > "$out/boot-3.status_json"
+    result deploy_dirs "$(ls /ostree/deploy/default/deploy | grep -v origin | wc -l)"
+    result boot_dirs "$(ls /boot/ostree | wc -l)"
+    result entries "$(ls /boot/loader/entries | wc -l)"
+}
+"#;
+
+/// The deployments issue's scenario: upgrade (staged, finalized at shutdown), reboot into v2
+/// with /etc and /var kept, roll back, reboot into v1, clean up.
+fn upgrade_rollback_cleanup() -> Result<()> {
+    let p = project();
+    let img = p.build_image("upgrade", "1.0")?;
+    let v1 = img.commit.clone();
+    let v2 = img.compose_update(&p, "2.0", &[("usr/share/stratum-test/release", "2.0\n")])?;
+    let dir = p.workdir("upgrade-run")?;
+    let disk = img.copy_disk(&dir.join("disk.img"))?;
+    // The update repository travels on the test disk (hardlinked copy, no extra space).
+    let repo_copy = dir.join("repo");
+    stratum_vmtests::run(
+        std::process::Command::new("cp")
+            .arg("-al")
+            .arg(&img.repo)
+            .arg(&repo_copy),
+    )?;
+    let test = TestDisk::create_with_tree(&dir, UPGRADE, &[("repo", repo_copy.as_path())])?;
+    let mut q = Qemu::new(dir.join("console.log"));
+    q.disks = vec![disk, test.image.clone()];
+    let out = q.run()?;
+    eprintln!("upgrade: three boots in {:.0} s", out.elapsed.as_secs_f64());
+    check("upgrade-rollback-cleanup", &out, || {
+        let r = test.results(&dir.join("results"))?;
+        ensure!(
+            r.boots() == 3,
+            "expected 3 boots, the scenario ran {}",
+            r.boots()
+        );
+        ensure!(
+            r.get(1, "booted") == v1,
+            "boot 1 booted {:?}, expected v1 {v1}",
+            r.get(1, "booted")
+        );
+        ensure!(
+            r.get(1, "upgrade_rc") == "0",
+            "stratum upgrade failed:\n{}",
+            r.get(1, "log")
+        );
+        ensure!(
+            r.get(1, "status").contains("staged"),
+            "status after upgrade does not show it staged:\n{}",
+            r.get(1, "status")
+        );
+        ensure!(
+            r.get(2, "booted") == v2,
+            "boot 2 booted {:?}, expected v2 {v2}",
+            r.get(2, "booted")
+        );
+        ensure!(
+            r.get(2, "motd") == "admin motd",
+            "/etc edit lost: {:?}",
+            r.get(2, "motd")
+        );
+        ensure!(
+            r.get(2, "late") == "late edit",
+            "/etc edit after staging lost: {:?}",
+            r.get(2, "late")
+        );
+        ensure!(r.get(2, "keep") == "kept", "/var file lost");
+        let st: serde_json::Value = serde_json::from_str(&r.get(2, "status_json"))?;
+        ensure!(
+            st["deployments"][1]["checksum"] == v1.as_str()
+                && st["deployments"][1]["rollback"] == true,
+            "v1 is not the rollback: {st}"
+        );
+        ensure!(
+            r.get(2, "failed_units").is_empty(),
+            "failed units: {}",
+            r.get(2, "failed_units")
+        );
+        ensure!(
+            r.get(2, "rollback_rc") == "0",
+            "rollback failed:\n{}",
+            r.get(2, "log")
+        );
+        ensure!(
+            r.get(3, "booted") == v1,
+            "boot 3 booted {:?}, expected v1",
+            r.get(3, "booted")
+        );
+        ensure!(
+            r.get(3, "cleanup_rc") == "0",
+            "cleanup failed:\n{}",
+            r.get(3, "log")
+        );
+        let st: serde_json::Value = serde_json::from_str(&r.get(3, "status_json"))?;
+        ensure!(
+            st["deployments"].as_array().map(|a| a.len()) == Some(1),
+            "more than v1 left: {st}"
+        );
+        ensure!(
+            r.get(3, "deploy_dirs") == "1"
+                && r.get(3, "boot_dirs") == "1"
+                && r.get(3, "entries") == "1",
+            "leftovers: {} deployment dirs, {} boot dirs, {} entries",
+            r.get(3, "deploy_dirs"),
+            r.get(3, "boot_dirs"),
+            r.get(3, "entries")
+        );
+        Ok(())
+    })
+}
+
 fn trial(name: &'static str, f: impl FnOnce() -> Result<()> + Send + 'static) -> Trial {
     Trial::test(name, move || {
         f().map_err(|e| Failed::from(format!("{e:#}")))
@@ -252,6 +388,7 @@ fn main() {
             ostree_admin_status_reads_our_sysroot,
         ),
         trial("vm::first_boot", first_boot),
+        trial("vm::upgrade_rollback_cleanup", upgrade_rollback_cleanup),
         trial("vm::prepare_root_refuses_ostree_outside_deploy", || {
             bad_ostree_karg("bad-karg-outside", "/ostree/repo", "is not a deployment")
         }),
