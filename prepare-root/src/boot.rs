@@ -24,12 +24,12 @@ struct Boot {
     report: Report,
 }
 
-fn ms(d: Duration) -> u64 {
+pub(crate) fn ms(d: Duration) -> u64 {
     d.as_millis().try_into().unwrap_or(u64::MAX)
 }
 
 /// `CLOCK_BOOTTIME` in milliseconds: time since the kernel started, including suspend.
-fn since_kernel_start_ms() -> u64 {
+pub(crate) fn since_kernel_start_ms() -> u64 {
     use nix::time::{clock_gettime, ClockId};
     clock_gettime(ClockId::CLOCK_BOOTTIME).map_or(0, |t| {
         (t.tv_sec() as u64) * 1000 + (t.tv_nsec() as u64) / 1_000_000
@@ -44,7 +44,7 @@ fn version_id(text: &str) -> Option<String> {
 }
 
 /// What the initramfs says about itself, if anything.
-fn initramfs_info() -> Option<InitramfsInfo> {
+pub(crate) fn initramfs_info() -> Option<InitramfsInfo> {
     let version_id = std::fs::read_to_string("/etc/initrd-release")
         .ok()
         .and_then(|t| version_id(&t));

@@ -6,7 +6,8 @@
 //!
 //! The pure, unit-tested parts are [`cmdline`], [`probe`], [`confine`], [`bootinfo`] and
 //! [`params`]; the rest ([`boot`], [`devices`], [`kmod`], [`mounts`], [`switchroot`],
-//! [`fatal`]) talk to the kernel and only make sense as PID 1 of an initramfs.
+//! [`fatal`]) talk to the kernel and only make sense as PID 1 of an initramfs; [`initrd`] is
+//! the systemd-initrd mode, run as a service of a dracut-built initramfs.
 
 #![deny(unsafe_code)]
 
@@ -20,6 +21,7 @@ pub mod boot;
 pub mod devices;
 pub mod error;
 pub mod fatal;
+pub mod initrd;
 pub mod kmod;
 pub mod mounts;
 pub mod switchroot;

@@ -1,12 +1,13 @@
 //! `stratum-prepare-root`: `/init` of Stratum's native initramfs, and a small diagnostic tool
 //! on a running system. As PID 1 it ignores its arguments (the kernel meant them for the real
-//! init, which gets them) and boots; otherwise it parses the command line below.
+//! init, which gets them) and boots; otherwise it parses the command line below, including
+//! `initrd-setup`, the systemd-initrd mode of dracut-built images.
 
 use std::ffi::OsString;
 use std::path::Path;
 use stratum_prepare_root::cmdline::Cmdline;
 use stratum_prepare_root::params::BootParams;
-use stratum_prepare_root::{boot, confine, probe};
+use stratum_prepare_root::{boot, confine, initrd, probe};
 
 const USAGE: &str = "\
 Usage: stratum-prepare-root [COMMAND]
@@ -18,6 +19,10 @@ named by ostree= and switches root. Otherwise:
                                 parameters as JSON
   probe DEVICE...               print filesystem (UUID, LABEL) and GPT partitions as JSON
   resolve SYSROOT OSTREE_ARG    resolve an ostree= value inside SYSROOT, print the deployment
+  initrd-setup SYSROOT          in a systemd initramfs (dracut): turn SYSROOT, where
+                                sysroot.mount put the root device, into the deployment
+                                named by ostree=; systemd then switches root (run by
+                                stratum-prepare-root.service; exits 1 on failure)
   boot --force                  run the boot sequence although not PID 1 (testing only;
                                 it will not switch root unless / is an initramfs)
   --help, --version
@@ -78,6 +83,7 @@ fn run(args: &[String]) -> Result<(), String> {
                 "relpath": dep.relpath,
             }))
         }
+        [initrd::SUBCOMMAND, sysroot] => initrd::run(Path::new(sysroot)),
         ["boot", "--force"] | ["--force"] => boot::run(&[], false),
         ["boot"] => Err("refusing to boot: not PID 1 (use `boot --force` in a test VM)".into()),
         _ => Err(format!("unknown arguments {args:?}; see --help")),

@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
 # Builds (or reuses) the Debian bookworm root that the demo and the VM tests boot.
 #
-# Usage: build-rootfs.sh CACHE_DIR
+# Usage: build-rootfs.sh CACHE_DIR [EXTRA_PKGS]
+# EXTRA_PKGS is a comma-separated list of Debian packages added to the base set (for example
+# `dracut`), giving a second, separately cached root.
 # Prints the path of the finished root directory on stdout. The root is cached under
-# CACHE_DIR/rootfs-<key>, where <key> digests this script and the exact kernel package
-# version, so a change to either rebuilds it; a half-built root is never reused.
+# CACHE_DIR/rootfs-<key>, where <key> digests this script, the package list and the exact
+# kernel package version, so a change to any rebuilds it; a half-built root is never reused.
 set -euo pipefail
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin:$PATH
 
-cache=${1:?usage: build-rootfs.sh CACHE_DIR}
+cache=${1:?usage: build-rootfs.sh CACHE_DIR [EXTRA_PKGS]}
+extra=${2:-}
+case $extra in
+    *[!a-z0-9.+,-]*) echo "build-rootfs.sh: bad package list '$extra'" >&2; exit 2 ;;
+esac
 suite=bookworm
 mirror=${STRATUM_DEBIAN_MIRROR:-http://deb.debian.org/debian}
-include=systemd-sysv,udev,kmod,libostree-1-1,e2fsprogs,util-linux
+include=systemd-sysv,udev,kmod,libostree-1-1,e2fsprogs,util-linux${extra:+,$extra}
 mkdir -p "$cache"
 
 # Resolve the cloud kernel metapackage to the versioned kernel package it depends on.

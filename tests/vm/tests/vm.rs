@@ -374,6 +374,99 @@ fn upgrade_rollback_cleanup() -> Result<()> {
     })
 }
 
+const CRASHES: &str = r#"
+booted() { stratum status --booted --json | sed -n 's/.*"checksum": "\([0-9a-f]*\)".*/\1/p' | head -1; }
+crash() { STRATUM_FAILPOINTS="$1" stratum "${@:2}"; echo "rc=$?"; }
+boot_1() {
+    result booted "$(booted)"
+    # Power cut before the loader symlink is swapped: the old boot set must boot.
+    crash bootloader::after-generation upgrade --apply-now
+    request_reboot
+}
+boot_2() {
+    result booted "$(booted)"
+    # Power cut right after the swap: the new boot set must boot.
+    crash bootloader::after-swap upgrade --apply-now
+    request_reboot
+}
+boot_3() {
+    result booted "$(booted)"
+    # Power cut in the middle of a checkout of a further deployment: nothing changes.
+    crash deploy::after-checkout deploy "$(cat /run/stratum-test/v1)" --apply-now
+    request_reboot
+}
+boot_4() {
+    result booted "$(booted)"
+    stratum status --json > "$out/boot-4.status_json"
+    # The next command removes what the crash left.
+    stratum cleanup -p; result cleanup_rc $?
+    result partial "$(ls -a /ostree/deploy/default/deploy | grep -c partial)"
+}
+"#;
+
+/// Crashes (abort, no cleanup) at three commit steps inside the guest; every following boot
+/// must come up on a complete boot set.
+fn crash_points_boot() -> Result<()> {
+    let p = project();
+    let img = p.build_image("crash", "1.0")?;
+    let v1 = img.commit.clone();
+    let v2 = img.compose_update(&p, "2.0", &[("usr/share/stratum-test/release", "2.0\n")])?;
+    let dir = p.workdir("crash-run")?;
+    let disk = img.copy_disk(&dir.join("disk.img"))?;
+    let repo_copy = dir.join("repo");
+    stratum_vmtests::run(
+        std::process::Command::new("cp")
+            .arg("-al")
+            .arg(&img.repo)
+            .arg(&repo_copy),
+    )?;
+    std::fs::write(dir.join("v1"), &v1)?;
+    let test = TestDisk::create_with_tree(
+        &dir,
+        CRASHES,
+        &[
+            ("repo", repo_copy.as_path()),
+            ("v1", dir.join("v1").as_path()),
+        ],
+    )?;
+    let mut q = Qemu::new(dir.join("console.log"));
+    q.disks = vec![disk, test.image.clone()];
+    let out = q.run()?;
+    eprintln!(
+        "crash points: four boots in {:.0} s",
+        out.elapsed.as_secs_f64()
+    );
+    check("crash-points", &out, || {
+        let r = test.results(&dir.join("results"))?;
+        ensure!(
+            r.boots() == 4,
+            "expected 4 boots, the scenario ran {}",
+            r.boots()
+        );
+        ensure!(r.get(1, "booted") == v1, "boot 1: {:?}", r.get(1, "booted"));
+        ensure!(
+            r.get(2, "booted") == v1,
+            "crash before the swap: expected the old deployment v1, booted {:?}",
+            r.get(2, "booted")
+        );
+        ensure!(
+            r.get(3, "booted") == v2,
+            "crash after the swap: expected the new deployment v2, booted {:?}",
+            r.get(3, "booted")
+        );
+        ensure!(
+            r.get(4, "booted") == v2,
+            "crash during a checkout: expected v2 still, booted {:?}",
+            r.get(4, "booted")
+        );
+        ensure!(
+            r.get(4, "cleanup_rc") == "0" && r.get(4, "partial") == "0",
+            "leftover partial checkout after the next command"
+        );
+        Ok(())
+    })
+}
+
 fn trial(name: &'static str, f: impl FnOnce() -> Result<()> + Send + 'static) -> Trial {
     Trial::test(name, move || {
         f().map_err(|e| Failed::from(format!("{e:#}")))
@@ -389,6 +482,7 @@ fn main() {
         ),
         trial("vm::first_boot", first_boot),
         trial("vm::upgrade_rollback_cleanup", upgrade_rollback_cleanup),
+        trial("vm::crash_points_boot", crash_points_boot),
         trial("vm::prepare_root_refuses_ostree_outside_deploy", || {
             bad_ostree_karg("bad-karg-outside", "/ostree/repo", "is not a deployment")
         }),

@@ -1,0 +1,326 @@
+//! VM scenarios for Stratum's dracut module: the deployment's initramfs is built by Debian's
+//! dracut, run inside the deployment's own root with `--add stratum`, and kept by
+//! `stratum compose rootfs --keep-initramfs`. systemd is PID 1 of that initramfs, mounts the
+//! root at /sysroot, and `stratum-prepare-root.service` (`initrd-setup /sysroot`) turns it into
+//! the deployment before systemd switches root. Run with
+//! `cargo test --release -p stratum-vmtests --test dracut -- --test-threads=1`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use libtest_mimic::{Arguments, Failed, Trial};
+use stratum_vmtests::{
+    remove_tree, secs, Boot, Image, Project, Qemu, QemuOutcome, TestDisk, TEST_REF,
+};
+
+/// The image, built once for all scenarios, and how long dracut took.
+#[derive(Debug, Clone)]
+struct Built {
+    image: Image,
+    dracut_time: Duration,
+    initramfs_bytes: u64,
+}
+
+static BUILT: OnceLock<std::result::Result<Built, String>> = OnceLock::new();
+
+fn project() -> Project {
+    Project::locate().expect("locating the project")
+}
+
+/// The only kernel version in `root`.
+fn kernel_version(root: &Path) -> Result<String> {
+    let mut kvers: Vec<String> = fs::read_dir(root.join("usr/lib/modules"))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    ensure!(
+        kvers.len() == 1,
+        "expected one kernel in the root, found {kvers:?}"
+    );
+    Ok(kvers.remove(0))
+}
+
+/// Runs dracut inside `root` (chroot, with /dev /proc /sys mounted in a private mount
+/// namespace, so nothing leaks onto the host even if it fails), output at the place
+/// `stratum compose rootfs --keep-initramfs` takes it from.
+fn run_dracut(root: &Path, kver: &str, log: &Path) -> Result<PathBuf> {
+    const SCRIPT: &str = r#"
+r=$1 k=$2
+mount --rbind /dev "$r/dev"
+mount -t proc proc "$r/proc"
+mount -t sysfs sysfs "$r/sys"
+exec chroot "$r" dracut --no-hostonly --add stratum --kver "$k" --force \
+    "/usr/lib/modules/$k/initramfs.img"
+"#;
+    let out = Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-ec",
+            SCRIPT,
+            "sh",
+        ])
+        .arg(root)
+        .arg(kver)
+        .output()
+        .context("running unshare/chroot/dracut")?;
+    let mut text = out.stdout;
+    text.extend_from_slice(&out.stderr);
+    fs::write(log, &text)?;
+    if !out.status.success() {
+        let text = String::from_utf8_lossy(&text);
+        let tail: Vec<&str> = text.lines().rev().take(20).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        bail!("dracut failed ({}):\n{}", out.status, tail.join("\n"));
+    }
+    let text = String::from_utf8_lossy(&text);
+    ensure!(
+        text.contains("Including module: stratum"),
+        "dracut did not include the stratum module (see {})",
+        log.display()
+    );
+    Ok(root.join(format!("usr/lib/modules/{kver}/initramfs.img")))
+}
+
+/// Debian root with dracut + Stratum → dracut initramfs → compose (keeping it) → disk.
+fn build() -> Result<Built> {
+    let p = project();
+    let name = "dracut";
+    let t = Instant::now();
+    let dir = p.workdir(name)?;
+    eprintln!("[{name}] preparing the guest root (Debian bookworm + dracut + Stratum)");
+    let base = p.debian_root_with(&["dracut"])?;
+    let root = p.guest_root_from(&base, &dir, |_| Ok(()))?;
+    let kver = kernel_version(&root)?;
+    eprintln!("[{name}] dracut --no-hostonly --add stratum --kver {kver} (inside the root)");
+    let td = Instant::now();
+    let initramfs = run_dracut(&root, &kver, &dir.join("dracut.log"))?;
+    let dracut_time = td.elapsed();
+    let initramfs_bytes = fs::metadata(&initramfs)?.len();
+    eprintln!(
+        "[{name}] dracut built the initramfs in {:.1} s ({} KiB)",
+        dracut_time.as_secs_f64(),
+        initramfs_bytes / 1024
+    );
+    let repo = dir.join("repo");
+    eprintln!("[{name}] stratum compose rootfs --keep-initramfs → {TEST_REF}");
+    let commit = p.compose_with(&root, &repo, TEST_REF, "1.0", &["--keep-initramfs"])?;
+    remove_tree(&root)?;
+    let disk = dir.join("disk.img");
+    let stage = dir.join("install");
+    eprintln!("[{name}] stratum install to-disk → {}", disk.display());
+    let install = p.install_disk(&repo, TEST_REF, &disk, &stage, &["console=ttyS0"])?;
+    eprintln!("[{name}] image ready in {:.0} s: commit {commit}", secs(t));
+    Ok(Built {
+        image: Image {
+            dir,
+            repo,
+            refname: TEST_REF.to_string(),
+            commit,
+            disk,
+            sysroot: stage.join("sysroot"),
+            install,
+        },
+        dracut_time,
+        initramfs_bytes,
+    })
+}
+
+fn built() -> Result<Built> {
+    BUILT
+        .get_or_init(|| build().map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(|e| anyhow::anyhow!("building the dracut image: {e}"))
+}
+
+fn check(name: &str, out: &QemuOutcome, f: impl FnOnce() -> Result<()>) -> Result<()> {
+    let r = if out.timed_out {
+        Err(anyhow::anyhow!("the VM did not finish within its timeout"))
+    } else {
+        f()
+    };
+    r.map_err(|e| {
+        let log = project().artifacts.join(format!("{name}.console.log"));
+        let _ = fs::write(&log, &out.console);
+        anyhow::anyhow!("{e:#}\nconsole log: {}", log.display())
+    })
+}
+
+const BOOT: &str = r#"
+boot_1() {
+    result root "$(findmnt -no SOURCE /)"
+    result usr_opts "$(findmnt -no OPTIONS /usr)"
+    touch /usr/stratum-write-test 2>"$out/boot-1.usr_write"; echo "rc=$?" >> "$out/boot-1.usr_write"
+    echo edited > /etc/stratum-etc-test && result etc_write "$(cat /etc/stratum-etc-test)"
+    result var_source "$(findmnt -no SOURCE /var)"
+    result sysroot_opts "$(findmnt -no OPTIONS /sysroot)"
+    [ -e /run/ostree-booted ] && result ostree_booted yes
+    cp /run/stratum/boot.json "$out/boot-1.boot_json"
+    result unit "$(journalctl -b -o cat -u stratum-prepare-root.service)"
+    result failed_units "$(systemctl --failed --no-legend --plain)"
+    result multi_user "$(systemctl is-active multi-user.target)"
+    # Microseconds since the kernel started: systemd of the initramfs, and of the deployment
+    # (that is, the switch_root).
+    result initrd_start_us "$(systemctl show -P InitRDTimestampMonotonic)"
+    result switch_root_us "$(systemctl show -P UserspaceTimestampMonotonic)"
+    stratum status > "$out/boot-1.status" 2>&1; result status_rc $?
+}
+"#;
+
+fn boots_through_dracut_module() -> Result<()> {
+    let b = built()?;
+    let img = &b.image;
+    let dir = project().workdir("dracut-boot")?;
+    let disk = img.copy_disk(&dir.join("disk.img"))?;
+    let test = TestDisk::create(&dir, BOOT, &[])?;
+    let mut q = Qemu::new(dir.join("console.log"));
+    q.disks = vec![disk, test.image.clone()];
+    let out = q.run()?;
+    eprintln!(
+        "dracut-boot: one boot in {:.0} s",
+        out.elapsed.as_secs_f64()
+    );
+    check("dracut-boot", &out, || {
+        let r = test.results(&dir.join("results"))?;
+        ensure!(r.boots() == 1, "the scenario ran {} times", r.boots());
+        let bj: serde_json::Value =
+            serde_json::from_str(&r.get(1, "boot_json")).context("boot.json")?;
+        ensure!(bj["mode"] == "systemd-initrd", "boot.json mode: {bj}");
+        ensure!(bj["checksum"] == img.commit.as_str(), "boot.json: {bj}");
+        let dep = format!("/ostree/deploy/default/deploy/{}.0", img.commit);
+        ensure!(
+            r.get(1, "root").contains(&dep),
+            "/ is {:?}, expected the deployment {dep}",
+            r.get(1, "root")
+        );
+        ensure!(
+            r.get(1, "usr_opts").split(',').any(|o| o == "ro"),
+            "/usr options {:?}",
+            r.get(1, "usr_opts")
+        );
+        let w = r.get(1, "usr_write");
+        ensure!(
+            w.contains("Read-only file system") && w.contains("rc=1"),
+            "write to /usr: {w:?}"
+        );
+        ensure!(r.get(1, "etc_write") == "edited", "/etc not writable");
+        ensure!(
+            r.get(1, "var_source")
+                .contains("/ostree/deploy/default/var"),
+            "/var is {:?}",
+            r.get(1, "var_source")
+        );
+        ensure!(
+            r.get(1, "sysroot_opts").split(',').any(|o| o == "ro"),
+            "/sysroot options {:?}",
+            r.get(1, "sysroot_opts")
+        );
+        ensure!(
+            r.get(1, "ostree_booted") == "yes",
+            "/run/ostree-booted missing"
+        );
+        ensure!(
+            r.get(1, "failed_units").is_empty(),
+            "failed units: {}",
+            r.get(1, "failed_units")
+        );
+        ensure!(
+            r.get(1, "multi_user") == "active",
+            "multi-user.target is {}",
+            r.get(1, "multi_user")
+        );
+        ensure!(
+            r.get(1, "status_rc") == "0",
+            "stratum status failed: {}",
+            r.get(1, "status")
+        );
+        // The evidence that systemd (not prepare-root) was PID 1 of the initramfs.
+        ensure!(
+            r.get(1, "unit").contains("set up on /sysroot"),
+            "stratum-prepare-root.service journal: {:?}",
+            r.get(1, "unit")
+        );
+        let ms = |name: &str| r.get(1, name).parse::<u64>().map(|us| us / 1000).ok();
+        let switch_root = ms("switch_root_us").context("UserspaceTimestampMonotonic")?;
+        eprintln!(
+            "dracut: initramfs built by dracut in {:.1} s ({} KiB); from kernel start: \
+             systemd in the initramfs at {} ms, deployment ready on /sysroot at {} ms \
+             (stratum-prepare-root took {} ms), switch_root at {switch_root} ms",
+            b.dracut_time.as_secs_f64(),
+            b.initramfs_bytes / 1024,
+            ms("initrd_start_us").unwrap_or(0),
+            bj["timings_ms"]["since_kernel_start_ms"],
+            bj["timings_ms"]["total"],
+        );
+        Ok(())
+    })
+}
+
+/// A bad `ostree=`: the service must explain on the console, and systemd must reboot
+/// (`FailureAction=reboot`) after `stratum.reboot-delay=`.
+fn failure_reboots() -> Result<()> {
+    let b = built()?;
+    let img = &b.image;
+    let name = "dracut-bad-karg";
+    let dir = project().workdir(name)?;
+    let disk = img.copy_disk(&dir.join("disk.img"))?;
+    let (kernel, initrd) = img.boot_files()?;
+    let root = img.root_karg().context("root= karg")?;
+    let mut q = Qemu::new(dir.join("console.log"));
+    q.disks = vec![disk];
+    q.no_reboot = true;
+    q.boot = Boot::Direct {
+        kernel,
+        initrd,
+        append: format!(
+            "{root} rw console=ttyS0 ostree=/ostree/boot.0/default/0000/9 stratum.reboot-delay=1"
+        ),
+    };
+    let out = q.run()?;
+    check(name, &out, || {
+        let c = &out.console;
+        ensure!(
+            c.contains("stratum-prepare-root: boot failed"),
+            "no failure banner on the console"
+        );
+        ensure!(
+            c.contains("/ostree/boot.0/default/0000/9"),
+            "the console does not name the bad ostree= target"
+        );
+        ensure!(
+            c.contains(&format!("{}.0", img.commit)),
+            "the console does not list the existing deployment"
+        );
+        ensure!(!c.contains("Kernel panic"), "the kernel panicked");
+        ensure!(
+            c.contains("reboot: Restarting system"),
+            "the machine did not reboot"
+        );
+        Ok(())
+    })
+}
+
+fn trial(name: &'static str, f: impl FnOnce() -> Result<()> + Send + 'static) -> Trial {
+    Trial::test(name, move || {
+        f().map_err(|e| Failed::from(format!("{e:#}")))
+    })
+}
+
+fn main() {
+    let args = Arguments::from_args();
+    let trials = vec![
+        trial(
+            "vm::dracut_initramfs_boots_deployment",
+            boots_through_dracut_module,
+        ),
+        trial("vm::dracut_initramfs_bad_ostree_reboots", failure_reboots),
+    ];
+    libtest_mimic::run(&args, trials).exit();
+}
