@@ -47,8 +47,8 @@ install:
 		install -D -m 0644 systemd/$$f $(DESTDIR)$(PREFIX)/lib/systemd/system/$$f; done
 	# Enabled in /usr, as an image-based OS ships its essential units.
 	install -d $(DESTDIR)$(PREFIX)/lib/systemd/system/multi-user.target.wants
-	ln -sf ../stratum-finalize-staged.path \
-		$(DESTDIR)$(PREFIX)/lib/systemd/system/multi-user.target.wants/stratum-finalize-staged.path
+	for u in stratum-finalize-staged.path stratum-boot-complete.service; do \
+		ln -sf ../$$u $(DESTDIR)$(PREFIX)/lib/systemd/system/multi-user.target.wants/$$u; done
 	for f in $$(ls dracut 2>/dev/null); do \
 		install -D -m 0755 dracut/$$f $(DESTDIR)$(PREFIX)/lib/dracut/modules.d/50stratum/$$f; done
 

@@ -97,13 +97,16 @@ pub fn write_boot_set(
         e.set("options", kargs.join(" "));
         e.set("linux", &linux);
         e.push("initrd", &initrd);
+        for o in &dep.overlay_initrds {
+            e.push("initrd", o);
+        }
         let path = entries_dir.join(bls::entry_file_name(version, &dep.stateroot));
         fs::write(&path, e.to_string()).with_context(|| format!("writing {}", path.display()))?;
         menu.push(grubcfg::MenuEntry {
             title,
             id: format!("stratum-{}-{}", dep.stateroot, dep.name()),
             linux,
-            initrds: vec![initrd],
+            initrds: [vec![initrd], dep.overlay_initrds.clone()].concat(),
             kargs,
         });
     }
@@ -111,6 +114,14 @@ pub fn write_boot_set(
         &menu,
         &grubcfg::MenuOptions {
             timeout_secs: opts.grub_timeout_secs,
+            // Entry 1 is where a failed trial falls back to; with one entry there is no trial.
+            prelude: match deployments.as_slice() {
+                [first, _, ..] => crate::bootstate::grub_counting_script(
+                    &crate::bootstate::id(&first.deployment),
+                    crate::config::MAX_BOOT_TRIES,
+                ),
+                _ => String::new(),
+            },
         },
     );
     fs::write(gen.join("grub.cfg"), cfg).context("writing grub.cfg")?;
@@ -214,9 +225,14 @@ fn remove_unused_boot_files(sysroot: &Sysroot, deployments: &[BootDeployment]) -
         .map(|d| boot_files_dir(sysroot, &d.deployment))
         .collect();
     let dir = sysroot.boot().join("ostree");
+    // `initramfs-etc` overlays are shared by entries and collected on their own.
+    crate::initramfs_etc::remove_unused_overlays(
+        sysroot,
+        deployments.iter().map(|d| &d.deployment),
+    )?;
     for e in fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
         let p = e?.path();
-        if !keep.contains(&p) {
+        if !keep.contains(&p) && !p.ends_with(crate::initramfs_etc::OVERLAYS_DIR) {
             fsutil::remove_any(&p)?;
         }
     }

@@ -57,10 +57,29 @@ pub enum Command {
     Cleanup(CleanupOpts),
     /// Keep a deployment (by index in `status`) through cleanups and upgrades
     Pin(PinOpts),
+    /// Show or change the kernel arguments of a deployment (only the boot set is rewritten)
+    Kargs(KargsOpts),
+    /// Assess this boot: run health checks, bless or reject a deployment on trial, handle a
+    /// fallback (run after every boot by stratum-boot-complete.service)
+    BootComplete(BootCompleteOpts),
+    /// Regenerate the initramfs on this machine for new deployments (or show the setting)
+    Initramfs(crate::initramfs::InitramfsOpts),
+    /// Carry /etc files into the initramfs as an extra initrd (or list them)
+    InitramfsEtc(crate::initramfs_etc::InitramfsEtcOpts),
     /// Write the staged deployment into the boot set (run at shutdown by
     /// stratum-finalize-staged.service)
     #[command(hide = true)]
     FinalizeStaged,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BootCompleteOpts {
+    /// Only print the boot-counting state (trial, tries left, pending fallback); change nothing
+    #[arg(long)]
+    pub status: bool,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -164,6 +183,47 @@ pub struct CleanupOpts {
     /// Remove the rollback deployment(s)
     #[arg(long, short = 'r')]
     pub rollback: bool,
+}
+
+/// Without options, prints the kernel arguments of the booted (else the default) deployment.
+/// Changes follow rpm-ostree: applied in the order delete, replace, append,
+/// append-if-missing, delete-if-present; see docs/kargs.md. Exit status 77 with
+/// --unchanged-exit-77 when nothing changed.
+#[derive(Debug, clap::Args)]
+pub struct KargsOpts {
+    /// Append a kernel argument (even if the key exists: e.g. console= repeats)
+    #[arg(long, value_name = "KEY[=VALUE]")]
+    pub append: Vec<String>,
+    /// Append a kernel argument unless that exact argument is present
+    #[arg(long, value_name = "KEY[=VALUE]")]
+    pub append_if_missing: Vec<String>,
+    /// Delete an argument: KEY when it has one value, KEY=VALUE to pick one of several
+    #[arg(long, value_name = "KEY[=VALUE]")]
+    pub delete: Vec<String>,
+    /// Delete that exact argument if present
+    #[arg(long, value_name = "KEY[=VALUE]")]
+    pub delete_if_present: Vec<String>,
+    /// Replace the value of KEY (one value), or the value OLD of KEY (KEY=OLD=NEW)
+    #[arg(long, value_name = "KEY=VALUE=NEWVALUE")]
+    pub replace: Vec<String>,
+    /// Edit the kernel arguments in $EDITOR
+    #[arg(long, conflicts_with_all = ["append", "append_if_missing", "delete", "delete_if_present", "replace", "import_proc_cmdline"])]
+    pub editor: bool,
+    /// Start from the running kernel's /proc/cmdline (without BOOT_IMAGE=, initrd=, ostree=)
+    #[arg(long)]
+    pub import_proc_cmdline: bool,
+    /// The deployment by its index in `stratum status` [default: booted, else the default]
+    #[arg(long, value_name = "N")]
+    pub deploy_index: Option<usize>,
+    /// Exit 77 when the arguments did not change
+    #[arg(long)]
+    pub unchanged_exit_77: bool,
+    /// Reboot when done
+    #[arg(long, short = 'r')]
+    pub reboot: bool,
+    /// Print the result as JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -368,6 +428,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<i32> {
             }
             Ok(0)
         }
+        Command::Kargs(o) => kargs(&cli, o),
         Command::Pin(o) => {
             let ops = ops(&cli);
             let _lock = ops.begin()?;
@@ -389,9 +450,82 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<i32> {
             }
             Ok(0)
         }
+        Command::BootComplete(o) => boot_complete(&cli, o),
         Command::Remote(c) => remote(&cli, c).map(|_| 0),
+        Command::Initramfs(o) => {
+            crate::initramfs::run(&ops(&cli), o, stage(&cli, &o.new)).map(|_| 0)
+        }
+        Command::InitramfsEtc(o) => crate::initramfs_etc::run(&ops(&cli), o).map(|_| 0),
         _ => run_simple(&cli).map(|_| 0),
     }
+}
+
+fn boot_complete(cli: &Cli, o: &BootCompleteOpts) -> Result<i32> {
+    let ops = ops(cli);
+    if o.status {
+        let (env, problem) = crate::bootstate::load_env(&ops.sysroot)?;
+        let t = crate::bootstate::trial_status(&env, problem);
+        if o.json {
+            println!("{}", serde_json::to_string_pretty(&t)?);
+        } else {
+            match &t.trial {
+                Some(id) => println!(
+                    "trial: {id}, {} of {} tries left",
+                    t.tries_left.map_or("?".into(), |n| n.to_string()),
+                    t.tries.map_or("?".into(), |n| n.to_string())
+                ),
+                None => println!("no trial in progress"),
+            }
+            if let Some(f) = &t.pending_fallback {
+                println!("GRUB fell back from {f}; the next `stratum boot-complete` makes the running deployment the default");
+            }
+            if let Some(p) = &t.grubenv_problem {
+                println!("grubenv: {p}");
+            }
+        }
+        return Ok(0);
+    }
+    let result = crate::bootcomplete::run(&ops);
+    let outcome = match result {
+        Ok(o) => o,
+        Err(e) => {
+            let _ = sd_notify::notify(
+                false,
+                &[sd_notify::NotifyState::Status(&format!("failed: {e:#}"))],
+            );
+            return Err(e);
+        }
+    };
+    let summary = crate::bootcomplete::summary(&outcome);
+    eprintln!("{summary}");
+    if o.json {
+        println!("{}", serde_json::to_string_pretty(&outcome)?);
+    }
+    if outcome.action.as_deref() == Some("reboot") {
+        // Queue the reboot before the unit finishes: units ordered after this one then see
+        // the machine going down rather than a finished boot.
+        eprintln!("Rebooting so the failed try is counted.");
+        let _ = sd_notify::notify(
+            false,
+            &[sd_notify::NotifyState::Status(&format!(
+                "{summary}; rebooting"
+            ))],
+        );
+        reboot()?;
+        return Ok(1);
+    }
+    let _ = sd_notify::notify(
+        false,
+        &[
+            sd_notify::NotifyState::Ready,
+            sd_notify::NotifyState::Status(&summary),
+        ],
+    );
+    Ok(if outcome.result == "check-failed" {
+        1
+    } else {
+        0
+    })
 }
 
 fn ops(cli: &Cli) -> crate::ops::Ops {
@@ -468,6 +602,46 @@ fn report_update(r: &crate::update::UpdateResult, o: &NewDeploymentOpts) -> Resu
         }
     }
     Ok(())
+}
+
+fn kargs(cli: &Cli, o: &KargsOpts) -> Result<i32> {
+    let req = crate::kargs_cmd::Request {
+        edits: crate::kargs::Edits {
+            delete: o.delete.clone(),
+            replace: o.replace.clone(),
+            append: o.append.clone(),
+            append_if_missing: o.append_if_missing.clone(),
+            delete_if_present: o.delete_if_present.clone(),
+        },
+        editor: o.editor,
+        import_proc_cmdline: o.import_proc_cmdline,
+        deploy_index: o.deploy_index,
+    };
+    let r = crate::kargs_cmd::run(&ops(cli), &req)?;
+    if o.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else if !req.modifies() {
+        println!("{}", r.kargs.join(" "));
+    }
+    if !req.modifies() {
+        return Ok(0);
+    }
+    if !r.changed {
+        eprintln!("Kernel arguments unchanged.");
+        return Ok(if o.unchanged_exit_77 {
+            EXIT_UNCHANGED
+        } else {
+            0
+        });
+    }
+    eprintln!(
+        "Kernel arguments of {}:{} updated; reboot to use them.",
+        r.stateroot, r.deployment
+    );
+    if o.reboot {
+        reboot()?;
+    }
+    Ok(0)
 }
 
 fn reboot() -> Result<()> {

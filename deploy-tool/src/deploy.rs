@@ -67,6 +67,7 @@ pub fn create(sysroot: &Sysroot, repo: &ostree::Repo, nd: &NewDeployment) -> Res
         bootserial: 0,
         kver,
         kargs: nd.kargs.clone(),
+        overlay_initrds: Vec::new(),
     })
 }
 

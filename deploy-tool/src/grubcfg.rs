@@ -21,6 +21,8 @@ pub struct MenuEntry {
 pub struct MenuOptions {
     /// Seconds the menu waits before booting the default entry.
     pub timeout_secs: u32,
+    /// Script run before the menu (boot counting), empty for none.
+    pub prelude: String,
 }
 
 /// Quotes one word for GRUB's shell-like parser: inside single quotes nothing is special, and
@@ -36,6 +38,7 @@ pub fn render(entries: &[MenuEntry], opts: &MenuOptions) -> String {
     s.push_str("# It is replaced as a whole with every change of the boot set.\n");
     let _ = writeln!(s, "set timeout={}", opts.timeout_secs);
     s.push_str("set default=0\n");
+    s.push_str(&opts.prelude);
     for e in entries {
         let _ = writeln!(
             s,
@@ -81,7 +84,13 @@ mod tests {
             initrds: vec!["/ostree/x/initramfs.img".into()],
             kargs: vec!["root=UUID=1".into(), "quiet' ; reboot ; echo '".into()],
         };
-        let cfg = render(&[e("new"), e("old")], &MenuOptions { timeout_secs: 1 });
+        let cfg = render(
+            &[e("new"), e("old")],
+            &MenuOptions {
+                timeout_secs: 1,
+                prelude: String::new(),
+            },
+        );
         assert!(cfg.contains("set default=0"));
         assert!(cfg.find("'new'").unwrap() < cfg.find("'old'").unwrap());
         // The hostile argument stays one quoted word.

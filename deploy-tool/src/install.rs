@@ -65,7 +65,7 @@ pub fn to_filesystem(dest: &Path, opts: &InstallOptions, fstab: &str) -> Result<
         "Deploying {commit} ({})",
         info.version.as_deref().unwrap_or("no version")
     );
-    let dep = deploy::create(
+    let mut dep = deploy::create(
         &sysroot,
         &repo,
         &NewDeployment {
@@ -75,6 +75,8 @@ pub fn to_filesystem(dest: &Path, opts: &InstallOptions, fstab: &str) -> Result<
             kargs: opts.kargs.clone(),
         },
     )?;
+    // The image's kernel argument defaults (kargs.d), after the installer's own.
+    crate::kargsd::apply_to_new(&sysroot, None, &mut dep)?;
     let root = sysroot.path.join(dep.relpath());
     if !fstab.is_empty() {
         let path = root.join("etc/fstab");
@@ -84,6 +86,12 @@ pub fn to_filesystem(dest: &Path, opts: &InstallOptions, fstab: &str) -> Result<
     }
     let title = bootloader::os_pretty_name(&root)
         + &info.version.map(|v| format!(" {v}")).unwrap_or_default();
+    // A valid, fully allocated environment block from the start: GRUB's save_env can only
+    // rewrite an existing one.
+    crate::grubenv::store(
+        &crate::bootstate::grubenv_path(&sysroot),
+        &crate::grubenv::GrubEnv::default(),
+    )?;
     bootloader::write_boot_set(
         &sysroot,
         &[BootDeployment {
@@ -139,6 +147,10 @@ pub fn to_disk(
     let esp_id = esp_uuid.replace('-', "")[..8].to_uppercase();
     let esp_fs_uuid = format!("{}-{}", &esp_id[..4], &esp_id[4..]);
     let mut kargs = vec![format!("root=UUID={root_uuid}"), "rw".to_string()];
+    // A kernel panic reboots, so GRUB counts the failed try of a deployment on trial.
+    if !opts.kargs.iter().any(|k| k.starts_with("panic=")) {
+        kargs.push("panic=10".to_string());
+    }
     kargs.extend(opts.kargs.iter().cloned());
     let fstab = format!(
         "# Written by stratum install to-disk.\n\

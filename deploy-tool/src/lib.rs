@@ -4,17 +4,27 @@
 #![deny(unsafe_code)]
 
 pub mod bls;
+pub mod bootcomplete;
 pub mod bootloader;
+pub mod bootstate;
 pub mod cli;
 pub mod cmd;
 pub mod compose;
+pub mod config;
 pub mod deploy;
 pub mod disk;
 pub mod etcmerge;
 pub mod fsfreeze;
 pub mod fsutil;
 pub mod grubcfg;
+pub mod grubenv;
+pub mod health;
+pub mod initramfs;
+pub mod initramfs_etc;
 pub mod install;
+pub mod kargs;
+pub mod kargs_cmd;
+pub mod kargsd;
 pub mod layout;
 pub mod lock;
 pub mod ops;

@@ -136,7 +136,7 @@ impl Ops {
         }
         self.sysroot.init(&stateroot)?;
         let kargs = merge.as_ref().map(|m| m.kargs.clone()).unwrap_or_default();
-        let dep = deploy::create(
+        let mut dep = deploy::create(
             &self.sysroot,
             &repo,
             &NewDeployment {
@@ -147,6 +147,8 @@ impl Ops {
             },
         )?;
         let dep_root = self.sysroot.path.join(dep.relpath());
+        // Kernel argument defaults the image added or dropped since the merge deployment's.
+        crate::kargsd::apply_to_new(&self.sysroot, merge.as_ref(), &mut dep)?;
         let diff = match &merge {
             Some(m) => self.merge_etc(m, &dep_root).inspect_err(|_| {
                 // Nothing refers to the new deployment yet: remove it so no half-merged /etc stays.
@@ -156,6 +158,8 @@ impl Ops {
             None => etcmerge::EtcDiff::default(),
         };
         crate::failpoint("deploy::after-etc-merge")?;
+        // Regenerated initramfs and /etc overlay, as the origin asks (changes the bootcsum).
+        crate::initramfs::prepare_new_deployment(&self.sysroot, &mut dep, stage)?;
         let outcome = DeployOutcome {
             deployment: dep.relpath().to_string_lossy().into_owned(),
             checksum: dep.checksum.clone(),
@@ -225,6 +229,22 @@ impl Ops {
                 }
             })
             .collect();
+        // Arm (or end) the boot-counting trial before the swap: the grubenv names the
+        // deployment on trial, and only a menu whose entry 0 is that deployment counts it.
+        if let Some(new_default) = list.first() {
+            let config_root = crate::bootstate::config_root(
+                &self.sysroot,
+                st.deployments.first().or(Some(new_default)),
+            );
+            let config = crate::config::Config::load(&config_root)?;
+            crate::bootstate::prepare_for_boot_set(
+                &self.sysroot,
+                new_default,
+                st.deployments.first(),
+                config.boot_tries,
+                list.len() >= 2,
+            )?;
+        }
         let bv = bootloader::write_boot_set(&self.sysroot, &boot, &WriterOptions::default())?;
         for sr in list
             .iter()
@@ -405,7 +425,7 @@ impl Ops {
     }
 
     fn finalize_inner(&self, st: &State, s: &Staged) -> Result<String> {
-        let dep = Deployment {
+        let mut dep = Deployment {
             stateroot: s.stateroot.clone(),
             checksum: s.checksum.clone(),
             serial: s.serial,
@@ -413,6 +433,7 @@ impl Ops {
             bootserial: 0,
             kver: s.kver.clone(),
             kargs: s.kargs.clone(),
+            overlay_initrds: Vec::new(),
         };
         let root = self.sysroot.path.join(dep.relpath());
         let merge = s.merge.as_ref().and_then(|name| {
@@ -434,6 +455,8 @@ impl Ops {
             fs::rename(&fresh, &etc).context("putting the merged /etc in place")?;
         }
         crate::failpoint("finalize::after-etc-merge")?;
+        // The /etc overlay is built from the /etc just merged.
+        crate::initramfs_etc::attach(&self.sysroot, &mut dep)?;
         fsutil::set_immutable(&root, true)?;
         let mut list = vec![dep];
         list.extend(merge.clone());

@@ -39,12 +39,7 @@ pub fn add(
     repo.remote_add(name, Some(url), Some(&opts.end()), gio::Cancellable::NONE)
         .with_context(|| format!("adding remote {name}"))?;
     if let Some(keys) = gpg_keys {
-        let f = gio::File::for_path(keys);
-        let stream = f
-            .read(gio::Cancellable::NONE)
-            .with_context(|| format!("opening {}", keys.display()))?;
-        let imported = repo
-            .remote_gpg_import(name, Some(&stream), &[], gio::Cancellable::NONE)
+        let imported = import_gpg_keys(repo, name, keys)
             .with_context(|| format!("importing GPG keys from {}", keys.display()));
         if let Err(e) = imported {
             let _ = repo.remote_delete(name, gio::Cancellable::NONE);
@@ -52,6 +47,52 @@ pub fn add(
         }
     }
     Ok(())
+}
+
+/// Imports every key of `keys` into the remote's keyring. The generated binding turns an
+/// empty key list into "import none", so libostree is called directly with NULL ("all").
+#[allow(unsafe_code)]
+fn import_gpg_keys(repo: &ostree::Repo, name: &str, keys: &Path) -> Result<u32> {
+    use glib::translate::{from_glib_full, ToGlibPtr};
+    let f = gio::File::for_path(keys);
+    let stream = f
+        .read(gio::Cancellable::NONE)
+        .with_context(|| format!("opening {}", keys.display()))?;
+    let mut imported: u32 = 0;
+    let mut error = std::ptr::null_mut();
+    // SAFETY: all pointers are valid for the call: borrowed GObjects and a NUL-terminated
+    // name from the translate helpers, NULL key ids (all keys), NULL cancellable, and
+    // out-parameters that live across the call; an error, if set, is owned by us.
+    let ok = unsafe {
+        ostree::ffi::ostree_repo_remote_gpg_import(
+            repo.to_glib_none().0,
+            name.to_glib_none().0,
+            stream.upcast_ref::<gio::InputStream>().to_glib_none().0,
+            std::ptr::null(),
+            &mut imported,
+            std::ptr::null_mut(),
+            &mut error,
+        )
+    };
+    if ok == glib::ffi::GFALSE {
+        let e: glib::Error = unsafe { from_glib_full(error) };
+        return Err(e.into());
+    }
+    Ok(imported)
+}
+
+/// Adds what to do to libostree's signature errors, in Stratum's terms.
+pub fn explain_pull_error(e: anyhow::Error, remote: &str) -> anyhow::Error {
+    let text = format!("{e:#}");
+    if text.contains("GPG") || text.contains("signature") {
+        e.context(format!(
+            "remote {remote} requires signed commits and this one is not signed by a trusted key; \
+             import the publisher's key with `stratum remote delete {remote}` and \
+             `stratum remote add {remote} URL --gpg-import KEYFILE`"
+        ))
+    } else {
+        e
+    }
 }
 
 /// Deletes a remote.
@@ -116,6 +157,7 @@ pub fn pull(repo: &ostree::Repo, remote: &str, refname: &str) -> Result<String> 
         p.finish();
         eprintln!();
     }
-    r.with_context(|| format!("pulling {refname} from remote {remote}"))?;
+    r.with_context(|| format!("pulling {refname} from remote {remote}"))
+        .map_err(|e| explain_pull_error(e, remote))?;
     crate::repo::resolve(repo, &format!("{remote}:{refname}"))
 }

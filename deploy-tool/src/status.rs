@@ -28,6 +28,8 @@ pub struct DeploymentStatus {
     #[serde(rename = "kernel-arguments")]
     pub kargs: Vec<String>,
     pub bootcsum: String,
+    /// GRUB fell back from this deployment after its tries were spent.
+    pub failed: bool,
 }
 
 /// The whole status.
@@ -39,6 +41,10 @@ pub struct Status {
     /// The last failed finalize of a staged deployment, if not superseded since.
     #[serde(rename = "finalize-failure")]
     pub finalize_failure: Option<crate::staged::FinalizeFailure>,
+    /// The latest automatic fallback after failed boots, if any.
+    pub fallback: Option<crate::bootstate::Fallback>,
+    /// The boot-counting trial in progress.
+    pub trial: Option<crate::bootstate::TrialStatus>,
 }
 
 /// Reads the status of `sysroot`.
@@ -66,6 +72,7 @@ pub fn read(sysroot: &Sysroot) -> Result<Status> {
                 bootserial: 0,
                 kver: s.kver.clone(),
                 kargs: s.kargs.clone(),
+                overlay_initrds: Vec::new(),
             },
             true,
         ));
@@ -98,16 +105,31 @@ pub fn read(sysroot: &Sysroot) -> Result<Status> {
             kernel: d.kver.clone(),
             kargs: d.kargs.clone(),
             bootcsum: d.bootcsum.clone(),
+            failed: crate::bootstate::BootState::load(sysroot, &d.stateroot)
+                .failure_of(d)
+                .is_some(),
         });
     }
     let stateroots: Vec<String> = deployments.iter().map(|d| d.stateroot.clone()).collect();
     let finalize_failure = stateroots
         .iter()
         .find_map(|sr| crate::staged::read_failure(&sysroot.stateroot_dir(sr)));
+    let fallback = stateroots.iter().find_map(|sr| {
+        crate::bootstate::BootState::load(sysroot, sr)
+            .fallbacks
+            .last()
+            .cloned()
+    });
+    let trial = crate::bootstate::load_env(sysroot)
+        .ok()
+        .map(|(env, problem)| crate::bootstate::trial_status(&env, problem))
+        .filter(|t| t.trial.is_some() || t.pending_fallback.is_some());
     Ok(Status {
         deployments: out,
         sysroot: sysroot.path.to_string_lossy().into_owned(),
         finalize_failure,
+        fallback,
+        trial,
     })
 }
 
@@ -134,6 +156,22 @@ pub fn render(status: &Status, verbose: bool) -> String {
             f.deployment, f.error
         );
     }
+    if let Some(f) = &status.fallback {
+        let _ = writeln!(
+            s,
+            "Fell back from {} after {} failed boots; running {}.\n",
+            f.from, f.tries, f.to
+        );
+    }
+    if let Some(t) = status.trial.as_ref().filter(|t| t.trial.is_some()) {
+        let _ = writeln!(
+            s,
+            "On trial: {} ({} of {} boots left before falling back).\n",
+            t.trial.as_deref().unwrap_or("?"),
+            t.tries_left.map_or("?".into(), |n| n.to_string()),
+            t.tries.map_or("?".into(), |n| n.to_string())
+        );
+    }
     s.push_str("Deployments:\n");
     for d in &status.deployments {
         let mark = if d.booted { "●" } else { " " };
@@ -143,6 +181,9 @@ pub fn render(status: &Status, verbose: bool) -> String {
         }
         if d.pinned {
             tags.push("pinned");
+        }
+        if d.failed {
+            tags.push("failed");
         }
         if d.booted {
             tags.push("booted");

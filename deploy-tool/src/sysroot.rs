@@ -31,6 +31,9 @@ pub struct Deployment {
     pub kver: String,
     /// Kernel arguments, without `ostree=` (the writer adds it).
     pub kargs: Vec<String>,
+    /// Extra initrds after the deployment's own (`initramfs-etc` overlays), paths relative to
+    /// `/boot` as in the BLS entry, e.g. `/ostree/initramfs-overlays/<sha256>.img`.
+    pub overlay_initrds: Vec<String>,
 }
 
 impl Deployment {
@@ -170,6 +173,7 @@ impl Sysroot {
             bootserial: link.bootserial,
             kver,
             kargs,
+            overlay_initrds: e.all("initrd").skip(1).map(str::to_string).collect(),
         })
     }
 

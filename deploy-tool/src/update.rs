@@ -92,6 +92,14 @@ pub fn update(ops: &Ops, target: &Target, opts: UpdateOptions) -> Result<UpdateR
     if unchanged {
         return Ok(UpdateResult::NoChange { checksum: new });
     }
+    // A commit that already failed to boot here is not deployed again by an upgrade; only an
+    // explicit `deploy` of it is.
+    if matches!(target, Target::Upgrade)
+        && crate::bootstate::BootState::load(&ops.sysroot, &stateroot).commit_failed(&new)
+    {
+        eprintln!("{new} failed to boot on this machine before; deploy it explicitly with `stratum deploy {new}` to try again.");
+        return Ok(UpdateResult::NoChange { checksum: new });
+    }
     if opts.check || opts.preview {
         let version = crate::repo::commit_info(&repo, &new)
             .ok()

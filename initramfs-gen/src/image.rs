@@ -139,6 +139,9 @@ pub struct BuildSpec {
     pub jobs: usize,
     /// Where `--hostonly` reads the machine's devices from.
     pub host: HostSource,
+    /// Digest of the build's inputs (computed by `stratum initramfs`), recorded in the manifest
+    /// so `boot.json` says which regenerated image booted.
+    pub input_digest: Option<String>,
 }
 
 impl From<BuildOptions> for BuildSpec {
@@ -153,6 +156,7 @@ impl From<BuildOptions> for BuildSpec {
             zstd_threads: 0,
             jobs: 0,
             host: HostSource::default(),
+            input_digest: None,
         }
     }
 }
@@ -243,6 +247,8 @@ struct Manifest<'a> {
     builtin: &'a [String],
     firmware: &'a [String],
     source_date_epoch: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    input_digest: Option<&'a str>,
 }
 
 /// Refuse a dynamically linked ELF `/init`: the image has no libc or loader, so the kernel
@@ -555,6 +561,7 @@ pub fn build_spec(spec: &BuildSpec, output: &Path) -> Result<BuildReport> {
         builtin: &resolved.builtin,
         firmware: &fw_found,
         source_date_epoch: opts.source_date_epoch,
+        input_digest: spec.input_digest.as_deref(),
     };
     let mut json = serde_json::to_vec_pretty(&manifest)?;
     json.push(b'\n');

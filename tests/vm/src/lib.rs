@@ -384,17 +384,29 @@ impl Project {
     /// Builds the guest root, composes it as `version` and installs it to a disk image in
     /// `target/vm-work/<name>`, printing progress.
     pub fn build_image(&self, name: &str, version: &str) -> Result<Image> {
+        self.build_image_with(name, version, |_| Ok(()), &["console=ttyS0"])
+    }
+
+    /// Like [`Project::build_image`], with a customized guest root (new files only) and the
+    /// kernel arguments to install with.
+    pub fn build_image_with(
+        &self,
+        name: &str,
+        version: &str,
+        customize: impl FnOnce(&Path) -> Result<()>,
+        kargs: &[&str],
+    ) -> Result<Image> {
         let t = Instant::now();
         let dir = self.workdir(name)?;
         eprintln!("[{name}] preparing the guest root (Debian bookworm + Stratum)");
-        let root = self.guest_root(&dir, |_| Ok(()))?;
+        let root = self.guest_root(&dir, customize)?;
         let repo = dir.join("repo");
         eprintln!("[{name}] stratum compose rootfs → {} ({version})", TEST_REF);
         let commit = self.compose(&root, &repo, TEST_REF, version)?;
         let disk = dir.join("disk.img");
         let stage = dir.join("install");
         eprintln!("[{name}] stratum install to-disk → {}", disk.display());
-        let install = self.install_disk(&repo, TEST_REF, &disk, &stage, &["console=ttyS0"])?;
+        let install = self.install_disk(&repo, TEST_REF, &disk, &stage, kargs)?;
         eprintln!("[{name}] image ready in {:.0} s: commit {commit}", secs(t));
         Ok(Image {
             dir,
@@ -417,14 +429,43 @@ impl Image {
         version: &str,
         add: &[(&str, &str)],
     ) -> Result<String> {
+        let files: Vec<(&str, &[u8], u32)> =
+            add.iter().map(|(p, c)| (*p, c.as_bytes(), 0o644)).collect();
+        self.compose_update_with(p, version, &files, &[])
+    }
+
+    /// Like [`Image::compose_update`], with file modes and extra `compose rootfs` arguments.
+    /// The files are removed from the guest root again afterwards, so later versions start
+    /// from the same base.
+    pub fn compose_update_with(
+        &self,
+        p: &Project,
+        version: &str,
+        add: &[(&str, &[u8], u32)],
+        args: &[&str],
+    ) -> Result<String> {
+        use std::os::unix::fs::PermissionsExt;
         let root = self.dir.join("rootfs");
-        for (path, contents) in add {
+        for (path, contents, mode) in add {
             let f = root.join(path);
             fs::create_dir_all(f.parent().context("parent")?)?;
             let _ = fs::remove_file(&f);
             fs::write(&f, contents)?;
+            fs::set_permissions(&f, fs::Permissions::from_mode(*mode))?;
         }
-        p.compose(&root, &self.repo, &self.refname, version)
+        let out = run_output(
+            Command::new(p.stratum())
+                .args(["compose", "rootfs"])
+                .arg(&root)
+                .arg("--repo")
+                .arg(&self.repo)
+                .args(["--ref", &self.refname, "--version", version])
+                .args(args),
+        );
+        for (path, _, _) in add {
+            let _ = fs::remove_file(root.join(path));
+        }
+        Ok(out?.trim().to_string())
     }
 
     /// A fresh copy of the disk (sparse), so each test boots a pristine machine.

@@ -1,0 +1,162 @@
+//! Stratum's configuration: `stratum.toml` and drop-ins.
+//!
+//! Read, in this order, from `/usr/lib/stratum` (the image's defaults), `/run/stratum` and
+//! `/etc/stratum` (the admin's): `stratum.toml`, then `stratum.d/*.toml` sorted by file name.
+//! Later files override earlier ones key by key. Unknown keys are errors naming the file, so
+//! a typo never silently turns a safety feature off.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+
+/// What to do when a required health check fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnFailure {
+    /// Reboot, so the bootloader counts the failed try (and eventually falls back).
+    #[default]
+    Reboot,
+    /// Only report the failure.
+    None,
+}
+
+/// The effective configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Boots a new default deployment gets before GRUB falls back (0 = no boot counting).
+    pub boot_tries: u32,
+    /// Action on a failed required health check.
+    pub on_failure: OnFailure,
+    /// Seconds each health check may run.
+    pub health_check_timeout: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            boot_tries: 3,
+            on_failure: OnFailure::Reboot,
+            health_check_timeout: 60,
+        }
+    }
+}
+
+/// One file's settings; every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct Fragment {
+    boot_tries: Option<u32>,
+    on_failure: Option<OnFailure>,
+    health_check_timeout: Option<u64>,
+}
+
+/// The largest number of tries the generated GRUB menu can count (it has no arithmetic and
+/// spells out each step).
+pub const MAX_BOOT_TRIES: u32 = 9;
+
+impl Config {
+    /// Loads the configuration of the OS whose root is `root` (`/` on a booted system).
+    pub fn load(root: &Path) -> Result<Config> {
+        let mut c = Config::default();
+        for file in files(root)? {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let f: Fragment =
+                toml::from_str(&text).with_context(|| format!("parsing {}", file.display()))?;
+            if let Some(t) = f.boot_tries {
+                if t > MAX_BOOT_TRIES {
+                    anyhow::bail!(
+                        "{}: boot-tries = {t}: at most {MAX_BOOT_TRIES} are supported",
+                        file.display()
+                    );
+                }
+                c.boot_tries = t;
+            }
+            if let Some(o) = f.on_failure {
+                c.on_failure = o;
+            }
+            if let Some(t) = f.health_check_timeout {
+                c.health_check_timeout = t;
+            }
+        }
+        Ok(c)
+    }
+}
+
+fn files(root: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for dir in ["usr/lib/stratum", "run/stratum", "etc/stratum"] {
+        let d = root.join(dir);
+        let main = d.join("stratum.toml");
+        if main.is_file() {
+            out.push(main);
+        }
+        let dropins = d.join("stratum.d");
+        if let Ok(rd) = std::fs::read_dir(&dropins) {
+            let mut v: Vec<PathBuf> = rd
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                .collect();
+            v.sort();
+            out.extend(v);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_then_drop_ins_in_order() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        assert_eq!(Config::load(r).unwrap(), Config::default());
+        std::fs::create_dir_all(r.join("usr/lib/stratum")).unwrap();
+        std::fs::create_dir_all(r.join("etc/stratum/stratum.d")).unwrap();
+        std::fs::write(
+            r.join("usr/lib/stratum/stratum.toml"),
+            "boot-tries = 5\non-failure = \"none\"\n",
+        )
+        .unwrap();
+        std::fs::write(
+            r.join("etc/stratum/stratum.d/20-b.toml"),
+            "boot-tries = 2\n",
+        )
+        .unwrap();
+        std::fs::write(
+            r.join("etc/stratum/stratum.d/10-a.toml"),
+            "boot-tries = 7\nhealth-check-timeout = 5\n",
+        )
+        .unwrap();
+        let c = Config::load(r).unwrap();
+        assert_eq!(
+            c,
+            Config {
+                boot_tries: 2,
+                on_failure: OnFailure::None,
+                health_check_timeout: 5
+            }
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_file() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("etc/stratum")).unwrap();
+        std::fs::write(d.path().join("etc/stratum/stratum.toml"), "boot-trys = 1\n").unwrap();
+        let e = format!("{:#}", Config::load(d.path()).unwrap_err());
+        assert!(
+            e.contains("etc/stratum/stratum.toml") && e.contains("boot-trys"),
+            "{e}"
+        );
+        std::fs::write(
+            d.path().join("etc/stratum/stratum.toml"),
+            "boot-tries = 12\n",
+        )
+        .unwrap();
+        assert!(Config::load(d.path()).is_err());
+    }
+}
