@@ -2,7 +2,7 @@
 //! `stratum-prepare-root`, and reads any initramfs for inspection.
 //!
 //! The parts: [`newc`] (the cpio format), [`modules`] (kernel module resolution from depmod's
-//! index, with [`fnmatch`] for alias patterns), [`modinfo`] (a module's `.modinfo` section),
+//! index, with prepare-root's `fnmatch` for alias patterns), [`modinfo`] (a module's `.modinfo` section),
 //! [`firmware`], [`hostonly`] (this machine's root device from sysfs), [`sets`] (the modes'
 //! module sets), [`config`] (`initramfs.toml` and drop-ins), [`image`] (assembling and writing
 //! an image) and [`inspect`] (reading images, including concatenated and compressed ones).
@@ -12,7 +12,6 @@
 
 pub mod config;
 pub mod firmware;
-pub mod fnmatch;
 pub mod hostonly;
 pub mod image;
 pub mod inspect;

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::fnmatch::{fnmatch, is_pattern};
 use crate::rootfs;
+use stratum_prepare_root::fnmatch::{fnmatch, is_pattern};
 
 /// Errors of module resolution that callers may want to tell apart.
 #[derive(Debug, thiserror::Error)]

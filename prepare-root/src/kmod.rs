@@ -11,14 +11,12 @@
 //! A module that fails to load is a warning, not a fatal error: the root device may not need it,
 //! and if it does, the wait for the root device will say so.
 
-mod fnmatch;
-
 use nix::errno::Errno;
 use nix::kmod::{finit_module, ModuleInitFlags};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use fnmatch::fnmatch;
+use crate::fnmatch::fnmatch;
 
 /// Passes over `/sys/devices`: each may reveal devices of the drivers loaded by the previous.
 const MAX_PASSES: usize = 4;

@@ -14,6 +14,7 @@
 pub mod bootinfo;
 pub mod cmdline;
 pub mod confine;
+pub mod fnmatch;
 pub mod params;
 pub mod probe;
 

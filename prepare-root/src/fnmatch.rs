@@ -1,6 +1,9 @@
 //! Shell-style pattern matching as kmod applies it to `modules.alias` (`fnmatch(3)` without
-//! flags): `*` matches any run of characters (including none), `?` one character, `[...]` one
-//! character of a set with ranges, negated by a leading `!` or `^`.
+//! flags). Shared with `stratum-initramfs`, which resolves the same aliases when it builds an
+//! image (prepare-root depends on no other Stratum crate; the others may use it).
+//!
+//! `*` matches any run of characters (including none), `?` one character, `[...]` one character
+//! of a set with ranges, negated by a leading `!` or `^`.
 //!
 //! Device modaliases are ASCII (`pci:v00001AF4d00001001sv...`), so this works on bytes.
 
@@ -105,6 +108,5 @@ mod tests {
             "usb:v*p*d*dc*dsc*dp*ic08isc06ip50in*",
             "usb:v0781p5567d0100dc00dsc00dp00ic08isc06ip50in00"
         ));
-        assert!(is_pattern("a*") && !is_pattern("crc32c"));
     }
 }
