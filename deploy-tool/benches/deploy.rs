@@ -81,6 +81,7 @@ fn main() {
     let csum = csum.trim().to_string();
 
     let (mut ours, mut theirs, mut rollbacks, mut noops) = (vec![], vec![], vec![], vec![]);
+    let mut kargs = vec![];
     for i in 0..runs {
         // Stratum: a sysroot with the commit deployed once, then the measured second deploy.
         let s = w.join(format!("s{i}"));
@@ -101,6 +102,12 @@ fn main() {
                 .arg("--sysroot")
                 .arg(&s)
                 .args(["deploy", &csum, "--apply-now"]),
+        ));
+        kargs.push(timed(
+            Command::new(&stratum)
+                .arg("--sysroot")
+                .arg(&s)
+                .args(["kargs", "--append", "x=1"]),
         ));
         rollbacks.push(timed(
             Command::new(&stratum)
@@ -158,6 +165,12 @@ fn main() {
         m_ours.as_secs_f64() / m_theirs.as_secs_f64()
     );
     println!("boot-set-only operations beside the deploy:");
+    let m_kargs = median(kargs);
+    println!(
+        "  stratum kargs --append x=1 {:>8.1} ms   ratio kargs/deploy {:.3}   (target <= 0.1)",
+        m_kargs.as_secs_f64() * 1e3,
+        m_kargs.as_secs_f64() / m_ours.as_secs_f64()
+    );
     println!(
         "  stratum rollback      {:>8.1} ms",
         median(rollbacks).as_secs_f64() * 1e3

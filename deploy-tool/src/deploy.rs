@@ -54,7 +54,8 @@ pub fn create(sysroot: &Sysroot, repo: &ostree::Repo, nd: &NewDeployment) -> Res
         nd.origin.to_text().as_bytes(),
         0o644,
     )?;
-    fsutil::fsync_dir(&partial)?;
+    // One syncfs makes the whole checkout durable before it appears under its real name.
+    crate::fsfreeze::syncfs(&partial)?;
     fs::rename(&partial, deploy_dir.join(&name))
         .with_context(|| format!("renaming {} into place", partial.display()))?;
     fsutil::fsync_dir(&deploy_dir)?;

@@ -16,6 +16,12 @@ use anyhow::{Context, Result};
 nix::ioctl_readwrite!(fifreeze, b'X', 119, nix::libc::c_int);
 nix::ioctl_readwrite!(fithaw, b'X', 120, nix::libc::c_int);
 
+/// syncs the filesystem holding `path`.
+pub fn syncfs(path: &Path) -> Result<()> {
+    let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    nix::unistd::syncfs(f.as_raw_fd()).with_context(|| format!("syncfs {}", path.display()))
+}
+
 /// syncs the filesystem holding `dir`; freezes and thaws it when `dir` is a mount point.
 pub fn sync_and_freeze(dir: &Path) -> Result<()> {
     let f = File::open(dir).with_context(|| format!("opening {}", dir.display()))?;

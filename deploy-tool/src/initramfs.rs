@@ -321,7 +321,11 @@ pub fn regenerate(sysroot: &Sysroot, dep: &mut Deployment, s: &Settings) -> Resu
     let image = cache.join(format!("{digest}.img"));
     let cache_hit = image.is_file();
     if cache_hit {
-        eprintln!("initramfs: cache hit {digest} ({})", s.generator.name());
+        eprintln!(
+            "initramfs: cache hit {digest} ({}) in {:.2} s",
+            s.generator.name(),
+            t.elapsed().as_secs_f64()
+        );
     } else {
         let tmp = cache.join(format!(".{digest}.img.tmp-{}", std::process::id()));
         fsutil::remove_any(&tmp)?;
@@ -644,7 +648,7 @@ fn prune_cache(cache: &Path, current: &Path) -> Result<()> {
         }
         imgs.push((e.metadata()?.modified()?, p));
     }
-    imgs.sort_by(|a, b| b.0.cmp(&a.0));
+    imgs.sort_by_key(|e| std::cmp::Reverse(e.0));
     for (_, p) in imgs.into_iter().skip(CACHE_KEEP.saturating_sub(1)) {
         fsutil::remove_any(&p)?;
     }

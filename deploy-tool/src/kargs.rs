@@ -12,10 +12,13 @@
 //!   `--delete K=V` removes the first `K=V`; an error when there is none.
 //! - `--replace K=NEW` sets the value of `K`'s only argument (an error when it has several);
 //!   `--replace K=OLD=NEW` replaces the first `K=OLD`. A value containing `=` is therefore
-//!   read as `OLD=NEW`: write `K=OLD=NEW` to replace such a value.
+//!   read as `OLD=NEW`: write `K=OLD=NEW` to replace such a value. libostree splits at the
+//!   first `=` only, so it cannot replace `root=UUID=1`; here every split whose `OLD` is a
+//!   current value is a candidate, and two candidates are an error (ambiguous).
 //! - `--append` adds at the end, even when the argument exists already (`console=` repeats).
 //! - `--append-if-missing K[=V]` appends unless that exact argument is present;
-//!   `--delete-if-present K[=V]` deletes that exact argument if present (rpm-ostree ≥ 2024.1).
+//!   `--delete-if-present K[=V]` deletes that exact argument if present (rpm-ostree since
+//!   the fix of its issue #4718).
 //! - Order of application: delete, replace, append, append-if-missing, delete-if-present.
 
 use anyhow::{bail, Result};

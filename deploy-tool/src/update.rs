@@ -82,7 +82,12 @@ pub fn update(ops: &Ops, target: &Target, opts: UpdateOptions) -> Result<UpdateR
         },
         Target::Version(v) => {
             let head = fetch_history(&repo, remote.as_deref(), &refname)?;
-            crate::repo::find_version(&repo, &head, v)?
+            let found = crate::repo::find_version(&repo, &head, v)?;
+            // The history was fetched as commit metadata only; now fetch that commit's tree.
+            if remote.is_some() && !commit_only {
+                fetch(&repo, remote.as_deref(), &refname, Some(&found), false)?;
+            }
+            found
         }
     };
     let unchanged = matches!(target, Target::Upgrade)

@@ -485,3 +485,62 @@ fn restore(pristine: &Path, sysroot: &Path) {
         .output();
     cp(pristine, sysroot);
 }
+
+#[test]
+fn deploy_by_version_rebase_and_immutable_roots() {
+    let (env, v1) = setup();
+    let v2 = env.compose("2", "motd v2\n", &[]);
+    let _v3 = env.compose("3", "motd v3\n", &[]);
+    // Version 2 is on the ref's history, behind the newest commit.
+    ok(env.stratum(&["deploy", "--version", "2", "--apply-now"]));
+    assert_eq!(env.checksums()[0], v2);
+    let e = env.stratum(&["deploy", "--version", "9", "--apply-now"]);
+    assert!(String::from_utf8_lossy(&e.stderr).contains("no commit with version 9"));
+    // The deployment root is immutable, as OSTree makes it.
+    let lsattr = Command::new("lsattr")
+        .arg("-d")
+        .arg(env.dep(&v2))
+        .output()
+        .unwrap();
+    let flags = String::from_utf8_lossy(&lsattr.stdout);
+    assert!(
+        flags.split_whitespace().next().unwrap_or("").contains('i'),
+        "not immutable: {flags}"
+    );
+    // Rebase to another ref of the same remote: the origin follows it from now on.
+    let other = env.dir.path().join("root-other");
+    let _ = other;
+    let out = Command::new("ostree")
+        .args(["refs", "--repo"])
+        .arg(&env.src)
+        .args(["--create=os/y", "os/x"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ok(env.stratum(&["rebase", "src:os/y", "--apply-now"]));
+    assert_eq!(env.status()["deployments"][0]["origin"], "src:os/y");
+    assert_ne!(env.checksums()[0], v1);
+}
+
+#[test]
+fn failed_finalize_is_reported_and_leaves_the_boot_set() {
+    let (env, v1) = setup();
+    env.compose("2", "motd v2\n", &[]);
+    ok(env.stratum(&["upgrade", "--stage"]));
+    let out = env.stratum_env(
+        &["finalize-staged"],
+        &[("STRATUM_FAILPOINTS", "finalize::after-etc-merge=error")],
+    );
+    assert!(!out.status.success());
+    assert_eq!(env.checksums().last(), Some(&v1));
+    let text = ok(env.stratum(&["status"]));
+    assert!(
+        text.contains("finalizing the staged deployment") && text.contains("failed"),
+        "{text}"
+    );
+    assert!(!env.status()["finalize-failure"].is_null());
+}

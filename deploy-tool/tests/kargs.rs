@@ -129,9 +129,10 @@ impl Env {
     fn boot_set(&self) -> (PathBuf, BTreeMap<String, Vec<u8>>) {
         let mut files = BTreeMap::new();
         let gen = self.sysroot.join("boot/loader");
-        for rel in ["grub.cfg"] {
-            files.insert(rel.to_string(), fs::read(gen.join(rel)).unwrap());
-        }
+        files.insert(
+            "grub.cfg".to_string(),
+            fs::read(gen.join("grub.cfg")).unwrap(),
+        );
         for e in fs::read_dir(gen.join("entries")).unwrap() {
             let e = e.unwrap();
             files.insert(

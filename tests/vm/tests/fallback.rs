@@ -79,9 +79,12 @@ fn check(name: &str, out: &QemuOutcome, f: impl FnOnce() -> Result<()>) -> Resul
 /// How many times GRUB booted the entry titled with `version` (its menu title ends in
 /// "<version> (ostree:N)").
 fn grub_boots(console: &str, version: &str) -> usize {
+    // GRUB draws its menu and the "Booting `TITLE'" line on one terminal line: take the title.
     console
-        .lines()
-        .filter(|l| l.contains("Booting `") && l.contains(&format!(" {version} (ostree:")))
+        .split("Booting `")
+        .skip(1)
+        .filter_map(|rest| rest.split('\'').next())
+        .filter(|title| title.contains(&format!(" {version} (ostree:")))
         .count()
 }
 
