@@ -703,7 +703,7 @@ fn remote(cli: &Cli, c: &RemoteCmd) -> Result<()> {
 
 fn run_simple(cli: &Cli) -> Result<()> {
     match &cli.command {
-        Command::Status(o) => status(&cli, o),
+        Command::Status(o) => status(cli, o),
         Command::Compose(ComposeCmd::Rootfs(o)) => {
             let r = crate::compose::compose_rootfs(&crate::compose::ComposeOptions {
                 rootfs: o.rootfs.clone(),
@@ -722,7 +722,7 @@ fn run_simple(cli: &Cli) -> Result<()> {
             let r = crate::install::to_disk(
                 &o.image,
                 size,
-                &install_options(&cli, &o.source)?,
+                &install_options(cli, &o.source)?,
                 o.workdir.as_deref(),
             )?;
             eprintln!(
@@ -734,7 +734,7 @@ fn run_simple(cli: &Cli) -> Result<()> {
             print_result(o.source.json, &r, &r.commit)
         }
         Command::Install(InstallCmd::ToFilesystem(o)) => {
-            let r = crate::install::to_filesystem(&o.dir, &install_options(&cli, &o.source)?, "")?;
+            let r = crate::install::to_filesystem(&o.dir, &install_options(cli, &o.source)?, "")?;
             print_result(o.source.json, &r, &r.deployment)
         }
         _ => unreachable!("handled in run()"),

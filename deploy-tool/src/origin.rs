@@ -57,7 +57,7 @@ impl Origin {
             .raw
             .as_deref()
             .and_then(|t| load(t).ok())
-            .unwrap_or_else(glib::KeyFile::new);
+            .unwrap_or_default();
         if let Some(r) = &self.refspec {
             kf.set_string("origin", "refspec", r);
         }

@@ -318,8 +318,8 @@ fn staged_deployment_is_finalized_with_later_etc_edits() {
     assert_eq!(st["deployments"][0]["staged"], true);
     assert_eq!(st["deployments"][0]["checksum"], v2.as_str());
     assert_eq!(
-        env.checksums()[1..],
-        [v1.clone()],
+        env.checksums()[1..].to_vec(),
+        vec![v1.clone()],
         "boot set unchanged until finalize"
     );
     // An edit made after staging must reach the new deployment.
