@@ -276,6 +276,7 @@ impl Ops {
                 .iter()
                 .map(|s| format!("{}/{}", s.stateroot, s.name())),
         );
+        let mut removed_any = false;
         for sr in fs::read_dir(&deploy_root)
             .with_context(|| format!("reading {}", deploy_root.display()))?
         {
@@ -296,6 +297,7 @@ impl Ops {
                 }
                 tracing::info!("removing {name}");
                 fsutil::remove_tree_force(&e.path())?;
+                removed_any = true;
             }
             fsutil::fsync_dir(&dir)?;
         }
@@ -303,8 +305,18 @@ impl Ops {
         let repo = self.repo()?;
         let mut protect: Vec<String> = live.iter().map(|d| d.checksum.clone()).collect();
         protect.extend(staged.iter().map(|s| s.checksum.clone()));
-        crate::repo::set_deployment_refs(&repo, bootversion, &protect)?;
-        let (total, pruned, freed) = crate::repo::prune(&repo)?;
+        let released = crate::repo::set_deployment_refs(&repo, bootversion, &protect)?;
+        // Pruning walks every reachable object; skip it when no commit lost its protection
+        // and nothing was removed (rollback, kernel arguments), as nothing can be freed.
+        if !released && !removed_any {
+            return Ok(());
+        }
+        self.prune(&repo)
+    }
+
+    /// Prunes the repository, saying what it freed.
+    pub fn prune(&self, repo: &ostree::Repo) -> Result<()> {
+        let (total, pruned, freed) = crate::repo::prune(repo)?;
         if pruned > 0 {
             eprintln!(
                 "Pruned {pruned} of {total} objects, freed {} KiB",
@@ -374,6 +386,7 @@ impl Ops {
             // Nothing leaves the boot set: only collect garbage.
             let bv = self.sysroot.bootversion()?.unwrap_or(0);
             self.garbage_collect(&st, &list, bv)?;
+            self.prune(&self.repo()?)?;
         } else {
             self.commit_boot_set(&st, list)?;
         }

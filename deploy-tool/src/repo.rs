@@ -155,7 +155,13 @@ fn libc_at_fdcwd() -> i32 {
 
 /// Points the refs `ostree/<bootversion>/0/<i>` at the deployed commits and removes other
 /// `ostree/…` refs, as OSTree does: they keep the commits of deployments from being pruned.
-pub fn set_deployment_refs(repo: &ostree::Repo, bootversion: u8, commits: &[String]) -> Result<()> {
+///
+/// Returns whether a commit that was protected before is not any more (pruning may free it).
+pub fn set_deployment_refs(
+    repo: &ostree::Repo,
+    bootversion: u8,
+    commits: &[String],
+) -> Result<bool> {
     let existing = repo.list_refs(Some("ostree"), gio::Cancellable::NONE)?;
     let wanted: Vec<(String, &String)> = commits
         .iter()
@@ -171,7 +177,7 @@ pub fn set_deployment_refs(repo: &ostree::Repo, bootversion: u8, commits: &[Stri
             repo.set_ref_immediate(None, &full, None, gio::Cancellable::NONE)?;
         }
     }
-    Ok(())
+    Ok(existing.values().any(|c| !commits.contains(c)))
 }
 
 /// Removes objects no ref reaches (history is not kept: depth 0, as OSTree's sysroot
