@@ -1,165 +1,33 @@
 //! Host integration tests of the deployment lifecycle: the real `stratum` binary on a
 //! temporary sysroot with a real libostree repository, checked against Debian's `ostree`.
 
+mod common;
+
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 
-struct Env {
-    dir: tempfile::TempDir,
-    src: PathBuf,
-    sysroot: PathBuf,
-    run: PathBuf,
-}
+use common::*;
 
-impl Drop for Env {
-    fn drop(&mut self) {
-        // Deployment roots are immutable; let the temporary directory go.
-        let _ = Command::new("chattr")
-            .arg("-R")
-            .arg("-i")
-            .arg(self.dir.path())
-            .output();
-    }
-}
-
+/// Composes a version of the fake OS with its motd, a versioned `/etc/default.conf` and
+/// `extra` files into the source repository.
 impl Env {
-    fn stratum(&self, args: &[&str]) -> Output {
-        self.stratum_env(args, &[])
-    }
-
-    fn stratum_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_stratum"));
-        c.arg("--sysroot")
-            .arg(&self.sysroot)
-            .args(args)
-            .env("STRATUM_RUN_DIR", &self.run);
-        for (k, v) in env {
-            c.env(k, v);
-        }
-        c.output().expect("running stratum")
-    }
-
-    /// Composes a version of the fake OS into the source repository.
     fn compose(&self, version: &str, motd: &str, extra: &[(&str, &str)]) -> String {
-        let root = self.dir.path().join(format!("root-{version}"));
-        for d in [
-            "etc",
-            "usr/lib/modules/6.1.0-9-amd64",
-            "usr/bin",
-            "boot",
-            "var/lib",
-        ] {
-            fs::create_dir_all(root.join(d)).unwrap();
-        }
-        fs::write(
-            root.join("usr/lib/os-release"),
-            "ID=fake\nPRETTY_NAME=\"Fake OS\"\n",
-        )
-        .unwrap();
-        fs::write(root.join("etc/motd"), motd).unwrap();
-        fs::write(
-            root.join("etc/default.conf"),
-            format!("default {version}\n"),
-        )
-        .unwrap();
-        fs::write(root.join("usr/bin/version"), version).unwrap();
-        fs::write(root.join("boot/vmlinuz-6.1.0-9-amd64"), "kernel\n").unwrap();
-        fs::write(
-            root.join("boot/initrd.img-6.1.0-9-amd64"),
-            format!("initrd {version}\n"),
-        )
-        .unwrap();
-        for (p, c) in extra {
-            fs::create_dir_all(root.join(p).parent().unwrap()).unwrap();
-            fs::write(root.join(p), c).unwrap();
-        }
-        let out = Command::new(env!("CARGO_BIN_EXE_stratum"))
-            .args([
-                "compose",
-                "rootfs",
-                "--keep-initramfs",
-                "--ref",
-                "os/x",
-                "--version",
-                version,
-                "--repo",
-            ])
-            .arg(&self.src)
-            .arg(&root)
-            .output()
-            .unwrap();
-        ok(out).trim().to_string()
+        let default_conf = format!("default {version}\n");
+        let mut files = vec![
+            ("etc/motd", motd),
+            ("etc/default.conf", default_conf.as_str()),
+        ];
+        files.extend_from_slice(extra);
+        self.compose_fake_os(version, &["var/lib"], &files)
     }
-
-    fn status(&self) -> serde_json::Value {
-        serde_json::from_str(&ok(self.stratum(&["status", "--json"]))).unwrap()
-    }
-
-    fn checksums(&self) -> Vec<String> {
-        self.status()["deployments"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| d["checksum"].as_str().unwrap().to_string())
-            .collect()
-    }
-
-    fn dep(&self, csum: &str) -> PathBuf {
-        self.sysroot
-            .join(format!("ostree/deploy/default/deploy/{csum}.0"))
-    }
-
-    fn deploy_dirs(&self) -> Vec<String> {
-        let mut v: Vec<String> = fs::read_dir(self.sysroot.join("ostree/deploy/default/deploy"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| !n.ends_with(".origin"))
-            .collect();
-        v.sort();
-        v
-    }
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "stratum failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// A sysroot with v1 installed and the source repository added as remote `src`.
 fn setup() -> (Env, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let env = Env {
-        src: dir.path().join("src-repo"),
-        sysroot: dir.path().join("sysroot"),
-        run: dir.path().join("run"),
-        dir,
-    };
+    let env = Env::new();
     let v1 = env.compose("1", "motd v1\n", &[]);
-    let url = format!("src=file://{}", env.src.display());
-    let out = Command::new(env!("CARGO_BIN_EXE_stratum"))
-        .args([
-            "install",
-            "to-filesystem",
-            "--karg",
-            "root=UUID=1234",
-            "--karg",
-            "quiet",
-            "--ref",
-            "os/x",
-            "--remote",
-            &url,
-            "--repo",
-        ])
-        .arg(&env.src)
-        .arg(&env.sysroot)
-        .output()
-        .unwrap();
-    ok(out);
+    env.install_following_src();
     assert_eq!(env.checksums(), vec![v1.clone()]);
     (env, v1)
 }

@@ -1,29 +1,19 @@
 //! Host integration tests: the real `stratum` binary against temporary roots, repositories
 //! and sysroots, with the real libostree and Debian's `ostree` CLI as the peer.
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+use common::*;
 
 fn stratum(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_stratum"))
         .args(args)
         .output()
         .expect("running stratum")
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "stratum failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn err(out: Output) -> String {
-    assert!(!out.status.success(), "stratum succeeded unexpectedly");
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// A small root filesystem with a (fake) kernel and an initramfs kept as is.

@@ -5,6 +5,8 @@
 //! generator is driven with `--arg=--generic` (every module of that mode is optional and this
 //! kernel has none); the VM test builds from real kernel modules.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -13,40 +15,11 @@ use std::process::{Command, Output};
 
 use sha2::{Digest, Sha256};
 
-const KVER: &str = "6.1.0-9-amd64";
+use common::*;
 
-struct Env {
-    dir: tempfile::TempDir,
-    src: PathBuf,
-    sysroot: PathBuf,
-    run: PathBuf,
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        let _ = Command::new("chattr")
-            .arg("-R")
-            .arg("-i")
-            .arg(self.dir.path())
-            .output();
-    }
-}
+const KVER: &str = FAKE_KVER;
 
 impl Env {
-    fn stratum(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_stratum"))
-            .arg("--sysroot")
-            .arg(&self.sysroot)
-            .args(args)
-            .env("STRATUM_RUN_DIR", &self.run)
-            .output()
-            .expect("running stratum")
-    }
-
-    fn status(&self) -> serde_json::Value {
-        serde_json::from_str(&ok(self.stratum(&["status", "--json"]))).unwrap()
-    }
-
     /// (checksum, serial, bootcsum) of each deployment, default first.
     fn deployments(&self) -> Vec<(String, u64, String)> {
         self.status()["deployments"]
@@ -61,11 +34,6 @@ impl Env {
                 )
             })
             .collect()
-    }
-
-    fn dep(&self, csum: &str, serial: u64) -> PathBuf {
-        self.sysroot
-            .join(format!("ostree/deploy/default/deploy/{csum}.{serial}"))
     }
 
     fn cache(&self) -> PathBuf {
@@ -120,28 +88,13 @@ fn walk(p: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
     }
 }
 
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "stratum failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// A sysroot with the fake OS v1 installed.
 fn setup() -> (Env, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let env = Env {
-        src: dir.path().join("src-repo"),
-        sysroot: dir.path().join("sysroot"),
-        run: dir.path().join("run"),
-        dir,
-    };
+    let env = Env::new();
     let root = env.dir.path().join("root");
     for d in ["etc", "usr/lib/stratum", "usr/bin", "boot", "var/lib"] {
         fs::create_dir_all(root.join(d)).unwrap();
@@ -162,35 +115,8 @@ fn setup() -> (Env, String) {
     fs::write(root.join("etc/motd"), "hello\n").unwrap();
     fs::write(root.join(format!("boot/vmlinuz-{KVER}")), "kernel\n").unwrap();
     fs::write(root.join(format!("boot/initrd.img-{KVER}")), "initrd 1\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_stratum"))
-        .args([
-            "compose",
-            "rootfs",
-            "--keep-initramfs",
-            "--ref",
-            "os/x",
-            "--repo",
-        ])
-        .arg(&env.src)
-        .arg(&root)
-        .output()
-        .unwrap();
-    let v1 = ok(out).trim().to_string();
-    let out = Command::new(env!("CARGO_BIN_EXE_stratum"))
-        .args([
-            "install",
-            "to-filesystem",
-            "--karg",
-            "root=UUID=1234",
-            "--ref",
-            "os/x",
-            "--repo",
-        ])
-        .arg(&env.src)
-        .arg(&env.sysroot)
-        .output()
-        .unwrap();
-    ok(out);
+    let v1 = env.compose_root(&root, None);
+    ok(env.install_to_filesystem(["--karg", "root=UUID=1234", "--ref", "os/x"]));
     (env, v1)
 }
 
@@ -226,14 +152,14 @@ fn enable_regenerates_caches_and_disable_restores() {
     let deps = env.deployments();
     assert_eq!(deps.len(), 2, "{deps:?}");
     assert_eq!((deps[0].0.as_str(), deps[0].1), (v1.as_str(), 1));
-    let new = env.dep(&v1, 1);
+    let new = env.dep_serial(&v1, 1);
     let img = new.join(format!("usr/lib/modules/{KVER}/initramfs.img"));
     let cached = env.cache().join(format!("{digest}.img"));
     assert_eq!(fs::read(&img).unwrap(), fs::read(&cached).unwrap());
     // The checkout's hardlink into the repository was replaced, not written through.
     assert_eq!(fs::metadata(&img).unwrap().nlink(), 1);
     let old_img = env
-        .dep(&v1, 0)
+        .dep_serial(&v1, 0)
         .join(format!("usr/lib/modules/{KVER}/initramfs.img"));
     assert_eq!(fs::read(&old_img).unwrap(), b"initrd 1\n");
     // The manifest inside records the input digest (prepare-root copies it into boot.json).
@@ -287,7 +213,7 @@ fn enable_regenerates_caches_and_disable_restores() {
 
     // A configuration change in /etc is an input: it rebuilds.
     let d = env.deployments();
-    let cur = env.dep(&d[0].0, d[0].1);
+    let cur = env.dep_serial(&d[0].0, d[0].1);
     fs::create_dir_all(cur.join("etc/stratum")).unwrap();
     fs::write(cur.join("etc/stratum/initramfs.toml"), "firmware = false\n").unwrap();
     let out = env.stratum(&["deploy", &v1]);
@@ -304,7 +230,7 @@ fn enable_regenerates_caches_and_disable_restores() {
     let d = env.deployments();
     assert_eq!(d[0].2, original_bootcsum);
     let img = env
-        .dep(&d[0].0, d[0].1)
+        .dep_serial(&d[0].0, d[0].1)
         .join(format!("usr/lib/modules/{KVER}/initramfs.img"));
     assert_eq!(fs::read(&img).unwrap(), b"initrd 1\n");
     let out = env.stratum(&["deploy", &v1]);
@@ -328,7 +254,7 @@ fn enable_regenerates_caches_and_disable_restores() {
 #[test]
 fn initramfs_etc_tracks_files_as_an_extra_initrd() {
     let (env, v1) = setup();
-    let dep = env.dep(&v1, 0);
+    let dep = env.dep_serial(&v1, 0);
     fs::write(dep.join("etc/stratum-test.conf"), "secret=1\n").unwrap();
     fs::create_dir_all(dep.join("etc/somedir")).unwrap();
     std::os::unix::fs::symlink("motd", dep.join("etc/motd-link")).unwrap();

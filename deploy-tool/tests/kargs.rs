@@ -2,90 +2,20 @@
 //! the real `stratum` binary on a temporary sysroot with a real libostree repository, checked
 //! against Debian's `ostree admin status`.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-struct Env {
-    dir: tempfile::TempDir,
-    src: PathBuf,
-    sysroot: PathBuf,
-    run: PathBuf,
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        // Deployment roots are immutable; let the temporary directory go.
-        let _ = Command::new("chattr")
-            .arg("-R")
-            .arg("-i")
-            .arg(self.dir.path())
-            .output();
-    }
-}
+use common::*;
 
 impl Env {
-    fn stratum(&self, args: &[&str]) -> Output {
-        self.stratum_env(args, &[])
-    }
-
-    fn stratum_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_stratum"));
-        c.arg("--sysroot")
-            .arg(&self.sysroot)
-            .args(args)
-            .env("STRATUM_RUN_DIR", &self.run);
-        for (k, v) in env {
-            c.env(k, v);
-        }
-        c.output().expect("running stratum")
-    }
-
-    /// Composes a version of the fake OS (kernel + initramfs kept as given) into the source
-    /// repository, with `extra` files.
+    /// Composes a version of the fake OS with `extra` files into the source repository.
     fn compose(&self, version: &str, extra: &[(&str, &str)]) -> String {
-        let root = self.dir.path().join(format!("root-{version}"));
-        for d in ["etc", "usr/lib/modules/6.1.0-9-amd64", "usr/bin", "boot"] {
-            fs::create_dir_all(root.join(d)).unwrap();
-        }
-        fs::write(
-            root.join("usr/lib/os-release"),
-            "ID=fake\nPRETTY_NAME=\"Fake OS\"\n",
-        )
-        .unwrap();
-        fs::write(root.join("usr/bin/version"), version).unwrap();
-        fs::write(root.join("boot/vmlinuz-6.1.0-9-amd64"), "kernel\n").unwrap();
-        fs::write(
-            root.join("boot/initrd.img-6.1.0-9-amd64"),
-            format!("initrd {version}\n"),
-        )
-        .unwrap();
-        for (p, c) in extra {
-            fs::create_dir_all(root.join(p).parent().unwrap()).unwrap();
-            fs::write(root.join(p), c).unwrap();
-        }
-        let out = Command::new(env!("CARGO_BIN_EXE_stratum"))
-            .args([
-                "compose",
-                "rootfs",
-                "--keep-initramfs",
-                "--ref",
-                "os/x",
-                "--version",
-                version,
-                "--repo",
-            ])
-            .arg(&self.src)
-            .arg(&root)
-            .output()
-            .unwrap();
-        ok(out).trim().to_string()
-    }
-
-    fn status(&self) -> serde_json::Value {
-        serde_json::from_str(&ok(self.stratum(&["status", "--json"]))).unwrap()
+        self.compose_fake_os(version, &[], extra)
     }
 
     fn kargs_of(&self, index: usize) -> Vec<String> {
@@ -97,17 +27,8 @@ impl Env {
             .collect()
     }
 
-    fn checksums(&self) -> Vec<String> {
-        self.status()["deployments"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| d["checksum"].as_str().unwrap().to_string())
-            .collect()
-    }
-
     /// Deployment directories with their inode numbers: a checkout would change them.
-    fn deploy_dirs(&self) -> BTreeMap<String, u64> {
+    fn deploy_inodes(&self) -> BTreeMap<String, u64> {
         fs::read_dir(self.sysroot.join("ostree/deploy/default/deploy"))
             .unwrap()
             .map(|e| e.unwrap())
@@ -169,15 +90,6 @@ impl Env {
     }
 }
 
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "stratum failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn fails(out: Output, expect: &str) {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "expected a failure ({expect})");
@@ -186,34 +98,9 @@ fn fails(out: Output, expect: &str) {
 
 /// A sysroot with v1 (with `extra` files) installed, following remote `src`.
 fn setup(extra: &[(&str, &str)]) -> (Env, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let env = Env {
-        src: dir.path().join("src-repo"),
-        sysroot: dir.path().join("sysroot"),
-        run: dir.path().join("run"),
-        dir,
-    };
+    let env = Env::new();
     let v1 = env.compose("1", extra);
-    let url = format!("src=file://{}", env.src.display());
-    let out = Command::new(env!("CARGO_BIN_EXE_stratum"))
-        .args([
-            "install",
-            "to-filesystem",
-            "--karg",
-            "root=UUID=1234",
-            "--karg",
-            "quiet",
-            "--ref",
-            "os/x",
-            "--remote",
-            &url,
-            "--repo",
-        ])
-        .arg(&env.src)
-        .arg(&env.sysroot)
-        .output()
-        .unwrap();
-    ok(out);
+    env.install_following_src();
     (env, v1)
 }
 
@@ -235,7 +122,7 @@ fn ostree_admin_status(sysroot: &Path) -> String {
 fn append_delete_replace_rewrite_only_the_boot_set() {
     let (env, v1) = setup(&[]);
     assert_eq!(ok(env.stratum(&["kargs"])).trim(), "root=UUID=1234 quiet");
-    let dirs = env.deploy_dirs();
+    let dirs = env.deploy_inodes();
     let before = env.entry(1);
     let loader = env.loader();
 
@@ -261,7 +148,7 @@ fn append_delete_replace_rewrite_only_the_boot_set() {
     }
     let cfg = env.grub_cfg();
     assert!(cfg.contains(" 'quiet.test=1' 'foo=\"a b\"' "), "{cfg}");
-    assert_eq!(env.deploy_dirs(), dirs, "kargs made a checkout");
+    assert_eq!(env.deploy_inodes(), dirs, "kargs made a checkout");
     assert!(ostree_admin_status(&env.sysroot).contains(&format!("default {v1}.0")));
     assert_eq!(
         ok(env.stratum(&["kargs"])).trim(),
@@ -279,7 +166,7 @@ fn append_delete_replace_rewrite_only_the_boot_set() {
     ]));
     assert_eq!(env.kargs_of(0), ["root=UUID=5678", "quiet"]);
     assert!(!env.grub_cfg().contains("quiet.test"));
-    assert_eq!(env.deploy_dirs(), dirs);
+    assert_eq!(env.deploy_inodes(), dirs);
 
     // Repeated keys: --delete K asks which one; K=V removes the first match.
     ok(env.stratum(&[
@@ -329,7 +216,7 @@ fn deploy_index_changes_one_deployment_and_kargs_survive_upgrade() {
     assert_eq!(env.checksums(), [v2.clone(), v1.clone()]);
     assert_eq!(env.kargs_of(0), ["root=UUID=1234", "quiet", "admin.arg=1"]);
 
-    let dirs = env.deploy_dirs();
+    let dirs = env.deploy_inodes();
     ok(env.stratum(&["kargs", "--deploy-index", "1", "--append", "old.only=1"]));
     assert_eq!(env.checksums(), [v2.clone(), v1.clone()], "order kept");
     assert_eq!(env.kargs_of(0), ["root=UUID=1234", "quiet", "admin.arg=1"]);
@@ -341,7 +228,7 @@ fn deploy_index_changes_one_deployment_and_kargs_survive_upgrade() {
         ok(env.stratum(&["kargs", "--deploy-index", "1"])).trim(),
         "root=UUID=1234 quiet admin.arg=1 old.only=1"
     );
-    assert_eq!(env.deploy_dirs(), dirs);
+    assert_eq!(env.deploy_inodes(), dirs);
     let st = ostree_admin_status(&env.sysroot);
     assert!(st.find(&v2).unwrap() < st.find(&v1).unwrap(), "{st}");
 }
@@ -404,10 +291,10 @@ fn image_defaults_diff_is_applied_on_upgrade() {
         )],
     );
     let set = env.boot_set();
-    let dirs = env.deploy_dirs();
+    let dirs = env.deploy_inodes();
     fails(env.stratum(&["upgrade", "--apply-now"]), "30-bad.toml");
     assert_eq!(env.boot_set(), set);
-    assert_eq!(env.deploy_dirs(), dirs, "the new deployment was removed");
+    assert_eq!(env.deploy_inodes(), dirs, "the new deployment was removed");
 }
 
 #[test]
@@ -448,7 +335,7 @@ fn bad_input_leaves_the_boot_set_byte_identical() {
         "console=ttyS0",
     ]));
     let set = env.boot_set();
-    let dirs = env.deploy_dirs();
+    let dirs = env.deploy_inodes();
     let cases: &[(&[&str], &str)] = &[
         (&["--append", "a\nb"], "newline"),
         (&["--append", "=x"], "empty key"),
@@ -523,7 +410,7 @@ fn bad_input_leaves_the_boot_set_byte_identical() {
     );
     assert!(!out.status.success());
     assert!(env.kargs_of(0).contains(&"crash=1".to_string()));
-    assert_eq!(env.deploy_dirs(), dirs);
+    assert_eq!(env.deploy_inodes(), dirs);
     // The next command cleans up and works.
     ok(env.stratum(&["kargs", "--delete", "crash"]));
     assert!(!env.kargs_of(0).contains(&"crash=1".to_string()));

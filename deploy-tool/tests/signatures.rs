@@ -3,103 +3,20 @@
 //! commits are refused with a clear error and nothing deployed; a correctly signed one is
 //! deployed.
 
+mod common;
+
+use std::ffi::OsStr;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-struct Env {
-    dir: tempfile::TempDir,
-    src: PathBuf,
-    sysroot: PathBuf,
-    run: PathBuf,
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        // Deployment roots are immutable; let the temporary directory go.
-        let _ = Command::new("chattr")
-            .arg("-R")
-            .arg("-i")
-            .arg(self.dir.path())
-            .output();
-    }
-}
+use common::*;
 
 impl Env {
-    fn stratum(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_stratum"))
-            .arg("--sysroot")
-            .arg(&self.sysroot)
-            .args(args)
-            .env("STRATUM_RUN_DIR", &self.run)
-            .output()
-            .expect("running stratum")
-    }
-
     /// Composes a version of the fake OS into the source repository (ref `os/x`).
     fn compose(&self, version: &str) -> String {
-        let root = self.dir.path().join(format!("root-{version}"));
-        for d in [
-            "etc",
-            "usr/lib/modules/6.1.0-9-amd64",
-            "usr/bin",
-            "boot",
-            "var/lib",
-        ] {
-            fs::create_dir_all(root.join(d)).unwrap();
-        }
-        fs::write(
-            root.join("usr/lib/os-release"),
-            "ID=fake\nPRETTY_NAME=\"Fake OS\"\n",
-        )
-        .unwrap();
-        fs::write(root.join("etc/motd"), format!("motd v{version}\n")).unwrap();
-        fs::write(root.join("usr/bin/version"), version).unwrap();
-        fs::write(root.join("boot/vmlinuz-6.1.0-9-amd64"), "kernel\n").unwrap();
-        fs::write(
-            root.join("boot/initrd.img-6.1.0-9-amd64"),
-            format!("initrd {version}\n"),
-        )
-        .unwrap();
-        let out = Command::new(env!("CARGO_BIN_EXE_stratum"))
-            .args([
-                "compose",
-                "rootfs",
-                "--keep-initramfs",
-                "--ref",
-                "os/x",
-                "--version",
-                version,
-                "--repo",
-            ])
-            .arg(&self.src)
-            .arg(&root)
-            .output()
-            .unwrap();
-        ok(out).trim().to_string()
-    }
-
-    fn status(&self) -> serde_json::Value {
-        serde_json::from_str(&ok(self.stratum(&["status", "--json"]))).unwrap()
-    }
-
-    fn checksums(&self) -> Vec<String> {
-        self.status()["deployments"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| d["checksum"].as_str().unwrap().to_string())
-            .collect()
-    }
-
-    fn deploy_dirs(&self) -> Vec<String> {
-        let mut v: Vec<String> = fs::read_dir(self.sysroot.join("ostree/deploy/default/deploy"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| !n.ends_with(".origin"))
-            .collect();
-        v.sort();
-        v
+        let motd = format!("motd v{version}\n");
+        self.compose_fake_os(version, &["var/lib"], &[("etc/motd", &motd)])
     }
 
     /// What the sysroot repository's remote-tracking ref `src:os/x` points to.
@@ -114,13 +31,9 @@ impl Env {
     }
 }
 
+/// The stdout of a command (`stratum` or `gpg`) that must have succeeded.
 fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "command failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    succeeded(out, "command")
 }
 
 /// A throw-away GnuPG home with a short path (the agent's socket path is limited), whose agent
@@ -280,13 +193,7 @@ fn new_env() -> (Env, Keys, String) {
     let right = gpg.gen_key("Stratum Test", "t@example.com");
     let wrong = gpg.gen_key("Wrong Signer", "wrong@example.com");
     assert_ne!(right, wrong);
-    let dir = tempfile::tempdir().unwrap();
-    let env = Env {
-        src: dir.path().join("src-repo"),
-        sysroot: dir.path().join("sysroot"),
-        run: dir.path().join("run"),
-        dir,
-    };
+    let env = Env::new();
     let pubkey = env.dir.path().join("right.asc");
     gpg.export(&right, &pubkey);
     let url = format!("file://{}", env.src.display());
@@ -304,14 +211,13 @@ fn new_env() -> (Env, Keys, String) {
 
 /// `stratum install to-filesystem` of the source repository's `os/x`, following remote `src`.
 fn install(env: &Env, url: &str, gpg_import: Option<&Path>) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_stratum"));
-    c.args(["install", "to-filesystem", "--ref", "os/x", "--remote"])
-        .arg(format!("src={url}"));
+    let mut args: Vec<&OsStr> = ["--ref", "os/x", "--remote"].map(OsStr::new).to_vec();
+    let remote = format!("src={url}");
+    args.push(OsStr::new(&remote));
     if let Some(k) = gpg_import {
-        c.arg("--remote-gpg-import").arg(k);
+        args.extend([OsStr::new("--remote-gpg-import"), k.as_os_str()]);
     }
-    c.arg("--repo").arg(&env.src).arg(&env.sysroot);
-    c.output().unwrap()
+    env.install_to_filesystem(args)
 }
 
 fn remotes(env: &Env) -> serde_json::Value {

@@ -362,6 +362,45 @@ pub fn default_timeout() -> Duration {
     Duration::from_secs(secs)
 }
 
+/// Shell helpers for scenarios: `booted` prints the checksum of the booted deployment.
+pub const SCENARIO_HELPERS: &str = r#"
+booted() { stratum status --booted --json | sed -n 's/.*"checksum": "\([0-9a-f]*\)".*/\1/p' | head -1; }
+"#;
+
+/// Keeps the console log of `out` as the artefact `<name>.console.log`; its path.
+pub fn keep_console(name: &str, out: &QemuOutcome) -> PathBuf {
+    let p = Project::locate()
+        .expect("locating the project")
+        .artifacts
+        .join(format!("{name}.console.log"));
+    let _ = fs::write(&p, &out.console);
+    p
+}
+
+/// Runs the checks `f` on a finished VM run (a timeout fails without them); on failure the
+/// console log is kept (see [`keep_console`]) and named in the error.
+pub fn check(name: &str, out: &QemuOutcome, f: impl FnOnce() -> Result<()>) -> Result<()> {
+    let r = if out.timed_out {
+        Err(anyhow::anyhow!("the VM did not finish within its timeout"))
+    } else {
+        f()
+    };
+    r.map_err(|e| {
+        let log = keep_console(name, out);
+        anyhow::anyhow!("{e:#}\nconsole log: {}", log.display())
+    })
+}
+
+/// A libtest-mimic trial of a scenario function; its error chain is the failure message.
+pub fn trial(
+    name: &'static str,
+    f: impl FnOnce() -> Result<()> + Send + 'static,
+) -> libtest_mimic::Trial {
+    libtest_mimic::Trial::test(name, move || {
+        f().map_err(|e| libtest_mimic::Failed::from(format!("{e:#}")))
+    })
+}
+
 /// A composed and installed guest image.
 #[derive(Debug, Clone)]
 pub struct Image {
@@ -475,6 +514,31 @@ impl Image {
             .arg(&self.disk)
             .arg(to))?;
         Ok(to.to_path_buf())
+    }
+
+    /// A hardlinked copy of the image's repository at `to` (to travel on a test disk).
+    pub fn link_repo(&self, to: &Path) -> Result<PathBuf> {
+        run(Command::new("cp").arg("-al").arg(&self.repo).arg(to))?;
+        Ok(to.to_path_buf())
+    }
+
+    /// Boots a fresh copy of the disk in `dir` with a test disk carrying `scenario` and the
+    /// directory `trees` (see [`TestDisk::create_with_tree`]); `configure` adjusts the
+    /// machine before it runs.
+    pub fn boot_scenario(
+        &self,
+        dir: &Path,
+        scenario: &str,
+        trees: &[(&str, &Path)],
+        configure: impl FnOnce(&mut Qemu),
+    ) -> Result<(QemuOutcome, TestDisk)> {
+        let disk = self.copy_disk(&dir.join("disk.img"))?;
+        let test = TestDisk::create_with_tree(dir, scenario, trees)?;
+        let mut q = Qemu::new(dir.join("console.log"));
+        q.disks = vec![disk, test.image.clone()];
+        configure(&mut q);
+        let out = q.run()?;
+        Ok((out, test))
     }
 
     /// The root filesystem's `root=` argument as installed.

@@ -12,10 +12,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use libtest_mimic::{Arguments, Failed, Trial};
-use stratum_vmtests::{
-    remove_tree, secs, Boot, Image, Project, Qemu, QemuOutcome, TestDisk, TEST_REF,
-};
+use libtest_mimic::Arguments;
+use stratum_vmtests::{check, remove_tree, secs, trial, Boot, Image, Project, Qemu, TEST_REF};
 
 /// The image, built once for all scenarios, and how long dracut took.
 #[derive(Debug, Clone)]
@@ -140,19 +138,6 @@ fn built() -> Result<Built> {
         .map_err(|e| anyhow::anyhow!("building the dracut image: {e}"))
 }
 
-fn check(name: &str, out: &QemuOutcome, f: impl FnOnce() -> Result<()>) -> Result<()> {
-    let r = if out.timed_out {
-        Err(anyhow::anyhow!("the VM did not finish within its timeout"))
-    } else {
-        f()
-    };
-    r.map_err(|e| {
-        let log = project().artifacts.join(format!("{name}.console.log"));
-        let _ = fs::write(&log, &out.console);
-        anyhow::anyhow!("{e:#}\nconsole log: {}", log.display())
-    })
-}
-
 const BOOT: &str = r#"
 boot_1() {
     result root "$(findmnt -no SOURCE /)"
@@ -178,11 +163,7 @@ fn boots_through_dracut_module() -> Result<()> {
     let b = built()?;
     let img = &b.image;
     let dir = project().workdir("dracut-boot")?;
-    let disk = img.copy_disk(&dir.join("disk.img"))?;
-    let test = TestDisk::create(&dir, BOOT, &[])?;
-    let mut q = Qemu::new(dir.join("console.log"));
-    q.disks = vec![disk, test.image.clone()];
-    let out = q.run()?;
+    let (out, test) = img.boot_scenario(&dir, BOOT, &[], |_| ())?;
     eprintln!(
         "dracut-boot: one boot in {:.0} s",
         out.elapsed.as_secs_f64()
@@ -304,12 +285,6 @@ fn failure_reboots() -> Result<()> {
             "the machine did not reboot"
         );
         Ok(())
-    })
-}
-
-fn trial(name: &'static str, f: impl FnOnce() -> Result<()> + Send + 'static) -> Trial {
-    Trial::test(name, move || {
-        f().map_err(|e| Failed::from(format!("{e:#}")))
     })
 }
 

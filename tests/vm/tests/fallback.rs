@@ -6,8 +6,8 @@
 use std::fs;
 
 use anyhow::{ensure, Context, Result};
-use libtest_mimic::{Arguments, Failed, Trial};
-use stratum_vmtests::{Image, Project, Qemu, QemuOutcome, TestDisk};
+use libtest_mimic::Arguments;
+use stratum_vmtests::{check, trial, Image, Project, QemuOutcome, TestDisk, SCENARIO_HELPERS};
 
 const TRIES: usize = 2;
 const KARGS: &[&str] = &["console=ttyS0", "panic=3", "stratum.reboot-delay=2"];
@@ -31,10 +31,6 @@ fn image(name: &str) -> Result<Image> {
     )
 }
 
-const HELPERS: &str = r#"
-booted() { stratum status --booted --json | sed -n 's/.*"checksum": "\([0-9a-f]*\)".*/\1/p' | head -1; }
-"#;
-
 /// Boots `img`'s disk with the scenario; the update repository travels on the test disk.
 fn boot(
     img: &Image,
@@ -43,37 +39,15 @@ fn boot(
 ) -> Result<(QemuOutcome, TestDisk, std::path::PathBuf)> {
     let p = project();
     let dir = p.workdir(name)?;
-    let disk = img.copy_disk(&dir.join("disk.img"))?;
-    let repo = dir.join("repo");
-    stratum_vmtests::run(
-        std::process::Command::new("cp")
-            .arg("-al")
-            .arg(&img.repo)
-            .arg(&repo),
-    )?;
-    let test = TestDisk::create_with_tree(
+    let repo = img.link_repo(&dir.join("repo"))?;
+    let (out, test) = img.boot_scenario(
         &dir,
-        &format!("{HELPERS}{scenario}"),
+        &format!("{SCENARIO_HELPERS}{scenario}"),
         &[("repo", repo.as_path())],
+        |_| (),
     )?;
-    let mut q = Qemu::new(dir.join("console.log"));
-    q.disks = vec![disk, test.image.clone()];
-    let out = q.run()?;
     eprintln!("{name}: {:.0} s", out.elapsed.as_secs_f64());
     Ok((out, test, dir))
-}
-
-fn check(name: &str, out: &QemuOutcome, f: impl FnOnce() -> Result<()>) -> Result<()> {
-    let r = if out.timed_out {
-        Err(anyhow::anyhow!("the VM did not finish within its timeout"))
-    } else {
-        f()
-    };
-    r.map_err(|e| {
-        let p = project().artifacts.join(format!("{name}.console.log"));
-        let _ = fs::write(&p, &out.console);
-        anyhow::anyhow!("{e:#}\nconsole log: {}", p.display())
-    })
 }
 
 /// How many times GRUB booted the entry titled with `version` (its menu title ends in
@@ -312,12 +286,6 @@ fn rollback_ends_the_trial() -> Result<()> {
             "a rollback is not a fallback: {st}"
         );
         Ok(())
-    })
-}
-
-fn trial(name: &'static str, f: impl FnOnce() -> Result<()> + Send + 'static) -> Trial {
-    Trial::test(name, move || {
-        f().map_err(|e| Failed::from(format!("{e:#}")))
     })
 }
 

@@ -5,14 +5,12 @@
 //! `cargo test --release -p stratum-vmtests --test initramfs -- --test-threads=1` after
 //! `make build`.
 
-use std::fs;
-use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use libtest_mimic::{Arguments, Failed, Trial};
-use stratum_vmtests::{Image, Project, Qemu, QemuOutcome, TestDisk};
+use libtest_mimic::Arguments;
+use stratum_vmtests::{check, trial, Image, Project, QemuOutcome};
 
 static IMAGE: OnceLock<std::result::Result<Image, String>> = OnceLock::new();
 
@@ -31,29 +29,13 @@ fn image() -> Result<Image> {
         .map_err(|e| anyhow::anyhow!("building the test image: {e}"))
 }
 
-fn check(name: &str, out: &QemuOutcome, f: impl FnOnce() -> Result<()>) -> Result<()> {
-    let r = if out.timed_out {
-        Err(anyhow::anyhow!("the VM did not finish within its timeout"))
-    } else {
-        f()
-    };
-    r.map_err(|e| {
-        let p: PathBuf = project().artifacts.join(format!("{name}.console.log"));
-        let _ = fs::write(&p, &out.console);
-        anyhow::anyhow!("{e:#}\nconsole log: {}", p.display())
-    })
-}
-
 /// Boots `scenario` on a fresh copy of the image; returns the results.
 fn boot(name: &str, scenario: &str) -> Result<(QemuOutcome, stratum_vmtests::Results)> {
     let img = image()?;
     let dir = project().workdir(name)?;
-    let disk = img.copy_disk(&dir.join("disk.img"))?;
-    let test = TestDisk::create(&dir, scenario, &[])?;
-    let mut q = Qemu::new(dir.join("console.log"));
-    q.disks = vec![disk, test.image.clone()];
-    q.timeout = q.timeout.max(Duration::from_secs(600));
-    let out = q.run()?;
+    let (out, test) = img.boot_scenario(&dir, scenario, &[], |q| {
+        q.timeout = q.timeout.max(Duration::from_secs(600));
+    })?;
     eprintln!("{name}: finished in {:.0} s", out.elapsed.as_secs_f64());
     let r = test.results(&dir.join("results"))?;
     Ok((out, r))
@@ -185,12 +167,6 @@ fn etc_tracked_file_reported() -> Result<()> {
             r.get(2, "failed_units")
         );
         Ok(())
-    })
-}
-
-fn trial(name: &'static str, f: impl FnOnce() -> Result<()> + Send + 'static) -> Trial {
-    Trial::test(name, move || {
-        f().map_err(|e| Failed::from(format!("{e:#}")))
     })
 }
 

@@ -2,11 +2,9 @@
 //! kernel command line after a reboot, and gone after it is deleted and the machine reboots
 //! again. Run with `cargo test --release -p stratum-vmtests --test kargs` after `make build`.
 
-use std::fs;
-
 use anyhow::{ensure, Result};
-use libtest_mimic::{Arguments, Failed, Trial};
-use stratum_vmtests::{Project, Qemu, TestDisk};
+use libtest_mimic::Arguments;
+use stratum_vmtests::{check, trial, Project};
 
 fn project() -> Project {
     Project::locate().expect("locating the project")
@@ -39,14 +37,9 @@ fn append_reboot_delete_reboot() -> Result<()> {
     let p = project();
     let img = p.build_image("kargs", "1.0")?;
     let dir = p.workdir("kargs-run")?;
-    let disk = img.copy_disk(&dir.join("disk.img"))?;
-    let test = TestDisk::create(&dir, KARGS, &[])?;
-    let mut q = Qemu::new(dir.join("console.log"));
-    q.disks = vec![disk, test.image.clone()];
-    let out = q.run()?;
+    let (out, test) = img.boot_scenario(&dir, KARGS, &[], |_| ())?;
     eprintln!("kargs: three boots in {:.0} s", out.elapsed.as_secs_f64());
-    let r = (|| -> Result<()> {
-        ensure!(!out.timed_out, "the VM did not finish within its timeout");
+    check("kargs", &out, || {
         let r = test.results(&dir.join("results"))?;
         ensure!(r.boots() == 3, "expected 3 boots, ran {}", r.boots());
         ensure!(
@@ -95,19 +88,14 @@ fn append_reboot_delete_reboot() -> Result<()> {
             r.get(3, "failed_units")
         );
         Ok(())
-    })();
-    r.map_err(|e| {
-        let log = p.artifacts.join("kargs.console.log");
-        let _ = fs::write(&log, &out.console);
-        anyhow::anyhow!("{e:#}\nconsole log: {}", log.display())
     })
 }
 
 fn main() {
     let args = Arguments::from_args();
-    let trials = vec![Trial::test(
+    let trials = vec![trial(
         "vm::kargs_append_delete_across_reboots",
-        || append_reboot_delete_reboot().map_err(|e| Failed::from(format!("{e:#}"))),
+        append_reboot_delete_reboot,
     )];
     libtest_mimic::run(&args, trials).exit();
 }

@@ -1,12 +1,10 @@
 //! VM scenarios: real disk images booted in QEMU. Run with `make test-vm`.
 
-use std::fs;
-use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use anyhow::{ensure, Context, Result};
-use libtest_mimic::{Arguments, Failed, Trial};
-use stratum_vmtests::{Boot, Image, Project, Qemu, QemuOutcome, TestDisk};
+use libtest_mimic::Arguments;
+use stratum_vmtests::{check, trial, Boot, Image, Project, Qemu, SCENARIO_HELPERS};
 
 static IMAGE: OnceLock<std::result::Result<Image, String>> = OnceLock::new();
 
@@ -24,25 +22,6 @@ fn image() -> Result<Image> {
         })
         .clone()
         .map_err(|e| anyhow::anyhow!("building the test image: {e}"))
-}
-
-/// Keeps the console log as an artefact when a test fails.
-fn keep_console(name: &str, out: &QemuOutcome) -> PathBuf {
-    let p = project().artifacts.join(format!("{name}.console.log"));
-    let _ = fs::write(&p, &out.console);
-    p
-}
-
-fn check(name: &str, out: &QemuOutcome, f: impl FnOnce() -> Result<()>) -> Result<()> {
-    let r = if out.timed_out {
-        Err(anyhow::anyhow!("the VM did not finish within its timeout"))
-    } else {
-        f()
-    };
-    r.map_err(|e| {
-        let log = keep_console(name, out);
-        anyhow::anyhow!("{e:#}\nconsole log: {}", log.display())
-    })
 }
 
 const FIRST_BOOT: &str = r#"
@@ -74,11 +53,7 @@ boot_2() {
 fn first_boot() -> Result<()> {
     let img = image()?;
     let dir = project().workdir("first-boot")?;
-    let disk = img.copy_disk(&dir.join("disk.img"))?;
-    let test = TestDisk::create(&dir, FIRST_BOOT, &[])?;
-    let mut q = Qemu::new(dir.join("console.log"));
-    q.disks = vec![disk, test.image.clone()];
-    let out = q.run()?;
+    let (out, test) = img.boot_scenario(&dir, FIRST_BOOT, &[], |_| ())?;
     eprintln!(
         "first-boot: two boots in {:.0} s",
         out.elapsed.as_secs_f64()
@@ -239,7 +214,6 @@ fn ostree_admin_status_reads_our_sysroot() -> Result<()> {
 }
 
 const UPGRADE: &str = r#"
-booted() { stratum status --booted --json | sed -n 's/.*"checksum": "\([0-9a-f]*\)".*/\1/p' | head -1; }
 boot_1() {
     echo "admin motd" > /etc/motd
     mkdir -p /var/lib && echo kept > /var/lib/keep
@@ -278,19 +252,14 @@ fn upgrade_rollback_cleanup() -> Result<()> {
     let v1 = img.commit.clone();
     let v2 = img.compose_update(&p, "2.0", &[("usr/share/stratum-test/release", "2.0\n")])?;
     let dir = p.workdir("upgrade-run")?;
-    let disk = img.copy_disk(&dir.join("disk.img"))?;
     // The update repository travels on the test disk (hardlinked copy, no extra space).
-    let repo_copy = dir.join("repo");
-    stratum_vmtests::run(
-        std::process::Command::new("cp")
-            .arg("-al")
-            .arg(&img.repo)
-            .arg(&repo_copy),
+    let repo_copy = img.link_repo(&dir.join("repo"))?;
+    let (out, test) = img.boot_scenario(
+        &dir,
+        &format!("{SCENARIO_HELPERS}{UPGRADE}"),
+        &[("repo", repo_copy.as_path())],
+        |_| (),
     )?;
-    let test = TestDisk::create_with_tree(&dir, UPGRADE, &[("repo", repo_copy.as_path())])?;
-    let mut q = Qemu::new(dir.join("console.log"));
-    q.disks = vec![disk, test.image.clone()];
-    let out = q.run()?;
     eprintln!("upgrade: three boots in {:.0} s", out.elapsed.as_secs_f64());
     check("upgrade-rollback-cleanup", &out, || {
         let r = test.results(&dir.join("results"))?;
@@ -375,7 +344,6 @@ fn upgrade_rollback_cleanup() -> Result<()> {
 }
 
 const CRASHES: &str = r#"
-booted() { stratum status --booted --json | sed -n 's/.*"checksum": "\([0-9a-f]*\)".*/\1/p' | head -1; }
 crash() { STRATUM_FAILPOINTS="$1" stratum "${@:2}"; echo "rc=$?"; }
 boot_1() {
     result booted "$(booted)"
@@ -412,26 +380,17 @@ fn crash_points_boot() -> Result<()> {
     let v1 = img.commit.clone();
     let v2 = img.compose_update(&p, "2.0", &[("usr/share/stratum-test/release", "2.0\n")])?;
     let dir = p.workdir("crash-run")?;
-    let disk = img.copy_disk(&dir.join("disk.img"))?;
-    let repo_copy = dir.join("repo");
-    stratum_vmtests::run(
-        std::process::Command::new("cp")
-            .arg("-al")
-            .arg(&img.repo)
-            .arg(&repo_copy),
-    )?;
+    let repo_copy = img.link_repo(&dir.join("repo"))?;
     std::fs::write(dir.join("v1"), &v1)?;
-    let test = TestDisk::create_with_tree(
+    let (out, test) = img.boot_scenario(
         &dir,
-        CRASHES,
+        &format!("{SCENARIO_HELPERS}{CRASHES}"),
         &[
             ("repo", repo_copy.as_path()),
             ("v1", dir.join("v1").as_path()),
         ],
+        |_| (),
     )?;
-    let mut q = Qemu::new(dir.join("console.log"));
-    q.disks = vec![disk, test.image.clone()];
-    let out = q.run()?;
     eprintln!(
         "crash points: four boots in {:.0} s",
         out.elapsed.as_secs_f64()
@@ -464,12 +423,6 @@ fn crash_points_boot() -> Result<()> {
             "leftover partial checkout after the next command"
         );
         Ok(())
-    })
-}
-
-fn trial(name: &'static str, f: impl FnOnce() -> Result<()> + Send + 'static) -> Trial {
-    Trial::test(name, move || {
-        f().map_err(|e| Failed::from(format!("{e:#}")))
     })
 }
 

@@ -1,0 +1,186 @@
+//! Scaffolding shared by the host integration tests: a temporary sysroot with a source
+//! repository, the real `stratum` binary run against it, and a fake OS composed into it.
+//!
+//! Each test file compiles this module on its own and uses only part of it.
+#![allow(dead_code)]
+
+use std::ffi::OsStr;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The kernel version of the fake OS.
+pub const FAKE_KVER: &str = "6.1.0-9-amd64";
+
+/// A temporary directory holding the source repository, the sysroot and the run directory.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub src: PathBuf,
+    pub sysroot: PathBuf,
+    pub run: PathBuf,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        // Deployment roots are immutable; let the temporary directory go.
+        let _ = Command::new("chattr")
+            .arg("-R")
+            .arg("-i")
+            .arg(self.dir.path())
+            .output();
+    }
+}
+
+impl Env {
+    /// A fresh temporary directory; nothing composed or installed yet.
+    pub fn new() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        Env {
+            src: dir.path().join("src-repo"),
+            sysroot: dir.path().join("sysroot"),
+            run: dir.path().join("run"),
+            dir,
+        }
+    }
+
+    pub fn stratum(&self, args: &[&str]) -> Output {
+        self.stratum_env(args, &[])
+    }
+
+    pub fn stratum_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_stratum"));
+        c.arg("--sysroot")
+            .arg(&self.sysroot)
+            .args(args)
+            .env("STRATUM_RUN_DIR", &self.run);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().expect("running stratum")
+    }
+
+    /// `stratum compose rootfs --keep-initramfs` of `root` into the source repository
+    /// (ref `os/x`), with `--version` when given; the new commit.
+    pub fn compose_root(&self, root: &Path, version: Option<&str>) -> String {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_stratum"));
+        c.args(["compose", "rootfs", "--keep-initramfs", "--ref", "os/x"]);
+        if let Some(version) = version {
+            c.args(["--version", version]);
+        }
+        let out = c.arg("--repo").arg(&self.src).arg(root).output().unwrap();
+        ok(out).trim().to_string()
+    }
+
+    /// Composes a version of the fake OS (kernel + initramfs kept as given) into the source
+    /// repository: the base tree, the extra directories `dirs`, then `files` (parents made).
+    pub fn compose_fake_os(&self, version: &str, dirs: &[&str], files: &[(&str, &str)]) -> String {
+        let root = self.dir.path().join(format!("root-{version}"));
+        let modules = format!("usr/lib/modules/{FAKE_KVER}");
+        for d in ["etc", &modules, "usr/bin", "boot"].iter().chain(dirs) {
+            fs::create_dir_all(root.join(d)).unwrap();
+        }
+        fs::write(
+            root.join("usr/lib/os-release"),
+            "ID=fake\nPRETTY_NAME=\"Fake OS\"\n",
+        )
+        .unwrap();
+        fs::write(root.join("usr/bin/version"), version).unwrap();
+        fs::write(root.join(format!("boot/vmlinuz-{FAKE_KVER}")), "kernel\n").unwrap();
+        fs::write(
+            root.join(format!("boot/initrd.img-{FAKE_KVER}")),
+            format!("initrd {version}\n"),
+        )
+        .unwrap();
+        for (p, c) in files {
+            fs::create_dir_all(root.join(p).parent().unwrap()).unwrap();
+            fs::write(root.join(p), c).unwrap();
+        }
+        self.compose_root(&root, Some(version))
+    }
+
+    /// `stratum install to-filesystem ARGS --repo SRC SYSROOT`, unchecked.
+    pub fn install_to_filesystem<S: AsRef<OsStr>>(
+        &self,
+        args: impl IntoIterator<Item = S>,
+    ) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_stratum"))
+            .args(["install", "to-filesystem"])
+            .args(args)
+            .arg("--repo")
+            .arg(&self.src)
+            .arg(&self.sysroot)
+            .output()
+            .unwrap()
+    }
+
+    /// Installs the source repository's `os/x` with kargs `root=UUID=1234 quiet`, following
+    /// it as remote `src`.
+    pub fn install_following_src(&self) {
+        let url = format!("src=file://{}", self.src.display());
+        ok(self.install_to_filesystem([
+            "--karg",
+            "root=UUID=1234",
+            "--karg",
+            "quiet",
+            "--ref",
+            "os/x",
+            "--remote",
+            &url,
+        ]));
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        serde_json::from_str(&ok(self.stratum(&["status", "--json"]))).unwrap()
+    }
+
+    pub fn checksums(&self) -> Vec<String> {
+        self.status()["deployments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["checksum"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// The deployment directory of `csum` with serial 0.
+    pub fn dep(&self, csum: &str) -> PathBuf {
+        self.dep_serial(csum, 0)
+    }
+
+    pub fn dep_serial(&self, csum: &str, serial: u64) -> PathBuf {
+        self.sysroot
+            .join(format!("ostree/deploy/default/deploy/{csum}.{serial}"))
+    }
+
+    /// The deployment directories' names, sorted.
+    pub fn deploy_dirs(&self) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(self.sysroot.join("ostree/deploy/default/deploy"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.ends_with(".origin"))
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+/// The stdout of a command that must have succeeded; `what` names it in the failure.
+pub fn succeeded(out: Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The stdout of a `stratum` run that must have succeeded.
+pub fn ok(out: Output) -> String {
+    succeeded(out, "stratum")
+}
+
+/// The stderr of a `stratum` run that must have failed.
+pub fn err(out: Output) -> String {
+    assert!(!out.status.success(), "stratum succeeded unexpectedly");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
