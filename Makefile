@@ -23,8 +23,11 @@ DEB_PACKAGES := libostree-dev ostree pkg-config qemu-system-x86 ovmf debootstrap
 
 all: build
 
+# dracut and Debian's ostree-boot are only the peers the benchmarks measure against.
+BENCH_PACKAGES := dracut-core
+
 deps:
-	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	@missing=$$(for p in $(DEB_PACKAGES) $(EXTRA_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		echo "Installing Debian packages:" $$missing; \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
@@ -65,6 +68,7 @@ demo: build
 
 # Benchmarks (not tests): ratios against the real peers, measured in one run.
 bench: build
+	$(MAKE) deps EXTRA_PACKAGES="$(BENCH_PACKAGES)"
 	$(CARGO) bench --locked -p stratum --bench deploy
 	$(CARGO) bench --locked -p stratum-initramfs --bench generic
 
