@@ -358,7 +358,7 @@ pub fn default_timeout() -> Duration {
     let secs = std::env::var("STRATUM_VM_TIMEOUT")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(300);
+        .unwrap_or(900);
     Duration::from_secs(secs)
 }
 
