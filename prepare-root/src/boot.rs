@@ -160,15 +160,14 @@ impl Boot {
         self.progress("deployment mounts set up");
 
         let info = &mut self.info;
-        info.mode = MODE_INITRAMFS.into();
-        info.deployment = dep.relpath.display().to_string();
-        info.stateroot = dep.stateroot.clone();
-        info.checksum = dep.checksum.clone();
-        info.serial = dep.serial;
-        info.ostree_arg = arg;
-        info.root_device = devnode.clone();
-        info.root_spec = params.root.clone().unwrap_or_default();
-        info.fstype = fstype.clone();
+        info.record_deployment(
+            MODE_INITRAMFS,
+            &dep,
+            arg,
+            devnode.clone(),
+            params.root.clone().unwrap_or_default(),
+            fstype.clone(),
+        );
         info.mounts = std::mem::take(&mut mounter.records);
         info.initramfs = initramfs_info();
         info.tracked_etc_files = std::fs::read_to_string(crate::TRACKED_ETC_LIST)

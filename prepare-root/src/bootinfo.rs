@@ -86,6 +86,27 @@ pub struct BootInfo {
 }
 
 impl BootInfo {
+    /// Records what was booted; shared by the PID 1 and the systemd-initrd paths.
+    pub fn record_deployment(
+        &mut self,
+        mode: &str,
+        dep: &crate::confine::Deployment,
+        ostree_arg: String,
+        root_device: String,
+        root_spec: String,
+        fstype: String,
+    ) {
+        self.mode = mode.into();
+        self.deployment = dep.relpath.display().to_string();
+        self.stateroot = dep.stateroot.clone();
+        self.checksum = dep.checksum.clone();
+        self.serial = dep.serial;
+        self.ostree_arg = ostree_arg;
+        self.root_device = root_device;
+        self.root_spec = root_spec;
+        self.fstype = fstype;
+    }
+
     /// Reads a `boot.json` (normally [`BOOT_JSON`]).
     pub fn load(path: &Path) -> io::Result<BootInfo> {
         let data = std::fs::read(path)?;

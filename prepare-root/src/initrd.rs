@@ -290,15 +290,14 @@ impl Setup {
         self.progress("deployment mounted on /sysroot");
 
         let info = &mut self.info;
-        info.mode = MODE_SYSTEMD_INITRD.into();
-        info.deployment = dep.relpath.display().to_string();
-        info.stateroot = dep.stateroot.clone();
-        info.checksum = dep.checksum.clone();
-        info.serial = dep.serial;
-        info.ostree_arg = arg;
-        info.root_device = device.clone();
-        info.root_spec = params.root.clone().unwrap_or_default();
-        info.fstype = fstype.clone();
+        info.record_deployment(
+            MODE_SYSTEMD_INITRD,
+            &dep,
+            arg,
+            device.clone(),
+            params.root.clone().unwrap_or_default(),
+            fstype.clone(),
+        );
         info.initramfs = initramfs_info();
         self.write_markers();
         let short: String = dep.checksum.chars().take(12).collect();
