@@ -125,16 +125,15 @@ pub fn write_boot_set(
         },
     );
     fs::write(gen.join("grub.cfg"), cfg).context("writing grub.cfg")?;
-    fsutil::fsync_tree(&gen)?;
-    fsutil::fsync_dir(&boot)?;
     crate::failpoint("bootloader::after-generation")?;
 
-    // 4. Make /boot durable for a reader that does not replay the journal.
-    crate::fsfreeze::sync_and_freeze(&boot)?;
+    // 4. Make the bootlinks and the generation durable (one syncfs per filesystem instead of
+    // an fsync per file), and /boot readable by GRUB, which does not replay the journal.
+    crate::fsfreeze::sync_sysroot_and_boot(&sysroot.path, &boot)?;
     crate::failpoint("bootloader::before-swap")?;
 
-    // 5. The switch.
-    fsutil::atomic_symlink(&format!("loader.{new_bv}"), &boot.join("loader"))?;
+    // 5. The switch, made durable before anyone is told it happened.
+    fsutil::replace_symlink(&format!("loader.{new_bv}"), &boot.join("loader"))?;
     crate::fsfreeze::sync_and_freeze(&boot)?;
     crate::failpoint("bootloader::after-swap")?;
 
@@ -215,8 +214,8 @@ fn write_bootlinks(sysroot: &Sysroot, bv: u8, deployments: &[BootDeployment]) ->
             .with_context(|| format!("creating bootlink in {}", parent.display()))?;
     }
     fs::create_dir_all(&dir)?;
-    fsutil::fsync_tree(&dir)?;
-    fsutil::atomic_symlink(&format!("boot.{bv}.{sub}"), &link)
+    // Durable with the generation, by the sync before the swap.
+    fsutil::replace_symlink(&format!("boot.{bv}.{sub}"), &link)
 }
 
 fn remove_unused_boot_files(sysroot: &Sysroot, deployments: &[BootDeployment]) -> Result<()> {
@@ -236,7 +235,8 @@ fn remove_unused_boot_files(sysroot: &Sysroot, deployments: &[BootDeployment]) -
             fsutil::remove_any(&p)?;
         }
     }
-    fsutil::fsync_dir(&dir)
+    // No sync: garbage that survives a crash is collected by the next writer.
+    Ok(())
 }
 
 /// Removes `ostree/boot.N.M` directories that no `ostree/boot.N` link points to.

@@ -49,6 +49,23 @@ pub fn sync_and_freeze(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Makes everything written so far on the filesystems of `sysroot` and `boot` durable: one
+/// `syncfs` per filesystem (the sysroot's only when it is not also `/boot`'s), then
+/// [`sync_and_freeze`] of `boot`. Writers of the boot set create their files without
+/// per-file fsyncs and call this before each switch: one journal commit instead of one per
+/// file.
+pub fn sync_sysroot_and_boot(sysroot: &Path, boot: &Path) -> Result<()> {
+    let dev = |p: &Path| {
+        std::fs::metadata(p)
+            .map(|m| m.dev())
+            .with_context(|| format!("stat {}", p.display()))
+    };
+    if dev(sysroot)? != dev(boot)? {
+        syncfs(sysroot)?;
+    }
+    sync_and_freeze(boot)
+}
+
 fn is_mount_point(dir: &Path) -> Result<bool> {
     let m = std::fs::metadata(dir)?;
     let parent = std::fs::metadata(dir.join(".."))?;

@@ -35,15 +35,22 @@ pub fn atomic_write(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
     fsync_dir(dir)
 }
 
-/// Points the symlink `link` at `target` atomically (a new link is renamed over the old one).
+/// Points the symlink `link` at `target` atomically (a new link is renamed over the old one)
+/// and durably (the directory is fsynced).
 pub fn atomic_symlink(target: &str, link: &Path) -> Result<()> {
+    replace_symlink(target, link)?;
+    fsync_dir(parent_of(link)?)
+}
+
+/// Points the symlink `link` at `target` atomically, without syncing: for writers that sync
+/// the whole filesystem next (see [`crate::fsfreeze`]).
+pub fn replace_symlink(target: &str, link: &Path) -> Result<()> {
     let dir = parent_of(link)?;
     let tmp = dir.join(format!(".{}.tmp", file_name(link)?));
     let _ = fs::remove_file(&tmp);
     symlink(target, &tmp).with_context(|| format!("creating symlink {}", tmp.display()))?;
     fs::rename(&tmp, link)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), link.display()))?;
-    fsync_dir(dir)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), link.display()))
 }
 
 /// fsyncs a directory so that renames and new entries in it are durable.
@@ -66,22 +73,6 @@ pub fn copy_file_durable(src: &Path, dst: &Path) -> Result<()> {
     fs::rename(&tmp, dst)
         .with_context(|| format!("renaming {} to {}", tmp.display(), dst.display()))?;
     Ok(())
-}
-
-/// fsyncs every file and directory below `dir` (and `dir` itself).
-pub fn fsync_tree(dir: &Path) -> Result<()> {
-    for entry in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
-        let entry = entry?;
-        let ft = entry.file_type()?;
-        if ft.is_dir() {
-            fsync_tree(&entry.path())?;
-        } else if ft.is_file() {
-            File::open(entry.path())
-                .and_then(|f| f.sync_all())
-                .with_context(|| format!("fsync {}", entry.path().display()))?;
-        }
-    }
-    fsync_dir(dir)
 }
 
 /// Removes `path` whatever it is (file, symlink or directory tree); a missing path is fine.

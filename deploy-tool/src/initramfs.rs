@@ -592,11 +592,12 @@ mount --rbind /dev "$r/dev"
 mount -t proc proc "$r/proc"
 mount -t sysfs sysfs "$r/sys"
 mount -t tmpfs tmpfs "$r/tmp"
-mount -t tmpfs tmpfs "$r/var/tmp" 2>/dev/null || mount -t tmpfs tmpfs "$r/var"
+mount -t tmpfs tmpfs "$r/var"
+mkdir "$r/var/tmp"
 mount -t tmpfs tmpfs "$r/run"
 mkdir "$r/run/stratum-initramfs"
 mount --bind "$cache" "$r/run/stratum-initramfs"
-exec chroot "$r" dracut --no-hostonly --add stratum --kver "$k" --force \
+exec chroot "$r" dracut --no-hostonly --add stratum --kver "$k" --force --tmpdir /tmp \
     --include "/run/stratum-initramfs/$json" /etc/stratum/initramfs.json "$@" \
     "/run/stratum-initramfs/$out"
 "#;

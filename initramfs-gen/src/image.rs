@@ -318,10 +318,17 @@ fn requested(spec: &BuildSpec, db: &ModuleDb) -> Result<Request> {
         Mode::Default => {
             let mut required = spec.options.modules.clone();
             required.extend(add);
+            // Device drivers load at boot only when a device asks for them by modalias (a
+            // virtio-blk machine does not pay for the SCSI stack); the rest always loads.
+            let always = required
+                .iter()
+                .filter(|m| !db.has_device_alias(m))
+                .cloned()
+                .collect();
             Request {
                 required,
                 optional: Vec::new(),
-                always: None,
+                always: Some(always),
                 host: None,
             }
         }
@@ -329,7 +336,7 @@ fn requested(spec: &BuildSpec, db: &ModuleDb) -> Result<Request> {
             let always = sets::GENERIC_ALWAYS
                 .iter()
                 .map(|s| s.to_string())
-                .chain(add.iter().cloned())
+                .chain(add.iter().filter(|m| !db.has_device_alias(m)).cloned())
                 .collect();
             Request {
                 required: add,

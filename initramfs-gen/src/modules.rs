@@ -327,6 +327,16 @@ impl ModuleDb {
         set.into_iter().cloned().collect()
     }
 
+    /// Whether a device can ask for `name`: it has a bus alias (`pci:…`, `virtio:…`, `scsi:…`,
+    /// `usb:…`, `cpu:…`), which prepare-root matches against device modaliases at boot.
+    /// Filesystems (`fs-ext4`), crypto (`crypto-…`) and plain name aliases do not count.
+    pub fn has_device_alias(&self, name: &str) -> bool {
+        let name = normalize(name);
+        self.patterns
+            .iter()
+            .any(|(pat, m)| *m == name && pat.contains(':'))
+    }
+
     /// `modules.alias` lines of the resolved modules only, in the original order: the image's
     /// alias index, small enough for prepare-root to match every device against quickly.
     pub fn alias_lines(&self, r: &Resolution) -> Vec<String> {

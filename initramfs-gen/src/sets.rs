@@ -7,7 +7,8 @@
 /// `default` mode: a QEMU guest with a virtio (blk or scsi) disk and an ext4 root. On Debian 12's
 /// 6.1 cloud kernel ext4 (with jbd2, mbcache, crc16) and crc32c_generic are built in, while
 /// virtio_pci, virtio_blk, virtio_scsi and sd_mod are modules (pulling in virtio, virtio_ring,
-/// virtio_pci_{modern,legacy}_dev, scsi_mod, scsi_common). Everything is loaded at boot.
+/// virtio_pci_{modern,legacy}_dev, scsi_mod, scsi_common). The drivers load at boot when a
+/// device's modalias asks for them, the rest always.
 pub const DEFAULT_MODULES: &[&str] = &[
     "virtio_pci",
     "virtio_blk",

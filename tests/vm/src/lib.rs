@@ -367,6 +367,35 @@ pub const SCENARIO_HELPERS: &str = r#"
 booted() { stratum status --booted --json | sed -n 's/.*"checksum": "\([0-9a-f]*\)".*/\1/p' | head -1; }
 "#;
 
+/// Scenario function `boot_1` that runs `stratum initramfs --enable ARGS` (timed: `enable_ms`;
+/// exit code `enable_rc`, stderr `enable_err`, then `initramfs --json` as `state`), keeps
+/// the boot's `boot.json` and reboots into the result.
+pub fn initramfs_enable_boot_1(args: &str) -> String {
+    format!(
+        r#"
+boot_1() {{
+    cp /run/stratum/boot.json "$out/boot-1.boot_json"
+    t0=$(date +%s%N)
+    stratum initramfs --enable {args} 2> "$out/boot-1.enable_err"; result enable_rc $?
+    result enable_ms $(( ($(date +%s%N) - t0) / 1000000 ))
+    cat "$out/boot-1.enable_err"
+    stratum initramfs --json > "$out/boot-1.state" 2>&1
+    request_reboot
+}}
+"#
+    )
+}
+
+/// The input digest `stratum initramfs` reports on a `initramfs: WHAT DIGEST …` line
+/// (`regenerated`, `cache hit`) in `stderr`.
+pub fn initramfs_digest(stderr: &str, what: &str) -> Option<String> {
+    stderr
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("initramfs: {what} ")))
+        .and_then(|r| r.split_whitespace().next())
+        .map(str::to_string)
+}
+
 /// Keeps the console log of `out` as the artefact `<name>.console.log`; its path.
 pub fn keep_console(name: &str, out: &QemuOutcome) -> PathBuf {
     let p = Project::locate()

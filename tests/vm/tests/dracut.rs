@@ -2,7 +2,8 @@
 //! dracut, run inside the deployment's own root with `--add stratum`, and kept by
 //! `stratum compose rootfs --keep-initramfs`. systemd is PID 1 of that initramfs, mounts the
 //! root at /sysroot, and `stratum-prepare-root.service` (`initrd-setup /sysroot`) turns it into
-//! the deployment before systemd switches root. Run with
+//! the deployment before systemd switches root. A second image is regenerated on the booted
+//! machine by `stratum initramfs --enable --generator dracut`. Run with
 //! `cargo test --release -p stratum-vmtests --test dracut -- --test-threads=1`.
 
 use std::fs;
@@ -13,7 +14,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use libtest_mimic::Arguments;
-use stratum_vmtests::{check, remove_tree, secs, trial, Boot, Image, Project, Qemu, TEST_REF};
+use stratum_vmtests::{
+    check, initramfs_digest, initramfs_enable_boot_1, remove_tree, secs, trial, Boot, Image,
+    Project, Qemu, TEST_REF,
+};
 
 /// The image, built once for all scenarios, and how long dracut took.
 #[derive(Debug, Clone)]
@@ -244,6 +248,77 @@ fn boots_through_dracut_module() -> Result<()> {
     })
 }
 
+/// `stratum initramfs --enable --generator dracut` on the booted machine: dracut runs inside
+/// the new deployment's root with the `stratum` module, the image carries the input digest
+/// (as `/etc/stratum/initramfs.json`), and the next boot goes through it.
+const REGENERATE_BOOT_2: &str = r#"
+boot_2() {
+    cp /run/stratum/boot.json "$out/boot-2.boot_json"
+    result unit "$(journalctl -b -o cat -u stratum-prepare-root.service)"
+    result failed_units "$(systemctl --failed --no-legend --plain)"
+    result multi_user "$(systemctl is-active multi-user.target)"
+}
+"#;
+
+fn regenerated_by_dracut_boots() -> Result<()> {
+    let b = built()?;
+    let img = &b.image;
+    let name = "dracut-regenerate";
+    let dir = project().workdir(name)?;
+    let scenario = initramfs_enable_boot_1("--generator dracut") + REGENERATE_BOOT_2;
+    let (out, test) = img.boot_scenario(&dir, &scenario, &[], |_| ())?;
+    eprintln!("{name}: 2 boots in {:.0} s", out.elapsed.as_secs_f64());
+    check(name, &out, || {
+        let r = test.results(&dir.join("results"))?;
+        ensure!(r.boots() == 2, "expected 2 boots, ran {}", r.boots());
+        let err = r.get(1, "enable_err");
+        ensure!(
+            r.get(1, "enable_rc") == "0",
+            "initramfs --enable --generator dracut failed:\n{err}"
+        );
+        let digest = initramfs_digest(&err, "regenerated")
+            .with_context(|| format!("no regeneration reported:\n{err}"))?;
+        ensure!(
+            err.contains("(dracut)"),
+            "the regeneration did not use dracut:\n{err}"
+        );
+        let state: serde_json::Value =
+            serde_json::from_str(&r.get(1, "state")).context("initramfs --json")?;
+        ensure!(
+            state.to_string().contains("dracut"),
+            "initramfs state does not name the generator: {state}"
+        );
+        let bj: serde_json::Value =
+            serde_json::from_str(&r.get(2, "boot_json")).context("boot.json of boot 2")?;
+        ensure!(bj["mode"] == "systemd-initrd", "boot.json mode: {bj}");
+        let info = &bj["initramfs"]["info"];
+        ensure!(
+            info["input_digest"] == digest.as_str() && info["generator"] == "dracut",
+            "boot 2 did not boot the dracut image {digest}: {}",
+            bj["initramfs"]
+        );
+        ensure!(
+            bj["serial"] == 1 && bj["checksum"] == img.commit.as_str(),
+            "expected a new deployment of the same commit: {bj}"
+        );
+        ensure!(
+            r.get(2, "unit").contains("set up on /sysroot"),
+            "stratum-prepare-root.service journal: {:?}",
+            r.get(2, "unit")
+        );
+        ensure!(
+            r.get(2, "failed_units").is_empty() && r.get(2, "multi_user") == "active",
+            "boot 2 unhealthy: {}",
+            r.get(2, "failed_units")
+        );
+        eprintln!(
+            "{name}: dracut regeneration in the guest took {} ms (TCG)",
+            r.get(1, "enable_ms")
+        );
+        Ok(())
+    })
+}
+
 /// A bad `ostree=`: the service must explain on the console, and systemd must reboot
 /// (`FailureAction=reboot`) after `stratum.reboot-delay=`.
 fn failure_reboots() -> Result<()> {
@@ -294,6 +369,10 @@ fn main() {
         trial(
             "vm::dracut_initramfs_boots_deployment",
             boots_through_dracut_module,
+        ),
+        trial(
+            "vm::dracut_regenerated_on_client_boots",
+            regenerated_by_dracut_boots,
         ),
         trial("vm::dracut_initramfs_bad_ostree_reboots", failure_reboots),
     ];

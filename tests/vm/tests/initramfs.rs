@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use libtest_mimic::Arguments;
-use stratum_vmtests::{check, trial, Image, Project, QemuOutcome};
+use stratum_vmtests::{
+    check, initramfs_digest, initramfs_enable_boot_1, trial, Image, Project, QemuOutcome,
+};
 
 static IMAGE: OnceLock<std::result::Result<Image, String>> = OnceLock::new();
 
@@ -41,23 +43,9 @@ fn boot(name: &str, scenario: &str) -> Result<(QemuOutcome, stratum_vmtests::Res
     Ok((out, r))
 }
 
-fn digest_after(text: &str, what: &str) -> Option<String> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("initramfs: {what} ")))
-        .and_then(|r| r.split_whitespace().next())
-        .map(str::to_string)
-}
-
-const ENABLE: &str = r#"
-boot_1() {
-    cp /run/stratum/boot.json "$out/boot-1.boot_json"
-    t0=$(date +%s%N)
-    stratum initramfs --enable 2> "$out/boot-1.enable_err"; result enable_rc $?
-    result enable_ms $(( ($(date +%s%N) - t0) / 1000000 ))
-    cat "$out/boot-1.enable_err"
-    stratum initramfs --json > "$out/boot-1.state" 2>&1
-    request_reboot
-}
+/// After `initramfs --enable`: the regenerated image booted; the same inputs again are
+/// served from the cache.
+const ENABLE_BOOT_2: &str = r#"
 boot_2() {
     cp /run/stratum/boot.json "$out/boot-2.boot_json"
     result failed_units "$(systemctl --failed --no-legend --plain)"
@@ -72,7 +60,8 @@ boot_2() {
 "#;
 
 fn enable_boots_regenerated() -> Result<()> {
-    let (out, r) = boot("initramfs-enable", ENABLE)?;
+    let scenario = initramfs_enable_boot_1("") + ENABLE_BOOT_2;
+    let (out, r) = boot("initramfs-enable", &scenario)?;
     check("initramfs-enable", &out, || {
         ensure!(r.boots() == 2, "expected 2 boots, ran {}", r.boots());
         let err = r.get(1, "enable_err");
@@ -80,7 +69,7 @@ fn enable_boots_regenerated() -> Result<()> {
             r.get(1, "enable_rc") == "0",
             "initramfs --enable failed:\n{err}"
         );
-        let digest = digest_after(&err, "regenerated")
+        let digest = initramfs_digest(&err, "regenerated")
             .with_context(|| format!("no regeneration reported:\n{err}"))?;
         let bj1: serde_json::Value = serde_json::from_str(&r.get(1, "boot_json"))?;
         let bj2: serde_json::Value =
@@ -112,7 +101,7 @@ fn enable_boots_regenerated() -> Result<()> {
         let err2 = r.get(2, "deploy_err");
         ensure!(r.get(2, "deploy_rc") == "0", "deploy failed:\n{err2}");
         ensure!(
-            digest_after(&err2, "cache hit").as_deref() == Some(digest.as_str()),
+            initramfs_digest(&err2, "cache hit").as_deref() == Some(digest.as_str()),
             "second deployment was not served from the cache:\n{err2}"
         );
         eprintln!(
