@@ -195,10 +195,11 @@ pub fn run(ops: &Ops, o: &InitramfsOpts, stage: bool) -> Result<()> {
     let _lock = ops.begin()?;
     let st = ops.state()?;
     let stateroot = ops.stateroot(&st);
-    let merge = ops
-        .merge_deployment(&st, &stateroot)
+    // The change applies to what would boot next (a staged upgrade stays staged, with it).
+    let base = ops
+        .pending_deployment(&st, &stateroot)
         .with_context(|| format!("no deployment in stateroot {stateroot}; install one first"))?;
-    let origin = ops.origin_of(&merge)?;
+    let origin = ops.origin_of(&base)?;
     let cur = Settings::from_origin(&origin)?;
     let mut new = cur.clone();
     if o.enable {
@@ -222,7 +223,7 @@ pub fn run(ops: &Ops, o: &InitramfsOpts, stage: bool) -> Result<()> {
         eprintln!("Initramfs regeneration is already enabled with these settings; nothing to do.");
         return Ok(());
     }
-    let outcome = ops.deploy(&merge.checksum, new.apply(&origin)?, stage)?;
+    let outcome = ops.deploy(&base.checksum, new.apply(&origin)?, stage)?;
     if o.new.json {
         println!("{}", serde_json::to_string_pretty(&outcome)?);
     }
@@ -243,16 +244,25 @@ pub fn run(ops: &Ops, o: &InitramfsOpts, stage: bool) -> Result<()> {
     Ok(())
 }
 
+/// Prints the settings of the deployment that boots next (see [`Ops::pending_deployment`]),
+/// and says so when that is not the booted one.
 fn print_state(ops: &Ops, json: bool) -> Result<()> {
     let st = ops.state()?;
     let stateroot = ops.stateroot(&st);
-    let Some(merge) = ops.merge_deployment(&st, &stateroot) else {
+    let Some(pending) = ops.pending_deployment(&st, &stateroot) else {
         bail!("no deployment in stateroot {stateroot}");
     };
-    let s = settings_of(&ops.sysroot, &merge)?;
+    let s = settings_of(&ops.sysroot, &pending)?;
+    let staged = st
+        .staged
+        .as_ref()
+        .is_some_and(|x| x.name() == pending.name());
+    let booted = st.booted.as_ref() == Some(&pending);
     if json {
         let v = serde_json::json!({
-            "deployment": merge.name(),
+            "deployment": pending.name(),
+            "staged": staged,
+            "booted": booted,
             "regenerate": s.regenerate,
             "generator": s.generator,
             "args": s.args,
@@ -260,6 +270,13 @@ fn print_state(ops: &Ops, json: bool) -> Result<()> {
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
+    }
+    if st.booted.is_some() && !booted {
+        println!(
+            "Next boot ({} deployment {}):",
+            if staged { "staged" } else { "default" },
+            pending.name()
+        );
     }
     if s.regenerate {
         println!("Initramfs regeneration: enabled ({})", s.generator.name());

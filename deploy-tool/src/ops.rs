@@ -96,6 +96,22 @@ impl Ops {
             })
     }
 
+    /// The deployment the next change builds on (its commit and origin): the staged one, else
+    /// the stateroot's default. Changes stack: `initramfs --enable` after a staged upgrade
+    /// keeps the upgrade, and an upgrade after `initramfs --enable` keeps the regeneration.
+    pub fn pending_deployment(&self, st: &State, stateroot: &str) -> Option<Deployment> {
+        st.staged
+            .as_ref()
+            .filter(|s| s.stateroot == stateroot)
+            .map(Staged::deployment)
+            .or_else(|| {
+                st.deployments
+                    .iter()
+                    .find(|d| d.stateroot == stateroot)
+                    .cloned()
+            })
+    }
+
     /// Locks and makes the sysroot writable for a mutation.
     pub fn begin(&self) -> Result<SysrootLock> {
         make_writable(&self.sysroot)?;
@@ -125,15 +141,13 @@ impl Ops {
     /// Deploys `commit` with `origin`: a new deployment inheriting `/etc` and kernel
     /// arguments from the merge deployment. With `stage`, it is only written into the boot
     /// set at shutdown; otherwise at once.
-    pub fn deploy(&self, commit: &str, origin: Origin, stage: bool) -> Result<DeployOutcome> {
+    pub fn deploy(&self, commit: &str, mut origin: Origin, stage: bool) -> Result<DeployOutcome> {
+        // A pin belongs to one deployment (`[libostree-transient]`): new ones start unpinned.
+        origin.pinned = false;
         let st = self.state()?;
         let stateroot = self.stateroot(&st);
         let merge = self.merge_deployment(&st, &stateroot);
         let repo = self.repo()?;
-        if let Some(old) = &st.staged {
-            eprintln!("Replacing the staged deployment {}", old.name());
-            staged::clear()?;
-        }
         self.sysroot.init(&stateroot)?;
         let kargs = merge.as_ref().map(|m| m.kargs.clone()).unwrap_or_default();
         let mut dep = deploy::create(
@@ -168,6 +182,10 @@ impl Ops {
             etc_added: diff.added.len(),
             etc_removed: diff.removed.len(),
         };
+        // Only a complete new deployment replaces the staged one: a failure above keeps it.
+        if let Some(old) = &st.staged {
+            eprintln!("Replacing the staged deployment {}", old.name());
+        }
         if stage {
             staged::write(&Staged {
                 stateroot: dep.stateroot.clone(),
@@ -182,6 +200,9 @@ impl Ops {
             return Ok(outcome);
         }
         fsutil::set_immutable(&dep_root, true)?;
+        if st.staged.is_some() {
+            staged::clear()?;
+        }
         let mut list = vec![dep];
         list.extend(merge.clone());
         list.extend(self.kept_deployments(&st, merge.as_ref())?);
@@ -438,16 +459,7 @@ impl Ops {
     }
 
     fn finalize_inner(&self, st: &State, s: &Staged) -> Result<String> {
-        let mut dep = Deployment {
-            stateroot: s.stateroot.clone(),
-            checksum: s.checksum.clone(),
-            serial: s.serial,
-            bootcsum: s.bootcsum.clone(),
-            bootserial: 0,
-            kver: s.kver.clone(),
-            kargs: s.kargs.clone(),
-            overlay_initrds: Vec::new(),
-        };
+        let mut dep = s.deployment();
         let root = self.sysroot.path.join(dep.relpath());
         let merge = s.merge.as_ref().and_then(|name| {
             st.deployments

@@ -37,6 +37,20 @@ impl Staged {
     pub fn name(&self) -> String {
         format!("{}.{}", self.checksum, self.serial)
     }
+
+    /// The deployment this record describes (not in a boot set yet: no overlay initrds).
+    pub fn deployment(&self) -> crate::sysroot::Deployment {
+        crate::sysroot::Deployment {
+            stateroot: self.stateroot.clone(),
+            checksum: self.checksum.clone(),
+            serial: self.serial,
+            bootcsum: self.bootcsum.clone(),
+            bootserial: 0,
+            kver: self.kver.clone(),
+            kargs: self.kargs.clone(),
+            overlay_initrds: Vec::new(),
+        }
+    }
 }
 
 fn record_path() -> PathBuf {

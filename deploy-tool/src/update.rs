@@ -56,7 +56,12 @@ pub fn update(ops: &Ops, target: &Target, opts: UpdateOptions) -> Result<UpdateR
     let merge = ops.merge_deployment(&st, &stateroot).with_context(|| {
         format!("no deployment in stateroot {stateroot} to update; install one first")
     })?;
-    let mut origin = ops.origin_of(&merge)?;
+    // What to follow (ref, initramfs settings…) comes from what boots next, so changes
+    // stack: an upgrade after `initramfs --enable` or a staged rebase keeps them.
+    let base = ops
+        .pending_deployment(&st, &stateroot)
+        .unwrap_or_else(|| merge.clone());
+    let mut origin = ops.origin_of(&base)?;
     if let Target::Rebase(refspec) = target {
         if refspec.is_empty() {
             bail!("rebase needs REMOTE:REF or REF");

@@ -412,3 +412,74 @@ fn failed_finalize_is_reported_and_leaves_the_boot_set() {
     );
     assert!(!env.status()["finalize-failure"].is_null());
 }
+
+/// Changes stack on what boots next: `initramfs --enable` after a staged upgrade keeps the
+/// upgrade, `--disable` undoes a staged `--enable`, an upgrade keeps the regeneration, and a
+/// pin stays with its deployment.
+#[test]
+fn changes_stack_on_the_pending_deployment() {
+    let env = Env::new();
+    let dep_file = format!("usr/lib/modules/{FAKE_KVER}/modules.dep");
+    let regen: [(&str, &str); 2] = [
+        (&dep_file, ""),
+        ("usr/lib/stratum/stratum-prepare-root", "fake init\n"),
+    ];
+    let v1 = env.compose("1", "motd v1\n", &regen);
+    env.install_following_src();
+    let v2 = env.compose("2", "motd v2\n", &regen);
+    ok(env.stratum(&["upgrade", "--stage"]));
+    // A failing change keeps the staged deployment (the fake kernel has no virtio modules).
+    assert!(!env
+        .stratum(&["initramfs", "--enable", "--stage"])
+        .status
+        .success());
+    assert_eq!(env.status()["deployments"][0]["checksum"], v2.as_str());
+    ok(env.stratum(&["initramfs", "--enable", "--arg=--generic", "--stage"]));
+    let st = env.status();
+    assert_eq!(st["deployments"][0]["staged"], true);
+    assert_eq!(
+        st["deployments"][0]["checksum"],
+        v2.as_str(),
+        "the staged upgrade was dropped"
+    );
+    let state = |env: &Env| -> serde_json::Value {
+        serde_json::from_str(&ok(env.stratum(&["initramfs", "--json"]))).unwrap()
+    };
+    let s = state(&env);
+    assert_eq!(
+        (&s["regenerate"], &s["staged"]),
+        (&true.into(), &true.into())
+    );
+    assert!(s["deployment"].as_str().unwrap().starts_with(&v2));
+
+    // Changing one's mind before the reboot.
+    ok(env.stratum(&["initramfs", "--disable", "--stage"]));
+    assert_eq!(state(&env)["regenerate"], false);
+    assert_eq!(env.status()["deployments"][0]["checksum"], v2.as_str());
+
+    // Enabled and finalized, then pinned: the upgrade keeps the regeneration, not the pin.
+    ok(env.stratum(&["initramfs", "--enable", "--arg=--generic", "--stage"]));
+    ok(env.stratum(&["finalize-staged"]));
+    assert_eq!(env.checksums()[0], v2);
+    ok(env.stratum(&["pin", "0"]));
+    let v3 = env.compose("3", "motd v3\n", &regen);
+    let out = env.stratum(&["upgrade"]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    ok(out);
+    // Same kernel and modules as v2: the regenerated image comes from the cache.
+    assert!(err.contains("initramfs: cache hit"), "{err}");
+    let st = env.status();
+    let d = &st["deployments"][0];
+    assert_eq!(d["checksum"], v3.as_str());
+    let origin = fs::read_to_string(env.sysroot.join(format!(
+        "ostree/deploy/default/deploy/{v3}.{}.origin",
+        d["serial"]
+    )))
+    .unwrap();
+    assert!(origin.contains("regenerate-initramfs=true"), "{origin}");
+    assert!(
+        !origin.contains("pinned"),
+        "the pin was inherited:\n{origin}"
+    );
+    assert!(env.checksums().contains(&v1) || env.checksums().contains(&v2));
+}
