@@ -17,7 +17,7 @@ export STRATUM_CACHE ?= $(HOME)/.cache/stratum
 
 # Build and test dependencies (Debian 12 package names).
 DEB_PACKAGES := libostree-dev ostree pkg-config qemu-system-x86 ovmf debootstrap fdisk \
-	mtools dosfstools grub-efi-amd64-bin e2fsprogs cpio zstd kmod gnupg
+	mtools dosfstools grub-efi-amd64-bin e2fsprogs cpio zstd kmod gnupg systemd
 
 .PHONY: all deps build install test test-unit test-vm demo bench clean
 

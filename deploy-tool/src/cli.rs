@@ -255,7 +255,8 @@ pub enum ComposeCmd {
     /// The kernel moves to /usr/lib/modules/KVER/vmlinuz beside a new initramfs whose /init is
     /// stratum-prepare-root (taken from the root's /usr/lib/stratum, so install Stratum into
     /// the root first with `make install DESTDIR=ROOTFS`); /etc becomes /usr/etc; /var's
-    /// contents move to /usr/share/factory/var and are recreated at boot by tmpfiles.d;
+    /// contents move to /usr/share/factory/var (copied into /var at install, recreated when
+    /// missing at boot by tmpfiles.d);
     /// /home /root /opt /srv /mnt /usr/local become symlinks into /var. ROOTFS itself is not
     /// modified. REPO is created when missing; on any error it is left unchanged.
     Rootfs(ComposeRootfsOpts),

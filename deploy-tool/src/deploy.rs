@@ -46,6 +46,7 @@ pub fn create(sysroot: &Sysroot, repo: &ostree::Repo, nd: &NewDeployment) -> Res
         );
     }
     fsutil::copy_tree(&usr_etc, &partial.join("etc"))?;
+    seed_var(sysroot, nd.stateroot, &partial)?;
     let kver = find_kver(&partial)?;
     let bootcsum = boot_checksum(&partial.join("usr/lib/modules").join(&kver))?;
 
@@ -70,6 +71,29 @@ pub fn create(sysroot: &Sysroot, repo: &ostree::Repo, nd: &NewDeployment) -> Res
         kargs: nd.kargs.clone(),
         overlay_initrds: Vec::new(),
     })
+}
+
+/// A new stateroot's `/var` starts as a copy of the image's (`/usr/share/factory/var`), as
+/// an installer leaves it, so the first boot's tmpfiles.d has nothing left to copy. A `/var`
+/// with anything in it belongs to the machine and is never touched. The copy is made beside
+/// it and renamed over the empty directory, so `/var` is either empty or complete.
+fn seed_var(sysroot: &Sysroot, stateroot: &str, checkout: &Path) -> Result<()> {
+    let sr = sysroot.stateroot_dir(stateroot);
+    let var = sr.join("var");
+    let factory = checkout.join(crate::layout::FACTORY_VAR);
+    let empty = match fs::read_dir(&var) {
+        Ok(mut rd) => rd.next().is_none(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+        Err(e) => return Err(e).with_context(|| format!("reading {}", var.display())),
+    };
+    if !empty || !factory.is_dir() {
+        return Ok(());
+    }
+    let tmp = sr.join(".var.seed");
+    fsutil::remove_any(&tmp)?;
+    fsutil::copy_tree(&factory, &tmp)?;
+    fs::rename(&tmp, &var).with_context(|| format!("putting {} in place", var.display()))?;
+    Ok(())
 }
 
 /// Removes checkouts a crash left behind (they were never part of a boot set).

@@ -226,7 +226,8 @@ fn remove_root_kernel_links(root: &Path) -> Result<()> {
 }
 
 /// Moves `/var`'s contents to the factory directory and writes the tmpfiles.d snippet that
-/// recreates them: `d` for directories, `L` for symlinks, `C` (copy if missing) for files.
+/// recreates them: `d` for directories, `L` for symlinks, `C` (copy if missing) for files and
+/// for whole directories of many files.
 fn factory_var(root: &Path) -> Result<()> {
     let var = root.join("var");
     fs::create_dir_all(&var)?;
@@ -263,6 +264,14 @@ fn tmpfiles_lines(dir: &Path, at: &Path, out: &mut String) -> Result<()> {
         if m.file_type().is_symlink() {
             let link = fs::read_link(e.path())?;
             let _ = writeln!(out, "L {t} - - - - {}", link.display());
+        } else if m.is_dir() && is_file_bundle(&e.path())? {
+            // One recursive copy instead of a line per file: tmpfiles walks every path of
+            // every line at each boot, which is what makes a long snippet slow.
+            let _ = writeln!(
+                out,
+                "C {t} - - - - {}",
+                tmpfiles_escape(&factory.to_string_lossy())
+            );
         } else if m.is_dir() {
             let _ = writeln!(
                 out,
@@ -281,6 +290,23 @@ fn tmpfiles_lines(dir: &Path, at: &Path, out: &mut String) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Directories holding at least this many files, and only files, are copied as a whole.
+const BUNDLE_MIN_FILES: usize = 16;
+
+/// Whether `dir` is a bundle of files (such as `/var/lib/dpkg/info`): only regular files, at
+/// least [`BUNDLE_MIN_FILES`]. tmpfiles.d's `C` copies such a directory when it is missing or
+/// empty, which no early boot service makes it.
+fn is_file_bundle(dir: &Path) -> Result<bool> {
+    let mut files = 0;
+    for e in fs::read_dir(dir)? {
+        if !e?.file_type()?.is_file() {
+            return Ok(false);
+        }
+        files += 1;
+    }
+    Ok(files >= BUNDLE_MIN_FILES)
 }
 
 fn tmpfiles_escape(path: &str) -> String {
@@ -314,6 +340,7 @@ fn rename_if_different(from: &Path, to: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::ffi::OsStringExt;
 
     fn fake_root() -> tempfile::TempDir {
         let d = tempfile::tempdir().unwrap();
@@ -340,6 +367,14 @@ mod tests {
         fs::write(r.join("boot/config-6.1.0-1-amd64"), "config").unwrap();
         fs::write(r.join("etc/motd"), "hello").unwrap();
         fs::write(r.join("var/lib/dpkg/status"), "pkgs").unwrap();
+        fs::create_dir_all(r.join("var/lib/dpkg/info")).unwrap();
+        for i in 0..BUNDLE_MIN_FILES {
+            fs::write(
+                r.join(format!("var/lib/dpkg/info/p{i}.list")),
+                format!("{i}"),
+            )
+            .unwrap();
+        }
         fs::write(r.join("root/.bashrc"), "rc").unwrap();
         fs::write(r.join("dev/null-ish"), "").unwrap();
         symlink("/run", r.join("var/run")).unwrap();
@@ -420,6 +455,12 @@ mod tests {
             conf.contains("C /var/lib/dpkg/status - - - - /usr/share/factory/var/lib/dpkg/status"),
             "{conf}"
         );
+        // A directory of many files is one recursive copy.
+        assert!(
+            conf.contains("C /var/lib/dpkg/info - - - - /usr/share/factory/var/lib/dpkg/info\n"),
+            "{conf}"
+        );
+        assert!(!conf.contains("/info/p"), "{conf}");
         assert!(conf.contains("d /var/roothome 0755 "), "{conf}");
         assert!(conf.contains("C /var/roothome/.bashrc"), "{conf}");
         assert!(conf.contains("L /var/run - - - - /run"), "{conf}");
@@ -428,6 +469,62 @@ mod tests {
         assert_eq!(
             fs::read_to_string(r.join(FACTORY_VAR).join("lib/dpkg/status")).unwrap(),
             "pkgs"
+        );
+    }
+
+    /// The snippet, run by the real systemd-tmpfiles on an empty /var, recreates the image's
+    /// /var exactly; run again, it changes nothing the admin did.
+    #[test]
+    fn systemd_tmpfiles_recreates_var_from_the_snippet() {
+        let d = fake_root();
+        let r = d.path();
+        let k = select_kernel(r, None).unwrap();
+        apply(r, &k, false).unwrap();
+        // tmpfiles resolves the uid/gid columns and C sources inside --root.
+        fs::create_dir_all(r.join("etc")).unwrap();
+        fs::write(r.join("etc/passwd"), "root:x:0:0::/root:/bin/sh\n").unwrap();
+        fs::write(r.join("etc/group"), "root:x:0:\n").unwrap();
+        let tmpfiles = || {
+            let out = std::process::Command::new("systemd-tmpfiles")
+                .arg("--create")
+                .arg(format!("--root={}", r.display()))
+                .arg(r.join(TMPFILES_CONF))
+                .output()
+                .expect("running systemd-tmpfiles");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        tmpfiles();
+        let listing = |dir: &Path| -> Vec<(PathBuf, Vec<u8>)> {
+            let mut v = Vec::new();
+            let mut stack = vec![dir.to_path_buf()];
+            while let Some(d) = stack.pop() {
+                for e in fs::read_dir(&d).unwrap() {
+                    let p = e.unwrap().path();
+                    let m = fs::symlink_metadata(&p).unwrap();
+                    let rel = p.strip_prefix(dir).unwrap().to_path_buf();
+                    if m.is_dir() {
+                        stack.push(p);
+                        v.push((rel, Vec::new()));
+                    } else if m.file_type().is_symlink() {
+                        v.push((rel, fs::read_link(&p).unwrap().into_os_string().into_vec()));
+                    } else {
+                        v.push((rel, fs::read(&p).unwrap()));
+                    }
+                }
+            }
+            v.sort();
+            v
+        };
+        assert_eq!(listing(&r.join("var")), listing(&r.join(FACTORY_VAR)));
+        fs::write(r.join("var/lib/dpkg/info/p0.list"), "edited").unwrap();
+        tmpfiles();
+        assert_eq!(
+            fs::read_to_string(r.join("var/lib/dpkg/info/p0.list")).unwrap(),
+            "edited"
         );
     }
 

@@ -139,6 +139,11 @@ fn compose_then_install_is_read_by_ostree() {
     // /etc is a copy, never a hardlink into the repository.
     use std::os::unix::fs::MetadataExt;
     assert_eq!(fs::metadata(dep.join("etc/motd")).unwrap().nlink(), 1);
+    // The new stateroot's /var starts as the image's, as a copy too.
+    let var_state = sysroot.join("ostree/deploy/default/var/lib/demo/state");
+    assert_eq!(fs::read_to_string(&var_state).unwrap(), "state\n");
+    assert_eq!(fs::metadata(&var_state).unwrap().nlink(), 1);
+    assert!(!sysroot.join("ostree/deploy/default/.var.seed").exists());
 
     let st = Command::new("ostree")
         .args(["admin", "status", "--sysroot"])
