@@ -160,7 +160,8 @@ pub fn prepare_for_boot_set(
 ) -> Result<()> {
     let (mut env, problem) = load_env(sysroot)?;
     let state = BootState::load(sysroot, &new_default.stateroot);
-    let same_default = old_default == Some(new_default);
+    // The same deployment with other kernel arguments or initrds is still the same default.
+    let same_default = old_default.map(id) == Some(id(new_default));
     if same_default && problem.is_none() {
         return Ok(());
     }

@@ -320,7 +320,7 @@ impl Ops {
                 fsutil::remove_tree_force(&e.path())?;
                 removed_any = true;
             }
-            fsutil::fsync_dir(&dir)?;
+            // No sync: a removal a crash undoes is garbage the next collection finds again.
         }
         crate::failpoint("ops::after-gc")?;
         let repo = self.repo()?;

@@ -125,6 +125,8 @@ fn append_delete_replace_rewrite_only_the_boot_set() {
     let dirs = env.deploy_inodes();
     let before = env.entry(1);
     let loader = env.loader();
+    let grubenv = env.sysroot.join("boot/grubenv");
+    let grubenv_inode = fs::metadata(&grubenv).unwrap().ino();
 
     ok(env.stratum(&[
         "kargs",
@@ -149,6 +151,11 @@ fn append_delete_replace_rewrite_only_the_boot_set() {
     let cfg = env.grub_cfg();
     assert!(cfg.contains(" 'quiet.test=1' 'foo=\"a b\"' "), "{cfg}");
     assert_eq!(env.deploy_inodes(), dirs, "kargs made a checkout");
+    assert_eq!(
+        fs::metadata(&grubenv).unwrap().ino(),
+        grubenv_inode,
+        "same default deployment: the boot-counting state is not rewritten"
+    );
     assert!(ostree_admin_status(&env.sysroot).contains(&format!("default {v1}.0")));
     assert_eq!(
         ok(env.stratum(&["kargs"])).trim(),
