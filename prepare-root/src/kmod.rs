@@ -2,7 +2,8 @@
 //!
 //! First the modules the generator listed in [`crate::MODULES_LOAD_LIST`] (already in dependency
 //! order and uncompressed: one `finit_module` per line). Then, when running as PID 1, every
-//! device in `/sys/devices` that has a `modalias` and no bound driver is matched against the
+//! device on a bus (`/sys/bus/*/devices`) that has a `modalias` and no bound driver is matched
+//! against the
 //! image's `modules.alias`, and the matching modules present in the image are loaded with their
 //! dependencies from the image's `modules.dep`; this repeats while it finds new devices (after
 //! `virtio_pci` binds, the virtio devices appear; after a SCSI host, its disks), so a generic
@@ -18,10 +19,8 @@ use std::path::{Path, PathBuf};
 
 use crate::fnmatch::fnmatch;
 
-/// Passes over `/sys/devices`: each may reveal devices of the drivers loaded by the previous.
+/// Passes over the buses: each may reveal devices of the drivers loaded by the previous.
 const MAX_PASSES: usize = 4;
-/// Directory depth bound for the sysfs walk (real trees stay far below it).
-const MAX_DEPTH: usize = 48;
 
 /// Outcome of loading modules.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -86,8 +85,8 @@ pub fn module_name(path: &str) -> String {
 /// Where modalias loading looks: sysfs and the image's modules directory.
 #[derive(Debug, Clone)]
 pub struct Layout {
-    /// `/sys/devices`.
-    pub sys_devices: PathBuf,
+    /// `/sys/bus`.
+    pub sys_bus: PathBuf,
     /// `/sys/module`: a module (or built-in driver with parameters) there needs no loading.
     pub sys_module: PathBuf,
     /// `/usr/lib/modules/<kver>` of the initramfs.
@@ -111,7 +110,7 @@ impl Layout {
             }
         };
         Some(Layout {
-            sys_devices: "/sys/devices".into(),
+            sys_bus: "/sys/bus".into(),
             sys_module: "/sys/module".into(),
             moddir,
         })
@@ -170,36 +169,30 @@ impl ModIndex {
     }
 }
 
-/// The `modalias` of every device under `sys_devices` that has no driver bound, sorted.
-pub fn unbound_modaliases(sys_devices: &Path) -> BTreeSet<String> {
+/// The `modalias` of every device on a bus (`/sys/bus/*/devices/*`, the lists udev's
+/// coldplug walks) that has no driver bound, sorted. Only device directories are visited, not
+/// the whole `/sys/devices` tree with its attribute groups: under emulation that walk costs
+/// tens of milliseconds per pass.
+pub fn unbound_modaliases(sys_bus: &Path) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
-    let mut stack = vec![(sys_devices.to_path_buf(), 0)];
-    while let Some((dir, depth)) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&dir) else {
+    let Ok(buses) = std::fs::read_dir(sys_bus) else {
+        return out;
+    };
+    for bus in buses.flatten() {
+        let Ok(devices) = std::fs::read_dir(bus.path().join("devices")) else {
             continue;
         };
-        let mut alias = None;
-        let mut bound = false;
-        for e in rd.flatten() {
-            let name = e.file_name();
-            // `file_type` does not follow symlinks: `subsystem`, `driver`, `device`... are links,
-            // and following them would loop.
-            let Ok(ft) = e.file_type() else { continue };
-            if ft.is_dir() && depth < MAX_DEPTH {
-                stack.push((e.path(), depth + 1));
-            } else if name == "modalias" && ft.is_file() {
-                alias = Some(e.path());
-            } else if name == "driver" {
-                bound = true;
+        for dev in devices.flatten() {
+            let dir = dev.path();
+            // Most devices have no modalias: one failed open, nothing more.
+            let Ok(alias) = std::fs::read_to_string(dir.join("modalias")) else {
+                continue;
+            };
+            let alias = alias.trim();
+            if alias.is_empty() || std::fs::symlink_metadata(dir.join("driver")).is_ok() {
+                continue;
             }
-        }
-        if let (Some(p), false) = (alias, bound) {
-            if let Ok(s) = std::fs::read_to_string(p) {
-                let s = s.trim();
-                if !s.is_empty() {
-                    out.insert(s.to_string());
-                }
-            }
+            out.insert(alias.to_string());
         }
     }
     out
@@ -216,7 +209,7 @@ pub fn load_by_modalias(layout: &Layout, loader: &mut dyn Loader, report: &mut L
     let mut seen: BTreeSet<String> = BTreeSet::new();
     for _ in 0..MAX_PASSES {
         report.modalias_passes += 1;
-        let aliases = unbound_modaliases(&layout.sys_devices);
+        let aliases = unbound_modaliases(&layout.sys_bus);
         let mut progress = false;
         for alias in aliases.difference(&seen) {
             for name in index.matches(alias) {

@@ -50,51 +50,74 @@ impl Loader for Fake {
         if name == "virtio_pci" {
             let pci = self.sys.join("devices/pci0000:00/0000:00:04.0");
             std::fs::write(pci.join("driver"), "").unwrap();
-            let vd = pci.join("virtio0");
-            std::fs::create_dir_all(&vd).unwrap();
-            std::fs::write(vd.join("modalias"), "virtio:d00000002v00001AF4\n").unwrap();
+            fake_device(
+                &self.sys,
+                "virtio",
+                "pci0000:00/0000:00:04.0/virtio0",
+                "virtio:d00000002v00001AF4",
+            );
         }
         self.loaded.push(name);
         Ok(())
     }
 }
 
+/// A device at `/sys/devices/REL` with `alias`, listed in `/sys/bus/BUS/devices` as the
+/// kernel lists it (a symlink to the device directory).
+fn fake_device(sys: &Path, bus: &str, rel: &str, alias: &str) -> PathBuf {
+    let d = sys.join("devices").join(rel);
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("modalias"), format!("{alias}\n")).unwrap();
+    let list = sys.join("bus").join(bus).join("devices");
+    std::fs::create_dir_all(&list).unwrap();
+    let name = rel.rsplit('/').next().unwrap();
+    std::os::unix::fs::symlink(&d, list.join(name)).unwrap();
+    d
+}
+
 fn fake(t: &Path) -> Layout {
     let sys = t.join("sys");
-    let dev = |rel: &str, alias: &str, bound: bool| {
-        let d = sys.join("devices").join(rel);
-        std::fs::create_dir_all(&d).unwrap();
-        std::fs::write(d.join("modalias"), format!("{alias}\n")).unwrap();
-        if bound {
-            std::os::unix::fs::symlink("/nowhere", d.join("driver")).unwrap();
-        }
-    };
-    dev(
+    fake_device(
+        &sys,
+        "pci",
         "pci0000:00/0000:00:04.0",
         "pci:v00001AF4d00001001sv00001AF4sd00000002bc01sc00i00",
-        false,
     );
     // Already bound: its matching module (ahci, not in the image anyway) is not wanted.
-    dev(
+    let ahci = fake_device(
+        &sys,
+        "pci",
         "pci0000:00/0000:00:1f.2",
         "pci:v00008086d00002922sv0sd0bc01sc06i01",
-        true,
     );
+    std::os::unix::fs::symlink("/nowhere", ahci.join("driver")).unwrap();
     // No module in the image for this one.
-    dev("platform/serial8250", "platform:serial8250", false);
+    fake_device(
+        &sys,
+        "platform",
+        "platform/serial8250",
+        "platform:serial8250",
+    );
     // A SCSI disk whose driver (sd_mod) is already in /sys/module: nothing to do.
-    dev(
+    fake_device(
+        &sys,
+        "scsi",
         "pci0000:00/0000:00:05.0/host0/0:0:0:0",
         "scsi:t-0x00",
-        false,
     );
+    // A bus device without a modalias, and a bus without a device list: both skipped.
+    std::fs::create_dir_all(sys.join("devices/system/cpu/cpu0")).unwrap();
+    let cpus = sys.join("bus/cpu/devices");
+    std::fs::create_dir_all(&cpus).unwrap();
+    std::os::unix::fs::symlink(sys.join("devices/system/cpu/cpu0"), cpus.join("cpu0")).unwrap();
+    std::fs::create_dir_all(sys.join("bus/empty")).unwrap();
     std::fs::create_dir_all(sys.join("module/sd_mod")).unwrap();
     let moddir = t.join("usr/lib/modules/6.1");
     std::fs::create_dir_all(&moddir).unwrap();
     std::fs::write(moddir.join("modules.alias"), ALIAS).unwrap();
     std::fs::write(moddir.join("modules.dep"), DEP).unwrap();
     Layout {
-        sys_devices: sys.join("devices"),
+        sys_bus: sys.join("bus"),
         sys_module: sys.join("module"),
         moddir,
     }
