@@ -62,7 +62,8 @@ pub enum Command {
     /// Assess this boot: run health checks, bless or reject a deployment on trial, handle a
     /// fallback (run after every boot by stratum-boot-complete.service)
     BootComplete(BootCompleteOpts),
-    /// Regenerate the initramfs on this machine for new deployments (or show the setting)
+    /// Regenerate the initramfs on this machine for new deployments (or show the setting of
+    /// the deployment that boots next: the staged one, else the default)
     Initramfs(crate::initramfs::InitramfsOpts),
     /// Carry /etc files into the initramfs as an extra initrd (or list them)
     InitramfsEtc(crate::initramfs_etc::InitramfsEtcOpts),
