@@ -7,16 +7,14 @@
 //! `cargo test --release -p stratum-vmtests --test dracut -- --test-threads=1`.
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use libtest_mimic::Arguments;
 use stratum_vmtests::{
-    check, initramfs_digest, initramfs_enable_boot_1, remove_tree, secs, trial, Boot, Image,
-    Project, Qemu, TEST_REF,
+    check, initramfs_digest, initramfs_enable_boot_1, kernel_version, remove_tree, run_dracut,
+    secs, trial, Boot, Image, Project, Qemu, TEST_REF,
 };
 
 /// The image, built once for all scenarios, and how long dracut took.
@@ -33,64 +31,6 @@ fn project() -> Project {
     Project::locate().expect("locating the project")
 }
 
-/// The only kernel version in `root`.
-fn kernel_version(root: &Path) -> Result<String> {
-    let mut kvers: Vec<String> = fs::read_dir(root.join("usr/lib/modules"))?
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    ensure!(
-        kvers.len() == 1,
-        "expected one kernel in the root, found {kvers:?}"
-    );
-    Ok(kvers.remove(0))
-}
-
-/// Runs dracut inside `root` (chroot, with /dev /proc /sys mounted in a private mount
-/// namespace, so nothing leaks onto the host even if it fails), output at the place
-/// `stratum compose rootfs --keep-initramfs` takes it from.
-fn run_dracut(root: &Path, kver: &str, log: &Path) -> Result<PathBuf> {
-    const SCRIPT: &str = r#"
-r=$1 k=$2
-mount --rbind /dev "$r/dev"
-mount -t proc proc "$r/proc"
-mount -t sysfs sysfs "$r/sys"
-exec chroot "$r" dracut --no-hostonly --add stratum --kver "$k" --force \
-    "/usr/lib/modules/$k/initramfs.img"
-"#;
-    let out = Command::new("unshare")
-        .args([
-            "--mount",
-            "--propagation",
-            "private",
-            "--",
-            "sh",
-            "-ec",
-            SCRIPT,
-            "sh",
-        ])
-        .arg(root)
-        .arg(kver)
-        .output()
-        .context("running unshare/chroot/dracut")?;
-    let mut text = out.stdout;
-    text.extend_from_slice(&out.stderr);
-    fs::write(log, &text)?;
-    if !out.status.success() {
-        let text = String::from_utf8_lossy(&text);
-        let tail: Vec<&str> = text.lines().rev().take(20).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
-        bail!("dracut failed ({}):\n{}", out.status, tail.join("\n"));
-    }
-    let text = String::from_utf8_lossy(&text);
-    ensure!(
-        text.contains("Including module: stratum"),
-        "dracut did not include the stratum module (see {})",
-        log.display()
-    );
-    Ok(root.join(format!("usr/lib/modules/{kver}/initramfs.img")))
-}
-
 /// Debian root with dracut + Stratum → dracut initramfs → compose (keeping it) → disk.
 fn build() -> Result<Built> {
     let p = project();
@@ -103,7 +43,7 @@ fn build() -> Result<Built> {
     let kver = kernel_version(&root)?;
     eprintln!("[{name}] dracut --no-hostonly --add stratum --kver {kver} (inside the root)");
     let td = Instant::now();
-    let initramfs = run_dracut(&root, &kver, &dir.join("dracut.log"))?;
+    let initramfs = run_dracut(&root, &kver, "stratum", &dir.join("dracut.log"))?;
     let dracut_time = td.elapsed();
     let initramfs_bytes = fs::metadata(&initramfs)?.len();
     eprintln!(

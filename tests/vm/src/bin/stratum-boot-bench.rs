@@ -24,12 +24,12 @@
 //! (after `make build`; as root).
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{bail, ensure, Context, Result};
-use stratum_vmtests::{remove_tree, secs, Image, Project, Qemu, TestDisk, TEST_REF};
+use stratum_vmtests::{
+    kernel_version, remove_tree, run_dracut, secs, Image, Project, Qemu, TestDisk, TEST_REF,
+};
 
 const KARGS: &[&str] = &["console=ttyS0"];
 
@@ -66,64 +66,6 @@ struct Series {
     second: Vec<Sample>,
 }
 
-fn kernel_version(root: &Path) -> Result<String> {
-    let mut kvers: Vec<String> = fs::read_dir(root.join("usr/lib/modules"))?
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    ensure!(
-        kvers.len() == 1,
-        "expected one kernel in the root, found {kvers:?}"
-    );
-    Ok(kvers.remove(0))
-}
-
-/// `dracut --no-hostonly --add ostree` inside `root` (chroot in a private mount namespace,
-/// as tests/vm/tests/dracut.rs does it), output where `--keep-initramfs` takes it from.
-fn run_dracut_ostree(root: &Path, kver: &str, log: &Path) -> Result<PathBuf> {
-    const SCRIPT: &str = r#"
-r=$1 k=$2
-mount --rbind /dev "$r/dev"
-mount -t proc proc "$r/proc"
-mount -t sysfs sysfs "$r/sys"
-exec chroot "$r" dracut --no-hostonly --add ostree --kver "$k" --force \
-    "/usr/lib/modules/$k/initramfs.img"
-"#;
-    let out = Command::new("unshare")
-        .args([
-            "--mount",
-            "--propagation",
-            "private",
-            "--",
-            "sh",
-            "-ec",
-            SCRIPT,
-            "sh",
-        ])
-        .arg(root)
-        .arg(kver)
-        .output()
-        .context("running unshare/chroot/dracut")?;
-    let mut text = out.stdout;
-    text.extend_from_slice(&out.stderr);
-    fs::write(log, &text)?;
-    let text = String::from_utf8_lossy(&text);
-    if !out.status.success() {
-        let tail: Vec<&str> = text.lines().rev().take(20).collect();
-        bail!(
-            "dracut failed ({}):\n{}",
-            out.status,
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-        );
-    }
-    ensure!(
-        text.contains("Including module: ostree"),
-        "dracut did not include the ostree module (see {})",
-        log.display()
-    );
-    Ok(root.join(format!("usr/lib/modules/{kver}/initramfs.img")))
-}
-
 /// The peer: Debian root + dracut + ostree-boot (+ Stratum, for the scenario unit and the
 /// same userspace as the native image), dracut initramfs with OSTree's module.
 fn build_ostree_image(p: &Project) -> Result<Image> {
@@ -145,7 +87,7 @@ fn build_ostree_image(p: &Project) -> Result<Image> {
     let kver = kernel_version(&root)?;
     eprintln!("[{name}] dracut --no-hostonly --add ostree --kver {kver} (inside the root)");
     let td = Instant::now();
-    let initramfs = run_dracut_ostree(&root, &kver, &dir.join("dracut.log"))?;
+    let initramfs = run_dracut(&root, &kver, "ostree", &dir.join("dracut.log"))?;
     eprintln!(
         "[{name}] dracut built the initramfs in {:.1} s ({} KiB)",
         secs(td),
