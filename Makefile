@@ -71,7 +71,7 @@ bench: build
 	$(MAKE) deps EXTRA_PACKAGES="$(BENCH_PACKAGES)"
 	$(CARGO) bench --locked -p stratum --bench deploy
 	$(CARGO) bench --locked -p stratum-initramfs --bench generic
-	$(CARGO) run --release --locked -p stratum-vmtests --bin stratum-boot-bench
+	$(CARGO) run --release --locked -p stratum-vmtests --bin stratum-boot-bench -- --runs 3
 
 clean:
 	$(CARGO) clean
