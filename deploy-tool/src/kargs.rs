@@ -31,7 +31,7 @@ pub struct Kargs {
 }
 
 /// Arguments only the writer may set (it adds `ostree=` to every entry).
-const RESERVED: &[&str] = &["ostree"];
+const RESERVED: &[&str] = &[stratum_prepare_root::KARG_OSTREE];
 /// Arguments that may be changed but not removed: without them the system cannot boot.
 const REQUIRED: &[&str] = &["root"];
 
@@ -117,6 +117,19 @@ pub fn parse_one(arg: &str) -> Result<Param> {
         bail!("kernel argument {arg:?} has an empty key");
     }
     Ok(p)
+}
+
+/// Checks one argument an administrator or an image asks for (`--karg`, `kargs.d`): a single
+/// well-formed argument whose key is not one only the writer sets.
+pub fn check_settable(arg: &str) -> Result<Param> {
+    let p = parse_one(arg)?;
+    reserved(&p)?;
+    Ok(p)
+}
+
+/// Whether `key` is written by the boot-set writer alone (`ostree=`).
+pub fn is_reserved(key: &str) -> bool {
+    RESERVED.contains(&key)
 }
 
 fn reserved(p: &Param) -> Result<()> {

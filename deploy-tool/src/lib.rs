@@ -1,40 +1,39 @@
-//! Stratum's admin library: sysroot layout, composing and deploying commits, the bootloader
-//! writer, status. The `stratum` binary is a thin command line over it.
+//! Stratum's admin library. The `stratum` binary is a thin command line over it.
+//!
+//! Commands sit above mechanisms, and the mechanisms' folders follow the data flow:
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`commands`] | one module per verb: arguments, output, `--json` |
+//! | [`compose`] | root directory -> postprocessed tree -> commit |
+//! | [`install`] | a new sysroot (directory or GPT disk image) from a commit |
+//! | [`deployment`] | the one new-deployment pipeline, finalize, rollback/cleanup/pin |
+//! | [`counting`] | boot counting: trials, health checks, boot-complete, the boot-set commit |
+//! | [`state`] | the one reader of a sysroot's state: boot set, booted, staged, origins |
+//! | [`bootset`] | the entry codec, the GRUB writer and formats, durability, garbage |
+//! | [`sysroot`] | paths and the deployment type every part shares |
+//!
+//! Each depends only on those below it in this table (and on the small leaf modules
+//! [`fsutil`], [`repo`], [`remote`], [`kargs`], [`config`], [`lock`], [`cmd`]).
 
 #![deny(unsafe_code)]
 
-pub mod bls;
-pub mod bootcomplete;
-pub mod bootloader;
-pub mod bootstate;
+pub mod bootset;
 pub mod cli;
 pub mod cmd;
+pub mod commands;
 pub mod compose;
 pub mod config;
-pub mod deploy;
-pub mod disk;
-pub mod etcmerge;
-pub mod fsfreeze;
+pub mod counting;
+pub mod deployment;
 pub mod fsutil;
-pub mod grubcfg;
-pub mod grubenv;
-pub mod health;
-pub mod initramfs;
-pub mod initramfs_etc;
 pub mod install;
 pub mod kargs;
-pub mod kargs_cmd;
-pub mod kargsd;
-pub mod layout;
 pub mod lock;
-pub mod ops;
-pub mod origin;
 pub mod remote;
 pub mod repo;
-pub mod staged;
-pub mod status;
+pub mod state;
 pub mod sysroot;
-pub mod update;
 
 /// A named failpoint at a commit step. `STRATUM_FAILPOINTS=name1,name2` makes the process
 /// die at once at those points (as a power cut would: no cleanup runs);

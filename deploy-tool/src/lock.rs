@@ -1,4 +1,4 @@
-//! The sysroot lock: one mutating command at a time.
+//! The sysroot lock (one mutating command at a time), and making the sysroot writable.
 //!
 //! It is the same file and the same `flock` OSTree takes (`/ostree/lock`), so Stratum and
 //! `ostree admin` exclude each other too. The lock is released when the process exits, even
@@ -40,6 +40,39 @@ pub fn lock(sysroot: &Sysroot, no_wait: bool) -> Result<SysrootLock> {
         .map_err(|(_, e)| e)
         .with_context(|| format!("locking {}", path.display()))?;
     Ok(SysrootLock { _lock: l })
+}
+
+/// On a booted system `/sysroot` is mounted read-only. Remount it read-write in a private
+/// mount namespace of this process, as OSTree does, so the change is invisible to the rest
+/// of the system and ends with the process.
+pub fn make_writable(sysroot: &Sysroot) -> Result<()> {
+    use nix::mount::{mount, MsFlags};
+    if sysroot.path != Path::new("/") {
+        return Ok(());
+    }
+    let probe = Path::new("/sysroot");
+    if !probe.is_dir() || nix::unistd::access(probe, nix::unistd::AccessFlags::W_OK).is_ok() {
+        return Ok(());
+    }
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+        .context("creating a private mount namespace")?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_SLAVE,
+        None::<&str>,
+    )
+    .context("making mounts private")?;
+    mount(
+        Some(probe),
+        probe,
+        None::<&str>,
+        MsFlags::MS_REMOUNT | MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .context("remounting /sysroot read-write")?;
+    Ok(())
 }
 
 fn open(path: &Path) -> Result<File> {

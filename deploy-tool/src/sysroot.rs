@@ -1,25 +1,29 @@
-//! The sysroot: OSTree's on-disk layout, and the deployments it holds.
+//! The sysroot: OSTree's on-disk layout, and the deployment type every part shares.
 //!
-//! The bootloader entries of the current generation (`/boot/loader/entries`) are the source
-//! of truth for which deployments exist and in which order, as in OSTree: an entry's
-//! `ostree=` argument names a bootlink, and the bootlink names the deployment directory.
+//! A [`Sysroot`] is a directory (the physical root `/sysroot` on a booted system, seen through
+//! `/`, or a test's temporary directory) together with the run-time paths that describe the
+//! running system (`/run/stratum`, `/run/ostree-booted`, `/proc/cmdline`). Carrying them here
+//! lets the same code serve a booted machine and a test sysroot without global overrides.
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use stratum_prepare_root::cmdline::Cmdline;
 
-use crate::bls;
-
-/// A sysroot directory (`/sysroot` on a booted system, or a staging directory).
+/// A sysroot directory and the run-time state of the system that uses it.
 #[derive(Debug, Clone)]
 pub struct Sysroot {
     pub path: PathBuf,
+    /// Stratum's run-time directory (`/run/stratum`): the staged-deployment record.
+    pub run_dir: PathBuf,
+    /// The marker a booted OSTree-style system carries (`/run/ostree-booted`).
+    pub booted_marker: PathBuf,
+    /// The running kernel's command line (`/proc/cmdline`).
+    pub proc_cmdline: PathBuf,
 }
 
-/// A deployment listed in the current boot set.
+/// A deployment: a checkout of a commit in a stateroot, and how the boot set boots it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Deployment {
     pub stateroot: String,
@@ -42,6 +46,17 @@ impl Deployment {
         format!("{}.{}", self.checksum, self.serial)
     }
 
+    /// `<stateroot>-<checksum>.<serial>`: how GRUB, boot counting and `status` name it.
+    pub fn id(&self) -> String {
+        format!("{}-{}", self.stateroot, self.name())
+    }
+
+    /// Whether `self` and `other` are the same deployment directory (kernel arguments and
+    /// boot files aside).
+    pub fn same_dir(&self, other: &Deployment) -> bool {
+        self.stateroot == other.stateroot && self.name() == other.name()
+    }
+
     /// The deployment directory relative to the sysroot.
     pub fn relpath(&self) -> PathBuf {
         PathBuf::from(format!(
@@ -62,8 +77,19 @@ impl Deployment {
 }
 
 impl Sysroot {
+    /// The sysroot at `path`, with the run-time paths of the running system.
     pub fn new(path: impl Into<PathBuf>) -> Sysroot {
-        Sysroot { path: path.into() }
+        Sysroot {
+            path: path.into(),
+            run_dir: PathBuf::from("/run/stratum"),
+            booted_marker: PathBuf::from(stratum_prepare_root::OSTREE_BOOTED),
+            proc_cmdline: PathBuf::from("/proc/cmdline"),
+        }
+    }
+
+    /// Whether this is the running system's own sysroot (`/` on a booted machine).
+    pub fn is_booted_system(&self) -> bool {
+        self.path == Path::new("/") && self.booted_marker.exists()
     }
 
     pub fn repo_path(&self) -> PathBuf {
@@ -72,6 +98,11 @@ impl Sysroot {
 
     pub fn boot(&self) -> PathBuf {
         self.path.join("boot")
+    }
+
+    /// The root of deployment `d`.
+    pub fn deployment_root(&self, d: &Deployment) -> PathBuf {
+        self.path.join(d.relpath())
     }
 
     /// The stateroot's directory `ostree/deploy/<stateroot>`.
@@ -90,6 +121,17 @@ impl Sysroot {
         for d in ["deploy", "var"] {
             fs::create_dir_all(sr.join(d))
                 .with_context(|| format!("creating {}", sr.join(d).display()))?;
+        }
+        Ok(())
+    }
+
+    /// Fails unless the directory looks like a sysroot (it has `ostree/deploy`).
+    pub fn ensure_is_sysroot(&self) -> Result<()> {
+        if !self.path.join("ostree/deploy").is_dir() {
+            bail!(
+                "{} is not a sysroot (it has no ostree/deploy); give the right one with --sysroot",
+                self.path.display()
+            );
         }
         Ok(())
     }
@@ -113,82 +155,49 @@ impl Sysroot {
         }
     }
 
-    /// The deployments of the current boot set, default first.
-    pub fn deployments(&self) -> Result<Vec<Deployment>> {
-        let Some(_) = self.bootversion()? else {
-            return Ok(Vec::new());
+    /// The deployment directories on disk, as `(stateroot, name)`, whether or not a boot set
+    /// refers to them. Interrupted checkouts (`.<name>.partial`) are not included.
+    pub fn deployment_dirs(&self) -> Result<Vec<(String, String)>> {
+        let base = self.path.join("ostree/deploy");
+        let mut out = Vec::new();
+        let rd = match fs::read_dir(&base) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", base.display())),
         };
-        let dir = self.boot().join("loader/entries");
-        let mut entries = Vec::new();
-        for e in fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
-            let path = e?.path();
-            if path.extension().is_some_and(|x| x == "conf") {
-                let text = fs::read_to_string(&path)
-                    .with_context(|| format!("reading {}", path.display()))?;
-                let entry = bls::Entry::parse(&text)
-                    .with_context(|| format!("parsing {}", path.display()))?;
-                entries.push((path, entry));
+        for sr in rd {
+            let sr = sr.with_context(|| format!("reading {}", base.display()))?;
+            let Ok(stateroot) = sr.file_name().into_string() else {
+                continue;
+            };
+            let Ok(entries) = fs::read_dir(sr.path().join("deploy")) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let Ok(name) = e.file_name().into_string() else {
+                    continue;
+                };
+                if e.file_type().is_ok_and(|t| t.is_dir()) && parse_deploy_name(&name).is_ok() {
+                    out.push((stateroot.clone(), name));
+                }
             }
         }
-        entries.sort_by_key(|(_, e)| std::cmp::Reverse(e.sort_version()));
-        entries
-            .iter()
-            .map(|(path, e)| {
-                self.deployment_of_entry(e)
-                    .with_context(|| format!("boot entry {}", path.display()))
-            })
-            .collect()
-    }
-
-    fn deployment_of_entry(&self, e: &bls::Entry) -> Result<Deployment> {
-        let options = e.get("options").context("entry has no options line")?;
-        let cmdline = Cmdline::parse(options);
-        let ostree = cmdline
-            .get("ostree")
-            .context("entry has no ostree= argument")?;
-        let link = parse_bootlink(ostree)?;
-        let target = fs::read_link(self.path.join(ostree.trim_start_matches('/')))
-            .with_context(|| format!("reading bootlink {ostree}"))?;
-        let name = target
-            .file_name()
-            .and_then(|n| n.to_str())
-            .with_context(|| format!("bootlink {ostree} points to {}", target.display()))?;
-        let (checksum, serial) = parse_deploy_name(name)?;
-        let kver = e
-            .get("linux")
-            .and_then(|l| l.rsplit('/').next())
-            .and_then(|f| f.strip_prefix("vmlinuz-"))
-            .context("entry's linux line does not name vmlinuz-<kver>")?
-            .to_string();
-        let kargs = cmdline
-            .iter()
-            .filter(|p| p.key != "ostree")
-            .map(|p| p.to_string())
-            .collect();
-        Ok(Deployment {
-            stateroot: link.stateroot,
-            checksum,
-            serial,
-            bootcsum: link.bootcsum,
-            bootserial: link.bootserial,
-            kver,
-            kargs,
-            overlay_initrds: e.all("initrd").skip(1).map(str::to_string).collect(),
-        })
+        out.sort();
+        Ok(out)
     }
 
     /// The deployment the running system booted, found by comparing `/`'s device and inode
     /// with each deployment directory (robust against renamed bootlinks).
     pub fn booted(&self, deployments: &[Deployment]) -> Result<Option<Deployment>> {
+        if !self.booted_marker.exists() {
+            return Ok(None);
+        }
         let root = match fs::metadata("/") {
             Ok(m) => m,
             Err(_) => return Ok(None),
         };
-        if !Path::new(stratum_prepare_root::OSTREE_BOOTED).exists() {
-            return Ok(None);
-        }
         for d in deployments {
-            if let Ok(m) = fs::metadata(self.path.join(d.relpath())) {
+            if let Ok(m) = fs::metadata(self.deployment_root(d)) {
                 if m.dev() == root.dev() && m.ino() == root.ino() {
                     return Ok(Some(d.clone()));
                 }
@@ -198,49 +207,12 @@ impl Sysroot {
     }
 }
 
-/// The parts of an `ostree=/ostree/boot.N/<stateroot>/<bootcsum>/<bootserial>` argument.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Bootlink {
-    pub bootversion: u8,
-    pub stateroot: String,
-    pub bootcsum: String,
-    pub bootserial: u32,
-}
-
-/// Parses an `ostree=` value in the exact form OSTree accepts.
-pub fn parse_bootlink(arg: &str) -> Result<Bootlink> {
-    let parts: Vec<&str> = arg.split('/').collect();
-    let bad = || {
-        anyhow::anyhow!("ostree={arg} is not of the form /ostree/boot.N/STATEROOT/BOOTCSUM/SERIAL")
-    };
-    if parts.len() != 6 || !parts[0].is_empty() || parts[1] != "ostree" {
-        return Err(bad());
-    }
-    let bootversion = match parts[2] {
-        "boot.0" => 0,
-        "boot.1" => 1,
-        _ => return Err(bad()),
-    };
-    Ok(Bootlink {
-        bootversion,
-        stateroot: parts[3].to_string(),
-        bootcsum: parts[4].to_string(),
-        bootserial: parts[5].parse().map_err(|_| bad())?,
-    })
-}
-
-/// Splits a deployment directory name `<sha256>.<serial>`.
+/// Splits a deployment directory name `<sha256>.<serial>`, by the boot contract's rule.
 pub fn parse_deploy_name(name: &str) -> Result<(String, u32)> {
-    let (csum, serial) = name
-        .rsplit_once('.')
-        .with_context(|| format!("{name} is not <checksum>.<serial>"))?;
-    if csum.len() != 64 || !csum.bytes().all(|b| b.is_ascii_hexdigit()) {
-        bail!("{name}: {csum} is not a SHA-256 checksum");
+    match stratum_prepare_root::parse_deployment_name(name) {
+        Some((csum, serial)) => Ok((csum.to_string(), serial)),
+        None => bail!("{name:?} is not a deployment name (<sha256 in lowercase hex>.<serial>)"),
     }
-    let serial = serial
-        .parse()
-        .with_context(|| format!("{name}: bad serial {serial}"))?;
-    Ok((csum.to_string(), serial))
 }
 
 /// Stateroot names become path components and BLS file names: keep them simple.
@@ -261,29 +233,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bootlinks_parse_strictly() {
-        let b = parse_bootlink("/ostree/boot.1/default/abc/0").unwrap();
-        assert_eq!(
-            b,
-            Bootlink {
-                bootversion: 1,
-                stateroot: "default".into(),
-                bootcsum: "abc".into(),
-                bootserial: 0
-            }
-        );
-        for bad in [
-            "/ostree/boot.2/x/y/0",
-            "ostree/boot.0/x/y/0",
-            "/ostree/boot.0/x/y",
-            "/ostree/boot.0/x/y/z",
-            "/etc/passwd",
-        ] {
-            assert!(parse_bootlink(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
     fn deploy_names() {
         let c = "a".repeat(64);
         assert_eq!(
@@ -292,6 +241,7 @@ mod tests {
         );
         assert!(parse_deploy_name("abc.0").is_err());
         assert!(parse_deploy_name(&c).is_err());
+        assert!(parse_deploy_name(&format!("{c}.+1")).is_err());
     }
 
     #[test]
@@ -299,5 +249,21 @@ mod tests {
         assert!(validate_stateroot("default").is_ok());
         assert!(validate_stateroot("../x").is_err());
         assert!(validate_stateroot("").is_err());
+    }
+
+    #[test]
+    fn deployment_dirs_skip_partial_checkouts() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Sysroot::new(d.path());
+        s.init("os").unwrap();
+        let c = "b".repeat(64);
+        let dep = s.stateroot_dir("os").join("deploy");
+        fs::create_dir(dep.join(format!("{c}.0"))).unwrap();
+        fs::create_dir(dep.join(format!(".{c}.1.partial"))).unwrap();
+        fs::write(dep.join(format!("{c}.0.origin")), "").unwrap();
+        assert_eq!(
+            s.deployment_dirs().unwrap(),
+            vec![("os".to_string(), format!("{c}.0"))]
+        );
     }
 }

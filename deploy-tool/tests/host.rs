@@ -130,10 +130,16 @@ fn compose_then_install_is_read_by_ostree() {
     );
     let entry =
         fs::read_to_string(sysroot.join("boot/loader/entries/ostree-1-default.conf")).unwrap();
+    // ostree= first: a command line GRUB had to cut could never lose it.
+    let options = entry
+        .lines()
+        .find_map(|l| l.strip_prefix("options "))
+        .unwrap();
     assert!(
-        entry.contains("options quiet ostree=/ostree/boot.0/default/"),
+        options.starts_with("ostree=/ostree/boot.0/default/"),
         "{entry}"
     );
+    assert!(options.ends_with("/0 quiet"), "{entry}");
     let grub = fs::read_to_string(sysroot.join("boot/loader/grub.cfg")).unwrap();
     assert!(grub.contains("'quiet'"), "{grub}");
     // /etc is a copy, never a hardlink into the repository.

@@ -120,6 +120,29 @@ fn setup() -> (Env, String) {
     (env, v1)
 }
 
+/// A second commit in the sysroot's repository: the same OS with another `/usr/bin/version`
+/// (kernel, modules and init unchanged), so deploying it is a new deployment whose native
+/// initramfs inputs are those of v1.
+fn second_commit(env: &Env) -> String {
+    let root = env.dir.path().join("root");
+    fs::write(root.join("usr/bin/version"), "2\n").unwrap();
+    let v2 = env.compose_root(&root, None);
+    pull_into_sysroot(env, &v2);
+    v2
+}
+
+/// Copies commit `rev` of the source repository into the sysroot's (again, after a prune).
+fn pull_into_sysroot(env: &Env, rev: &str) {
+    let out = Command::new("ostree")
+        .arg("pull-local")
+        .arg(format!("--repo={}", env.sysroot.join("ostree/repo").display()))
+        .arg(&env.src)
+        .arg(rev)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 fn digest_line(err: &str, what: &str) -> Option<String> {
     err.lines()
         .find_map(|l| l.strip_prefix(&format!("initramfs: {what} ")))
@@ -192,10 +215,11 @@ fn enable_regenerates_caches_and_disable_restores() {
     assert!(stderr(&out).contains("nothing to do"), "{}", stderr(&out));
     assert_eq!(env.deployments().len(), 2);
 
-    // The next deployment with unchanged inputs is served from the cache: same file, same
-    // inode, same mtime.
+    // The next deployment with unchanged inputs (another commit, same kernel, modules and
+    // init) is served from the cache: same file, same inode, same mtime.
+    let v2 = second_commit(&env);
     let before = fs::metadata(&cached).unwrap();
-    let out = env.stratum(&["deploy", &v1]);
+    let out = env.stratum(&["deploy", &v2]);
     let err = stderr(&out);
     ok(out);
     assert_eq!(
@@ -233,7 +257,8 @@ fn enable_regenerates_caches_and_disable_restores() {
         .dep_serial(&d[0].0, d[0].1)
         .join(format!("usr/lib/modules/{KVER}/initramfs.img"));
     assert_eq!(fs::read(&img).unwrap(), b"initrd 1\n");
-    let out = env.stratum(&["deploy", &v1]);
+    pull_into_sysroot(&env, &v2);
+    let out = env.stratum(&["deploy", &v2]);
     assert!(!stderr(&out).contains("initramfs: "), "{}", stderr(&out));
     ok(out);
     let out = env.stratum(&["initramfs", "--disable"]);
@@ -349,7 +374,8 @@ fn initramfs_etc_tracks_files_as_an_extra_initrd() {
     assert!(!overlay.exists(), "the unused overlay was removed");
 
     // A new deployment carries the tracked files along.
-    ok(env.stratum(&["deploy", &v1]));
+    let v2 = second_commit(&env);
+    ok(env.stratum(&["deploy", &v2]));
     let entry = env.default_entry();
     let n = entry.lines().filter(|l| l.starts_with("initrd ")).count();
     assert_eq!(n, 2, "{entry}");

@@ -61,29 +61,6 @@ pub struct MountEntry {
     pub source: String,
 }
 
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let oct = b.get(i + 1..i + 4).and_then(|d| {
-            let d = std::str::from_utf8(d).ok()?;
-            u8::from_str_radix(d, 8).ok()
-        });
-        match (b[i], oct) {
-            (b'\\', Some(v)) => {
-                out.push(v);
-                i += 4;
-            }
-            (c, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// Parse `/proc/self/mountinfo` (proc(5)); malformed lines are skipped.
 pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
     text.lines()
@@ -93,10 +70,10 @@ pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
             let mut post = post.split(' ');
             let (ma, mi) = pre.get(2)?.split_once(':')?;
             Some(MountEntry {
-                mount_point: unescape(pre.get(4)?),
+                mount_point: stratum_prepare_root::mountinfo::unescape(pre.get(4)?),
                 dev: (ma.parse().ok()?, mi.parse().ok()?),
                 fstype: post.next()?.to_string(),
-                source: unescape(post.next()?),
+                source: stratum_prepare_root::mountinfo::unescape(post.next()?),
             })
         })
         .collect()

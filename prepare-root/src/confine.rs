@@ -174,16 +174,6 @@ fn push_front(pending: &mut VecDeque<OsString>, p: &Path) {
     }
 }
 
-/// Splits `<checksum>.<serial>`; the checksum must be lowercase hex.
-fn parse_name(name: &str) -> Option<(String, u32)> {
-    let (csum, serial) = name.rsplit_once('.')?;
-    let hex = |c: char| c.is_ascii_digit() || ('a'..='f').contains(&c);
-    if csum.is_empty() || !csum.chars().all(hex) {
-        return None;
-    }
-    Some((csum.to_string(), serial.parse().ok()?))
-}
-
 /// Resolves the `ostree=` value inside `sysroot` to a deployment directory.
 pub fn resolve_deployment(sysroot: &Path, ostree_arg: &str) -> Result<Deployment, ConfineError> {
     if ostree_arg.trim().is_empty() {
@@ -206,9 +196,11 @@ pub fn resolve_deployment(sysroot: &Path, ostree_arg: &str) -> Result<Deployment
     if !meta.is_dir() {
         return Err(ConfineError::NotADirectory { path: rel });
     }
-    let (checksum, serial) = parse_name(name).ok_or_else(|| ConfineError::BadName {
-        name: name.to_string(),
-    })?;
+    let (checksum, serial) = crate::parse_deployment_name(name)
+        .map(|(c, s)| (c.to_string(), s))
+        .ok_or_else(|| ConfineError::BadName {
+            name: name.to_string(),
+        })?;
     Ok(Deployment {
         stateroot: stateroot.to_string(),
         name: name.to_string(),

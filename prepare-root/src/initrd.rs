@@ -24,6 +24,7 @@ use crate::cmdline::Cmdline;
 use crate::confine::{self, Deployment};
 use crate::error::BootError;
 use crate::fatal::{self, Report};
+use crate::mountinfo;
 use crate::params::{BootParams, Emergency};
 use nix::mount::{mount, MsFlags};
 use std::path::{Path, PathBuf};
@@ -121,28 +122,6 @@ pub fn plan(sysroot: &Path, dep: &Deployment, sysroot_rw: bool) -> Vec<Step> {
     steps
 }
 
-/// Unescapes a `/proc/self/mountinfo` path field (`\040` for space, and so on).
-fn unescape_octal(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(u8::is_ascii_digit) {
-            let v = (b[i + 1] - b'0') as u32 * 64
-                + (b[i + 2] - b'0') as u32 * 8
-                + (b[i + 3] - b'0') as u32;
-            if let Ok(c) = u8::try_from(v) {
-                out.push(c);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// The `(source, fstype)` of the topmost mount at `mountpoint` in `/proc/self/mountinfo`
 /// text, i.e. what systemd mounted there.
 pub fn mount_source(mountinfo: &str, mountpoint: &Path) -> Option<(String, String)> {
@@ -153,8 +132,8 @@ pub fn mount_source(mountinfo: &str, mountpoint: &Path) -> Option<(String, Strin
         let mut r = right.split(' ');
         let fstype = r.next()?;
         let source = r.next()?;
-        (Path::new(&unescape_octal(mp)) == mountpoint)
-            .then(|| (unescape_octal(source), fstype.to_string()))
+        (Path::new(&mountinfo::unescape(mp)) == mountpoint)
+            .then(|| (mountinfo::unescape(source), fstype.to_string()))
     })
 }
 
@@ -447,6 +426,6 @@ mod tests {
         );
         assert_eq!(mount_source(mi, Path::new("/nope")), None);
         assert_eq!(mount_source("garbage\n\n", Path::new("/")), None);
-        assert_eq!(unescape_octal("a\\134b\\"), "a\\b\\");
+        assert_eq!(crate::mountinfo::unescape("a\\134b\\"), "a\\b\\");
     }
 }

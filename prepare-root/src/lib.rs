@@ -15,6 +15,7 @@ pub mod bootinfo;
 pub mod cmdline;
 pub mod confine;
 pub mod fnmatch;
+pub mod mountinfo;
 pub mod params;
 pub mod probe;
 
@@ -57,6 +58,22 @@ pub const KARG_EMERGENCY: &str = "stratum.emergency";
 /// `stratum.sysroot-rw`: leave `/sysroot` writable in the booted system.
 pub const KARG_SYSROOT_RW: &str = "stratum.sysroot-rw";
 
+/// Splits a deployment directory name, `<checksum>.<serial>`: the checksum is a SHA-256 in
+/// lowercase hex (64 characters, as OSTree writes commit checksums) and the serial a decimal
+/// number without sign. This is the one rule both the boot path and the admin tool apply, so a
+/// name one accepts the other accepts too.
+pub fn parse_deployment_name(name: &str) -> Option<(&str, u32)> {
+    let (csum, serial) = name.rsplit_once('.')?;
+    let lower_hex = |b: u8| b.is_ascii_digit() || (b'a'..=b'f').contains(&b);
+    if csum.len() != 64 || !csum.bytes().all(lower_hex) {
+        return None;
+    }
+    if serial.is_empty() || !serial.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((csum, serial.parse().ok()?))
+}
+
 /// Where the physical root filesystem is mounted inside the initramfs.
 pub const SYSROOT: &str = "/sysroot";
 /// Where the deployment is assembled before `switch_root`.
@@ -67,3 +84,29 @@ pub const DEFAULT_INITS: &[&str] = &[
     "/lib/systemd/systemd",
     "/usr/lib/systemd/systemd",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deployment_names() {
+        let c = "a".repeat(64);
+        assert_eq!(
+            parse_deployment_name(&format!("{c}.3")),
+            Some((c.as_str(), 3))
+        );
+        for bad in [
+            "abc.0".to_string(),
+            c.clone(),
+            format!("{}.0", "A".repeat(64)),
+            format!("{c}.+1"),
+            format!("{c}."),
+            format!("{c}.x"),
+            format!("{c}.99999999999"),
+            format!("{}.0", "g".repeat(64)),
+        ] {
+            assert_eq!(parse_deployment_name(&bad), None, "{bad}");
+        }
+    }
+}

@@ -5,8 +5,42 @@ use std::fmt::Write as _;
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::origin::Origin;
-use crate::sysroot::{Deployment, Sysroot};
+use super::Globals;
+use crate::counting::{self, BootState, Fallback, TrialStatus};
+use crate::state::staged::{self, FinalizeFailure};
+use crate::state::State;
+use crate::sysroot::Deployment;
+
+/// Show the deployments in boot order (default first)
+#[derive(Debug, clap::Args)]
+pub struct StatusOpts {
+    /// Print JSON (rpm-ostree's key names where the concept is shared)
+    #[arg(long)]
+    pub json: bool,
+    /// Only the booted deployment
+    #[arg(long, short = 'b')]
+    pub booted: bool,
+    /// Also show kernel arguments and boot checksums
+    #[arg(long, short = 'v')]
+    pub verbose: bool,
+}
+
+pub fn run(g: &Globals, o: &StatusOpts) -> Result<i32> {
+    let st = State::read(&g.sysroot())?;
+    let mut status = read(&st);
+    if let Some(sr) = &g.stateroot {
+        status.deployments.retain(|d| &d.osname == sr);
+    }
+    if o.booted {
+        status.deployments.retain(|d| d.booted);
+    }
+    if o.json {
+        super::print_json(&status)?;
+    } else {
+        print!("{}", render(&status, o.verbose));
+    }
+    Ok(0)
+}
 
 /// One deployment as `status --json` reports it (rpm-ostree's key names where shared).
 #[derive(Debug, Clone, Serialize)]
@@ -40,72 +74,54 @@ pub struct Status {
     pub sysroot: String,
     /// The last failed finalize of a staged deployment, if not superseded since.
     #[serde(rename = "finalize-failure")]
-    pub finalize_failure: Option<crate::staged::FinalizeFailure>,
+    pub finalize_failure: Option<FinalizeFailure>,
     /// The latest automatic fallback after failed boots, if any.
-    pub fallback: Option<crate::bootstate::Fallback>,
+    pub fallback: Option<Fallback>,
     /// The boot-counting trial in progress.
-    pub trial: Option<crate::bootstate::TrialStatus>,
+    pub trial: Option<TrialStatus>,
+    /// Why the staged-deployment record could not be read (`cleanup -p` discards it).
+    #[serde(rename = "staged-problem")]
+    pub staged_problem: Option<String>,
 }
 
-/// Reads the status of `sysroot`.
-pub fn read(sysroot: &Sysroot) -> Result<Status> {
-    let deployments = sysroot.deployments()?;
-    let booted = sysroot.booted(&deployments)?;
+/// The status of the state `st`.
+pub fn read(st: &State) -> Status {
+    let sysroot = &st.sysroot;
+    let deployments = &st.deployments;
+    let booted = st.booted.as_ref();
     let repo = crate::repo::open(&sysroot.repo_path()).ok();
-    let mut out = Vec::new();
-    let staged = crate::staged::read()?.filter(|s| {
-        sysroot
-            .stateroot_dir(&s.stateroot)
-            .join("deploy")
-            .join(s.name())
-            .is_dir()
-    });
     // A staged deployment boots next: it is listed first, as rpm-ostree does.
     let mut rows: Vec<(Deployment, bool)> = Vec::new();
-    if let Some(s) = &staged {
-        rows.push((
-            Deployment {
-                stateroot: s.stateroot.clone(),
-                checksum: s.checksum.clone(),
-                serial: s.serial,
-                bootcsum: s.bootcsum.clone(),
-                bootserial: 0,
-                kver: s.kver.clone(),
-                kargs: s.kargs.clone(),
-                overlay_initrds: Vec::new(),
-            },
-            true,
-        ));
+    if let Some(s) = &st.staged {
+        rows.push((s.deployment(), true));
     }
     rows.extend(deployments.iter().map(|d| (d.clone(), false)));
+    let mut out = Vec::new();
     for (i, (d, is_staged)) in rows.iter().enumerate() {
         let info = repo
             .as_ref()
             .and_then(|r| crate::repo::commit_info(r, &d.checksum).ok())
             .unwrap_or_default();
-        let origin = std::fs::read_to_string(sysroot.path.join(d.origin_relpath()))
-            .ok()
-            .and_then(|t| Origin::parse(&t).ok());
-        let is_booted = booted.as_ref() == Some(d);
+        let origin = st.origin_of(d).ok();
         // The boot-set index: staged rows come before the boot set proper.
-        let boot_index = i - usize::from(staged.is_some() && !is_staged);
+        let boot_index = i - usize::from(st.staged.is_some() && !is_staged);
         out.push(DeploymentStatus {
-            id: format!("{}-{}", d.stateroot, d.name()),
+            id: d.id(),
             osname: d.stateroot.clone(),
             checksum: d.checksum.clone(),
             serial: d.serial,
             version: info.version,
             timestamp: info.timestamp,
             origin: origin.as_ref().and_then(|o| o.refspec.clone()),
-            booted: is_booted,
+            booted: booted == Some(d),
             staged: *is_staged,
             pinned: origin.as_ref().is_some_and(|o| o.pinned),
             is_default: !is_staged && boot_index == 0,
-            rollback: !is_staged && is_rollback(&deployments, booted.as_ref(), d),
+            rollback: !is_staged && is_rollback(deployments, booted, d),
             kernel: d.kver.clone(),
             kargs: d.kargs.clone(),
             bootcsum: d.bootcsum.clone(),
-            failed: crate::bootstate::BootState::load(sysroot, &d.stateroot)
+            failed: BootState::load(sysroot, &d.stateroot)
                 .failure_of(d)
                 .is_some(),
         });
@@ -113,24 +129,22 @@ pub fn read(sysroot: &Sysroot) -> Result<Status> {
     let stateroots: Vec<String> = deployments.iter().map(|d| d.stateroot.clone()).collect();
     let finalize_failure = stateroots
         .iter()
-        .find_map(|sr| crate::staged::read_failure(&sysroot.stateroot_dir(sr)));
-    let fallback = stateroots.iter().find_map(|sr| {
-        crate::bootstate::BootState::load(sysroot, sr)
-            .fallbacks
-            .last()
-            .cloned()
-    });
-    let trial = crate::bootstate::load_env(sysroot)
+        .find_map(|sr| staged::read_failure(&sysroot.stateroot_dir(sr)));
+    let fallback = stateroots
+        .iter()
+        .find_map(|sr| BootState::load(sysroot, sr).fallbacks.last().cloned());
+    let trial = counting::load_env(sysroot)
         .ok()
-        .map(|(env, problem)| crate::bootstate::trial_status(&env, problem))
+        .map(|(env, problem)| counting::trial_status(&env, problem))
         .filter(|t| t.trial.is_some() || t.pending_fallback.is_some());
-    Ok(Status {
+    Status {
         deployments: out,
         sysroot: sysroot.path.to_string_lossy().into_owned(),
         finalize_failure,
         fallback,
         trial,
-    })
+        staged_problem: st.staged_problem.clone(),
+    }
 }
 
 /// The rollback deployment: the one after the booted deployment in boot order (after the
@@ -148,6 +162,12 @@ pub fn render(status: &Status, verbose: bool) -> String {
     if status.deployments.is_empty() {
         let _ = writeln!(s, "No deployments in {}.", status.sysroot);
         return s;
+    }
+    if let Some(p) = &status.staged_problem {
+        let _ = writeln!(
+            s,
+            "Warning: {p}; `stratum cleanup -p` discards the staged deployment.\n"
+        );
     }
     if let Some(f) = &status.finalize_failure {
         let _ = writeln!(

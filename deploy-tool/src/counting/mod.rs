@@ -10,13 +10,21 @@
 //!
 //! State only Stratum needs (blessed deployments, past fallbacks) lives in the stateroot's
 //! `/var/lib/stratum/boot-state.json`.
+//!
+//! [`commit`] is the one way a boot set is written on a live sysroot: it arms (or ends) the
+//! trial, hands the counting prelude to the writer, and undoes the arming when the write
+//! fails before the swap. [`complete`] is `boot-complete`; [`health`] runs the checks.
+
+pub mod commit;
+pub mod complete;
+pub mod health;
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::grubenv::{self, GrubEnv, Loaded};
+use crate::bootset::grubenv::{self, GrubEnv, Loaded};
 use crate::sysroot::{Deployment, Sysroot};
 
 pub const COUNTER: &str = "boot_counter";
@@ -24,11 +32,6 @@ pub const SUCCESS: &str = "boot_success";
 pub const TRIAL: &str = "stratum_trial";
 pub const TRIES: &str = "stratum_tries";
 pub const FALLBACK: &str = "stratum_fallback";
-
-/// The id GRUB and `status` use for a deployment: `<stateroot>-<checksum>.<serial>`.
-pub fn id(d: &Deployment) -> String {
-    format!("{}-{}", d.stateroot, d.name())
-}
 
 pub fn grubenv_path(sysroot: &Sysroot) -> PathBuf {
     sysroot.boot().join("grubenv")
@@ -81,18 +84,18 @@ impl BootState {
     }
 
     pub fn is_blessed(&self, d: &Deployment) -> bool {
-        self.blessed.contains(&id(d))
+        self.blessed.contains(&d.id())
     }
 
     pub fn bless(&mut self, d: &Deployment) {
         if !self.is_blessed(d) {
-            self.blessed.push(id(d));
+            self.blessed.push(d.id());
         }
     }
 
     /// The fallback away from `d`, if it failed.
     pub fn failure_of(&self, d: &Deployment) -> Option<&Fallback> {
-        self.fallbacks.iter().rev().find(|f| f.from == id(d))
+        self.fallbacks.iter().rev().find(|f| f.from == d.id())
     }
 
     /// Whether the commit `checksum` failed to boot here.
@@ -150,20 +153,22 @@ pub fn trial_status(env: &GrubEnv, problem: Option<String>) -> TrialStatus {
 
 /// Arms or ends the trial for a boot set about to be written whose default is `new_default`.
 /// `old_default` is the current default. A new default that booted well before (blessed)
-/// does not start a trial; `tries == 0` turns counting off.
+/// does not start a trial; `tries == 0` turns counting off. Returns the environment as it
+/// was, when it was changed, so a boot set that then fails to be written can be undone.
 pub fn prepare_for_boot_set(
     sysroot: &Sysroot,
     new_default: &Deployment,
     old_default: Option<&Deployment>,
     tries: u32,
     has_fallback_entry: bool,
-) -> Result<()> {
+) -> Result<Option<GrubEnv>> {
     let (mut env, problem) = load_env(sysroot)?;
+    let before = env.clone();
     let state = BootState::load(sysroot, &new_default.stateroot);
     // The same deployment with other kernel arguments or initrds is still the same default.
-    let same_default = old_default.map(id) == Some(id(new_default));
+    let same_default = old_default.map(Deployment::id) == Some(new_default.id());
     if same_default && problem.is_none() {
-        return Ok(());
+        return Ok(None);
     }
     if !same_default {
         env.unset(FALLBACK);
@@ -175,11 +180,12 @@ pub fn prepare_for_boot_set(
         } else {
             env.set(COUNTER, tries.to_string());
             env.set(TRIES, tries.to_string());
-            env.set(TRIAL, id(new_default));
+            env.set(TRIAL, new_default.id());
             env.set(SUCCESS, "0");
         }
     }
-    grubenv::store(&grubenv_path(sysroot), &env)
+    grubenv::store(&grubenv_path(sysroot), &env)?;
+    Ok(Some(before))
 }
 
 /// Marks `d` good: clears the counter (GRUB stops counting) and remembers it.
@@ -198,7 +204,7 @@ pub fn bless(sysroot: &Sysroot, d: &Deployment) -> Result<()> {
 /// no arithmetic, so each decrement is spelled out.
 pub fn grub_counting_script(entry0: &str, max_tries: u32) -> String {
     use std::fmt::Write as _;
-    let q = crate::grubcfg::quote;
+    let q = crate::bootset::grubcfg::quote;
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -221,15 +227,10 @@ pub fn grub_counting_script(entry0: &str, max_tries: u32) -> String {
     s
 }
 
-/// Where the deployment root of `d` is.
-pub fn root_of(sysroot: &Sysroot, d: &Deployment) -> PathBuf {
-    sysroot.path.join(d.relpath())
-}
-
 /// The configuration root of the running system (or of `d` on another sysroot).
 pub fn config_root(sysroot: &Sysroot, d: Option<&Deployment>) -> PathBuf {
     match d {
-        Some(d) if sysroot.path != Path::new("/") => root_of(sysroot, d),
+        Some(d) if sysroot.path != Path::new("/") => sysroot.deployment_root(d),
         _ => PathBuf::from("/"),
     }
 }
@@ -262,7 +263,7 @@ mod tests {
         assert!(problem.is_none());
         assert_eq!(
             (env.get(COUNTER), env.get(SUCCESS), env.get(TRIAL)),
-            (Some("3"), Some("0"), Some(id(&v2).as_str()))
+            (Some("3"), Some("0"), Some(v2.id().as_str()))
         );
         // Blessing ends it; rolling back to a blessed deployment starts none.
         bless(&s, &v2).unwrap();

@@ -12,12 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-/// Where run-time state lives (`STRATUM_RUN_DIR` overrides it for tests).
-pub fn run_dir() -> PathBuf {
-    std::env::var_os("STRATUM_RUN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/run/stratum"))
-}
+use crate::sysroot::{Deployment, Sysroot};
 
 /// The staged deployment record.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -39,8 +34,8 @@ impl Staged {
     }
 
     /// The deployment this record describes (not in a boot set yet: no overlay initrds).
-    pub fn deployment(&self) -> crate::sysroot::Deployment {
-        crate::sysroot::Deployment {
+    pub fn deployment(&self) -> Deployment {
+        Deployment {
             stateroot: self.stateroot.clone(),
             checksum: self.checksum.clone(),
             serial: self.serial,
@@ -53,32 +48,42 @@ impl Staged {
     }
 }
 
-fn record_path() -> PathBuf {
-    run_dir().join("staged-deployment")
+/// The record's path, in the run-time directory of `sysroot`'s system.
+pub fn record_path(sysroot: &Sysroot) -> PathBuf {
+    sysroot.run_dir.join("staged-deployment")
 }
 
-/// Reads the staged record, if any.
-pub fn read() -> Result<Option<Staged>> {
-    let p = record_path();
+/// Reads the staged record, if any. A record that does not parse is an error naming the file.
+pub fn read(sysroot: &Sysroot) -> Result<Option<Staged>> {
+    let p = record_path(sysroot);
     match fs::read_to_string(&p) {
-        Ok(t) => Ok(Some(
-            serde_json::from_str(&t).with_context(|| format!("parsing {}", p.display()))?,
-        )),
+        Ok(t) => {
+            let s: Staged = serde_json::from_str(&t).with_context(|| {
+                format!("the staged-deployment record {} is corrupt", p.display())
+            })?;
+            crate::sysroot::validate_stateroot(&s.stateroot)
+                .and_then(|_| crate::sysroot::parse_deploy_name(&s.name()).map(|_| ()))
+                .with_context(|| {
+                    format!("the staged-deployment record {} is corrupt", p.display())
+                })?;
+            Ok(Some(s))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("reading {}", p.display())),
     }
 }
 
 /// Writes the staged record (atomically).
-pub fn write(s: &Staged) -> Result<()> {
-    let p = record_path();
-    fs::create_dir_all(run_dir())?;
+pub fn write(sysroot: &Sysroot, s: &Staged) -> Result<()> {
+    let p = record_path(sysroot);
+    fs::create_dir_all(&sysroot.run_dir)
+        .with_context(|| format!("creating {}", sysroot.run_dir.display()))?;
     crate::fsutil::atomic_write(&p, serde_json::to_string_pretty(s)?.as_bytes(), 0o644)
 }
 
 /// Removes the staged record.
-pub fn clear() -> Result<()> {
-    crate::fsutil::remove_any(&record_path())
+pub fn clear(sysroot: &Sysroot) -> Result<()> {
+    crate::fsutil::remove_any(&record_path(sysroot))
 }
 
 /// A failed finalize, as recorded for the next boot.

@@ -17,7 +17,6 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
 use crate::kargs::Kargs;
-use crate::sysroot::{Deployment, Sysroot};
 
 /// Where an image keeps its kernel argument defaults, relative to the deployment root.
 pub const KARGS_D: &str = "usr/lib/stratum/kargs.d";
@@ -51,9 +50,7 @@ pub fn parse_file(name: &str, text: &str, arch: &str) -> Result<Vec<String>> {
             .with_context(|| format!("kargs.d file {name}: argument {a:?}"))?
             .to_list()
         {
-            if p.starts_with("ostree=") {
-                bail!("kargs.d file {name}: ostree= is written by stratum itself");
-            }
+            crate::kargs::check_settable(&p).with_context(|| format!("kargs.d file {name}"))?;
             out.push(p);
         }
     }
@@ -120,29 +117,6 @@ pub fn inherit(kargs: &[String], old_root: Option<&Path>, new_root: &Path) -> Re
     };
     let new = read(new_root).context("the new image's kernel argument defaults")?;
     Ok(apply_diff(kargs, &old, &new))
-}
-
-/// The deploy hook: updates the arguments of `dep`, a deployment just checked out and not
-/// yet in any boot set, for the defaults of its image and of `merge`'s. On error (a
-/// malformed kargs.d file) the new deployment is removed, as nothing refers to it.
-pub fn apply_to_new(
-    sysroot: &Sysroot,
-    merge: Option<&Deployment>,
-    dep: &mut Deployment,
-) -> Result<()> {
-    let new_root = sysroot.path.join(dep.relpath());
-    let old_root = merge.map(|m| sysroot.path.join(m.relpath()));
-    match inherit(&dep.kargs, old_root.as_deref(), &new_root) {
-        Ok(k) => {
-            dep.kargs = k;
-            Ok(())
-        }
-        Err(e) => {
-            let _ = crate::fsutil::remove_tree_force(&new_root);
-            let _ = fs::remove_file(sysroot.path.join(dep.origin_relpath()));
-            Err(e)
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! `stratum initramfs-etc`: `/etc` files carried into the initramfs without regenerating it.
+//! `/etc` files carried into the initramfs without regenerating it (`stratum initramfs-etc`).
 //!
 //! The tracked files (origin key `[rpmostree] initramfs-etc`, as rpm-ostree) go into a small
 //! reproducible, uncompressed newc archive that the boot entry loads as a second `initrd`; the
@@ -9,40 +9,19 @@
 //! by their content so entries share them; the bootloader writer removes those no entry uses.
 //! A change is a new bootloader generation of the same deployments: no checkout.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Component, Path};
 
 use anyhow::{bail, Context, Result};
-use sha2::{Digest, Sha256};
 use stratum_initramfs::newc::{self, Kind};
 
+use super::initramfs::{settings_of, Settings};
+use crate::bootset::files::write_overlay;
 use crate::fsutil;
-use crate::initramfs::{settings_of, Settings};
-use crate::ops::Ops;
-use crate::origin::Origin;
+use crate::state::State;
 use crate::sysroot::{Deployment, Sysroot};
-
-/// The overlays' directory below `/boot/ostree`.
-pub const OVERLAYS_DIR: &str = "initramfs-overlays";
-
-/// `stratum initramfs-etc` options.
-#[derive(Debug, clap::Args)]
-pub struct InitramfsEtcOpts {
-    /// Carry this /etc file in the initramfs (repeatable)
-    #[arg(long, value_name = "PATH")]
-    pub track: Vec<String>,
-    /// Stop carrying this file (repeatable)
-    #[arg(long, value_name = "PATH")]
-    pub untrack: Vec<String>,
-    /// Stop carrying all files
-    #[arg(long)]
-    pub untrack_all: bool,
-    /// Copy the tracked files' current contents into the initramfs even if the list is unchanged
-    #[arg(long)]
-    pub force_sync: bool,
-}
 
 /// Normalizes `path` (absolute, `.` and `..` resolved lexically) and requires it below `/etc`.
 pub fn normalize(path: &str) -> Result<String> {
@@ -125,19 +104,6 @@ pub fn build_cpio(root: &Path, files: &[String]) -> Result<Vec<u8>> {
     Ok(w.into_inner())
 }
 
-/// Writes `data` as `/boot/ostree/initramfs-overlays/<sha256>.img` (temp file + rename) and
-/// returns its path relative to `/boot`, as the BLS entry names it.
-pub fn write_overlay(sysroot: &Sysroot, data: &[u8]) -> Result<String> {
-    let dir = sysroot.boot().join("ostree").join(OVERLAYS_DIR);
-    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let name = format!("{}.img", hex::encode(Sha256::digest(data)));
-    let path = dir.join(&name);
-    if !path.is_file() {
-        fsutil::atomic_write(&path, data, 0o644)?;
-    }
-    Ok(format!("/ostree/{OVERLAYS_DIR}/{name}"))
-}
-
 /// Sets `dep.overlay_initrds` from its origin's tracked files, read from its own `/etc`.
 pub fn attach(sysroot: &Sysroot, dep: &mut Deployment) -> Result<()> {
     let s = settings_of(sysroot, dep)?;
@@ -150,89 +116,27 @@ pub fn attach(sysroot: &Sysroot, dep: &mut Deployment) -> Result<()> {
     Ok(())
 }
 
-/// Removes overlay files that none of `deployments` uses (run by the bootloader writer after
-/// the switch to the new generation).
-pub fn remove_unused_overlays<'a>(
-    sysroot: &Sysroot,
-    deployments: impl Iterator<Item = &'a Deployment>,
-) -> Result<()> {
-    let dir = sysroot.boot().join("ostree").join(OVERLAYS_DIR);
-    let used: BTreeSet<PathBuf> = deployments
-        .flat_map(|d| d.overlay_initrds.iter())
-        .map(|p| sysroot.boot().join(p.trim_start_matches('/')))
-        .collect();
-    let rd = match fs::read_dir(&dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
-    };
-    for e in rd {
-        let p = e?.path();
-        if !used.contains(&p) {
-            fsutil::remove_any(&p)?;
-        }
-    }
-    fsutil::fsync_dir(&dir)
-}
-
-/// Runs `stratum initramfs-etc`.
-pub fn run(ops: &Ops, o: &InitramfsEtcOpts) -> Result<()> {
-    let changing = !o.track.is_empty() || !o.untrack.is_empty() || o.untrack_all || o.force_sync;
-    let _lock = if changing { Some(ops.begin()?) } else { None };
-    let st = ops.state()?;
-    let stateroot = ops.stateroot(&st);
-    let target = st
-        .deployments
-        .iter()
-        .find(|d| d.stateroot == stateroot)
-        .cloned()
-        .with_context(|| format!("no deployment in stateroot {stateroot}"))?;
-    // The files come from the running system's /etc (the merge deployment's).
-    let merge = ops
-        .merge_deployment(&st, &stateroot)
-        .unwrap_or_else(|| target.clone());
-    let origin = ops.origin_of(&target)?;
-    let cur = Settings::from_origin(&origin)?;
-    if !changing {
-        for f in &cur.etc {
-            println!("{f}");
-        }
-        if cur.etc.is_empty() {
-            eprintln!("No /etc files are tracked.");
-        }
-        return Ok(());
-    }
-    let mut new = cur.clone();
-    if o.untrack_all {
-        new.etc.clear();
-    }
-    for p in &o.untrack {
-        let p = normalize(p)?;
-        if !new.etc.contains(&p) {
-            eprintln!("{p} is not tracked");
-        }
-        new.etc.retain(|x| x != &p);
-    }
-    for p in &o.track {
-        let p = normalize(p)?;
-        if !new.etc.contains(&p) {
-            new.etc.push(p);
-        }
-    }
-    new.etc.sort();
-    if new == cur && !o.force_sync {
-        eprintln!("No changes.");
-        return Ok(());
-    }
-    // Everything is checked (and the archive built) before anything is written.
-    let merge_root = ops.sysroot.path.join(merge.relpath());
-    let cpio = if new.etc.is_empty() {
+/// Sets the tracked `/etc` files of `target` (the stateroot's default) to `files`: a new boot
+/// set whose entry for `target` carries the overlay built from `from`'s `/etc` (the running
+/// system's), the origin updated, and the staged deployment's origin too (its overlay is made
+/// at finalize). Everything is checked and the archive built before anything is written.
+/// Returns the overlay paths of the entry.
+pub fn retrack(
+    st: &State,
+    target: &Deployment,
+    from: &Deployment,
+    files: &[String],
+) -> Result<Vec<String>> {
+    let sysroot = &st.sysroot;
+    let origin = st.origin_of(target)?;
+    let mut settings = Settings::from_origin(&origin)?;
+    let cpio = if files.is_empty() {
         None
     } else {
-        Some(build_cpio(&merge_root, &new.etc)?)
+        Some(build_cpio(&sysroot.deployment_root(from), files)?)
     };
     let overlays = match &cpio {
-        Some(data) => vec![write_overlay(&ops.sysroot, data)?],
+        Some(data) => vec![write_overlay(sysroot, data)?],
         None => Vec::new(),
     };
     let list: Vec<Deployment> = st
@@ -240,43 +144,33 @@ pub fn run(ops: &Ops, o: &InitramfsEtcOpts) -> Result<()> {
         .iter()
         .map(|d| {
             let mut d = d.clone();
-            if d == target {
+            if d == *target {
                 d.overlay_initrds = overlays.clone();
             }
             d
         })
         .collect();
-    let new_origin = new.apply(&origin)?;
-    write_origin(&ops.sysroot, &target, &new_origin)?;
-    // A staged deployment follows too (its overlay is made at finalize time).
-    if let Some(s) = st.staged.as_ref().filter(|s| s.stateroot == stateroot) {
-        let p = ops
-            .sysroot
-            .stateroot_dir(&s.stateroot)
-            .join(format!("deploy/{}.origin", s.name()));
-        if let Ok(text) = fs::read_to_string(&p) {
-            let so = Origin::parse(&text)?;
+    settings.etc = files.to_vec();
+    let p = sysroot.path.join(target.origin_relpath());
+    fsutil::atomic_write(&p, settings.apply(&origin)?.to_text().as_bytes(), 0o644)?;
+    if let Some(s) = st
+        .staged
+        .as_ref()
+        .filter(|s| s.stateroot == target.stateroot)
+    {
+        let sd = s.deployment();
+        if let Ok(so) = st.origin_of(&sd) {
             let mut ss = Settings::from_origin(&so)?;
-            ss.etc = new.etc.clone();
-            fsutil::atomic_write(&p, ss.apply(&so)?.to_text().as_bytes(), 0o644)?;
+            ss.etc = files.to_vec();
+            fsutil::atomic_write(
+                &sysroot.path.join(sd.origin_relpath()),
+                ss.apply(&so)?.to_text().as_bytes(),
+                0o644,
+            )?;
         }
     }
-    ops.commit_boot_set(&st, list)?;
-    if new.etc.is_empty() {
-        eprintln!("No /etc files are tracked any more; reboot to use the change.");
-    } else {
-        eprintln!(
-            "Tracking {} /etc file(s) in {}; reboot to use them.",
-            new.etc.len(),
-            overlays.join(" ")
-        );
-    }
-    Ok(())
-}
-
-fn write_origin(sysroot: &Sysroot, d: &Deployment, o: &Origin) -> Result<()> {
-    let p = sysroot.path.join(d.origin_relpath());
-    fsutil::atomic_write(&p, o.to_text().as_bytes(), 0o644)
+    crate::counting::commit::write(st, &list)?;
+    Ok(overlays)
 }
 
 #[cfg(test)]

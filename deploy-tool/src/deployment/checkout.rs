@@ -11,21 +11,21 @@ use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
 use crate::fsutil;
-use crate::origin::Origin;
+use crate::state::origin::Origin;
 use crate::sysroot::{Deployment, Sysroot};
 
-/// What to deploy.
+/// What to check out.
 #[derive(Debug, Clone)]
-pub struct NewDeployment<'a> {
+pub struct Checkout<'a> {
     pub stateroot: &'a str,
     pub commit: &'a str,
-    pub origin: Origin,
+    pub origin: &'a Origin,
     pub kargs: Vec<String>,
 }
 
 /// Checks out `nd.commit` from the sysroot's repository as a new deployment directory and
 /// returns it (not yet in the boot set: that is the bootloader writer's job).
-pub fn create(sysroot: &Sysroot, repo: &ostree::Repo, nd: &NewDeployment) -> Result<Deployment> {
+pub fn create(sysroot: &Sysroot, repo: &ostree::Repo, nd: &Checkout) -> Result<Deployment> {
     let deploy_dir = sysroot.stateroot_dir(nd.stateroot).join("deploy");
     fs::create_dir_all(&deploy_dir)
         .with_context(|| format!("creating {}", deploy_dir.display()))?;
@@ -48,6 +48,7 @@ pub fn create(sysroot: &Sysroot, repo: &ostree::Repo, nd: &NewDeployment) -> Res
     fsutil::copy_tree(&usr_etc, &partial.join("etc"))?;
     seed_var(sysroot, nd.stateroot, &partial)?;
     let kver = find_kver(&partial)?;
+    crate::bootset::entry::validate_kver(&kver).with_context(|| format!("commit {}", nd.commit))?;
     let bootcsum = boot_checksum(&partial.join("usr/lib/modules").join(&kver))?;
 
     fsutil::atomic_write(
@@ -56,7 +57,7 @@ pub fn create(sysroot: &Sysroot, repo: &ostree::Repo, nd: &NewDeployment) -> Res
         0o644,
     )?;
     // One syncfs makes the whole checkout durable before it appears under its real name.
-    crate::fsfreeze::syncfs(&partial)?;
+    crate::bootset::durability::syncfs(&partial)?;
     fs::rename(&partial, deploy_dir.join(&name))
         .with_context(|| format!("renaming {} into place", partial.display()))?;
     fsutil::fsync_dir(&deploy_dir)?;
@@ -80,7 +81,7 @@ pub fn create(sysroot: &Sysroot, repo: &ostree::Repo, nd: &NewDeployment) -> Res
 fn seed_var(sysroot: &Sysroot, stateroot: &str, checkout: &Path) -> Result<()> {
     let sr = sysroot.stateroot_dir(stateroot);
     let var = sr.join("var");
-    let factory = checkout.join(crate::layout::FACTORY_VAR);
+    let factory = checkout.join(crate::compose::layout::FACTORY_VAR);
     let empty = match fs::read_dir(&var) {
         Ok(mut rd) => rd.next().is_none(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
@@ -117,28 +118,20 @@ fn next_serial(deploy_dir: &Path, commit: &str) -> Result<u32> {
     Ok(serial)
 }
 
-/// The kernel version of a deployment: the one `usr/lib/modules/<kver>` with a `vmlinuz`.
+/// The kernel version of a deployment: its image's only kernel, which `compose` put at
+/// `usr/lib/modules/<kver>/vmlinuz` (found by the same rules `compose` uses).
 pub fn find_kver(root: &Path) -> Result<String> {
-    let dir = root.join("usr/lib/modules");
-    let mut found = Vec::new();
-    for e in fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
-        let e = e?;
-        if e.path().join("vmlinuz").is_file() {
-            found.push(e.file_name().to_string_lossy().into_owned());
-        }
-    }
-    match found.len() {
-        1 => Ok(found.remove(0)),
-        0 => bail!(
-            "no kernel in {} (expected usr/lib/modules/<kver>/vmlinuz)",
-            root.display()
-        ),
-        _ => bail!(
-            "several kernels in {}: {}",
+    let k = crate::compose::layout::select_kernel(root, None)?;
+    if k.vmlinuz != Path::new("usr/lib/modules").join(&k.kver).join("vmlinuz") {
+        bail!(
+            "the kernel of {} is at {}, not usr/lib/modules/{}/vmlinuz; was the image made \
+             with `stratum compose`?",
             root.display(),
-            found.join(", ")
-        ),
+            k.vmlinuz.display(),
+            k.kver
+        );
     }
+    Ok(k.kver)
 }
 
 /// OSTree's boot checksum: SHA-256 over the kernel and then the initramfs.

@@ -1,4 +1,4 @@
-//! `stratum initramfs`: client-side regeneration of the initramfs for new deployments.
+//! Client-side regeneration of the initramfs for new deployments (`stratum initramfs`).
 //!
 //! The setting lives in the origin with rpm-ostree's keys (`[rpmostree] regenerate-initramfs`,
 //! `initramfs-args`, `initramfs-etc`) plus `[stratum] initramfs-generator`, so it follows
@@ -27,8 +27,7 @@ use ostree::glib;
 use stratum_initramfs::{config, firmware, hostonly, modinfo, modules, sets, BuildSpec, Mode};
 
 use crate::fsutil;
-use crate::ops::Ops;
-use crate::origin::Origin;
+use crate::state::origin::Origin;
 use crate::sysroot::{Deployment, Sysroot};
 
 const RPMOSTREE: &str = "rpmostree";
@@ -50,7 +49,7 @@ pub enum Generator {
 }
 
 impl Generator {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Generator::Native => "native",
             Generator::Dracut => "dracut",
@@ -163,157 +162,6 @@ pub fn settings_of(sysroot: &Sysroot, d: &Deployment) -> Result<Settings> {
         .with_context(|| format!("origin file {}", p.display()))
 }
 
-/// `stratum initramfs` options.
-#[derive(Debug, clap::Args)]
-pub struct InitramfsOpts {
-    /// Regenerate the initramfs on the client for this and every later deployment
-    #[arg(long, conflicts_with = "disable")]
-    pub enable: bool,
-    /// Use the image's own initramfs again
-    #[arg(long)]
-    pub disable: bool,
-    /// An argument for the generator (repeatable; one word each, e.g. --arg=--add-module=nvme)
-    #[arg(
-        long = "arg",
-        value_name = "ARG",
-        requires = "enable",
-        allow_hyphen_values = true
-    )]
-    pub args: Vec<String>,
-    /// The generator [default: native]
-    #[arg(long, value_enum, requires = "enable")]
-    pub generator: Option<Generator>,
-    #[command(flatten)]
-    pub new: crate::cli::NewDeploymentOpts,
-}
-
-/// Runs `stratum initramfs`: prints the state, or changes it with a new deployment.
-pub fn run(ops: &Ops, o: &InitramfsOpts, stage: bool) -> Result<()> {
-    if !o.enable && !o.disable {
-        return print_state(ops, o.new.json);
-    }
-    let _lock = ops.begin()?;
-    let st = ops.state()?;
-    let stateroot = ops.stateroot(&st);
-    // The change applies to what would boot next (a staged upgrade stays staged, with it).
-    let base = ops
-        .pending_deployment(&st, &stateroot)
-        .with_context(|| format!("no deployment in stateroot {stateroot}; install one first"))?;
-    let origin = ops.origin_of(&base)?;
-    let cur = Settings::from_origin(&origin)?;
-    let mut new = cur.clone();
-    if o.enable {
-        new.regenerate = true;
-        new.args = o.args.clone();
-        new.generator = o.generator.unwrap_or_default();
-        if new.generator == Generator::Native {
-            // Refuse bad arguments before anything changes.
-            let mut probe = BuildSpec::from(stratum_initramfs::BuildOptions::new("/", "probe"));
-            native_args(&new.args, &mut probe)?;
-        }
-    } else {
-        if !cur.regenerate {
-            bail!("initramfs regeneration is not enabled; nothing to disable");
-        }
-        new.regenerate = false;
-        new.args.clear();
-        new.generator = Generator::Native;
-    }
-    if new == cur {
-        eprintln!("Initramfs regeneration is already enabled with these settings; nothing to do.");
-        return Ok(());
-    }
-    let outcome = ops.deploy(&base.checksum, new.apply(&origin)?, stage)?;
-    if o.new.json {
-        println!("{}", serde_json::to_string_pretty(&outcome)?);
-    }
-    let how = if outcome.staged { "Staged" } else { "Deployed" };
-    eprintln!(
-        "{how} {} with initramfs regeneration {}; reboot to use it.",
-        outcome.deployment,
-        if new.regenerate {
-            "enabled"
-        } else {
-            "disabled"
-        }
-    );
-    if o.new.reboot {
-        crate::cmd::run(std::process::Command::new("systemctl").arg("reboot"))
-            .context("rebooting")?;
-    }
-    Ok(())
-}
-
-/// Prints the settings of the deployment that boots next (see [`Ops::pending_deployment`]),
-/// and says so when that is not the booted one.
-fn print_state(ops: &Ops, json: bool) -> Result<()> {
-    let st = ops.state()?;
-    let stateroot = ops.stateroot(&st);
-    let Some(pending) = ops.pending_deployment(&st, &stateroot) else {
-        bail!("no deployment in stateroot {stateroot}");
-    };
-    let s = settings_of(&ops.sysroot, &pending)?;
-    let staged = st
-        .staged
-        .as_ref()
-        .is_some_and(|x| x.name() == pending.name());
-    let booted = st.booted.as_ref() == Some(&pending);
-    if json {
-        let v = serde_json::json!({
-            "deployment": pending.name(),
-            "staged": staged,
-            "booted": booted,
-            "regenerate": s.regenerate,
-            "generator": s.generator,
-            "args": s.args,
-            "etc": s.etc,
-        });
-        println!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(());
-    }
-    if st.booted.is_some() && !booted {
-        println!(
-            "Next boot ({} deployment {}):",
-            if staged { "staged" } else { "default" },
-            pending.name()
-        );
-    }
-    if s.regenerate {
-        println!("Initramfs regeneration: enabled ({})", s.generator.name());
-        if !s.args.is_empty() {
-            println!("Initramfs args: {}", s.args.join(" "));
-        }
-    } else {
-        println!("Initramfs regeneration: disabled");
-    }
-    if !s.etc.is_empty() {
-        println!("Initramfs etc files: {}", s.etc.join(" "));
-    }
-    Ok(())
-}
-
-/// Called for every new deployment after its `/etc` is merged: regenerates its initramfs when
-/// the origin asks for it (updating `dep.bootcsum`) and, unless it is staged (then this happens
-/// at finalize time), attaches its `/etc` overlay. On error the unreferenced deployment is
-/// removed.
-pub fn prepare_new_deployment(sysroot: &Sysroot, dep: &mut Deployment, stage: bool) -> Result<()> {
-    let r = (|| {
-        let s = settings_of(sysroot, dep)?;
-        if s.regenerate {
-            regenerate(sysroot, dep, &s)?;
-        }
-        if !stage {
-            crate::initramfs_etc::attach(sysroot, dep)?;
-        }
-        Ok(())
-    })();
-    if r.is_err() {
-        let _ = fsutil::remove_tree_force(&sysroot.path.join(dep.relpath()));
-        let _ = fs::remove_file(sysroot.path.join(dep.origin_relpath()));
-    }
-    r
-}
-
 /// What a regeneration did.
 #[derive(Debug, Clone)]
 pub struct Regenerated {
@@ -377,7 +225,7 @@ pub fn regenerate(sysroot: &Sysroot, dep: &mut Deployment, s: &Settings) -> Resu
     fsutil::copy_file_durable(&image, &tmp)?;
     fs::rename(&tmp, &dest).with_context(|| format!("replacing {}", dest.display()))?;
     fsutil::fsync_dir(&moddir)?;
-    dep.bootcsum = crate::deploy::boot_checksum(&moddir)?;
+    dep.bootcsum = super::checkout::boot_checksum(&moddir)?;
     prune_cache(&cache, &image)?;
     Ok(Regenerated {
         digest,

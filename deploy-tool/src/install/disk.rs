@@ -201,7 +201,7 @@ pub fn grub_efi(out: &Path, boot_uuid: &str, workdir: &Path) -> Result<()> {
         bail!("{} is missing: install GRUB's EFI modules (Debian: apt-get install grub-efi-amd64-bin)", moddir.display());
     }
     // GRUB's rescue parser, which runs the embedded config, knows no comments.
-    let stub: String = include_str!("../../grub/stub.cfg.in")
+    let stub: String = include_str!("../../../grub/stub.cfg.in")
         .lines()
         .filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty())
         .map(|l| l.replace("@BOOT_UUID@", boot_uuid) + "\n")

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use crate::layout;
+pub mod layout;
 
 /// What to compose.
 #[derive(Debug, Clone)]

@@ -5,14 +5,98 @@
 //! pull. Every input is checked before the sysroot is touched, so a refused change leaves
 //! the boot set byte-identical.
 
-use std::path::PathBuf;
-
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
+use super::{Globals, EXIT_UNCHANGED};
+use crate::counting;
 use crate::kargs::{self, Edits, Kargs};
-use crate::ops::{Ops, State};
+use crate::state::State;
 use crate::sysroot::Deployment;
+
+/// Show or change the kernel arguments of a deployment (only the boot set is rewritten)
+///
+/// Without options, prints the kernel arguments of the booted (else the default) deployment.
+/// Changes follow rpm-ostree: applied in the order delete, replace, append,
+/// append-if-missing, delete-if-present; see docs/kargs.md. Exit status 77 with
+/// --unchanged-exit-77 when nothing changed.
+#[derive(Debug, clap::Args)]
+pub struct KargsOpts {
+    /// Append a kernel argument (even if the key exists: e.g. console= repeats)
+    #[arg(long, value_name = "KEY[=VALUE]")]
+    pub append: Vec<String>,
+    /// Append a kernel argument unless that exact argument is present
+    #[arg(long, value_name = "KEY[=VALUE]")]
+    pub append_if_missing: Vec<String>,
+    /// Delete an argument: KEY when it has one value, KEY=VALUE to pick one of several
+    #[arg(long, value_name = "KEY[=VALUE]")]
+    pub delete: Vec<String>,
+    /// Delete that exact argument if present
+    #[arg(long, value_name = "KEY[=VALUE]")]
+    pub delete_if_present: Vec<String>,
+    /// Replace the value of KEY (one value), or the value OLD of KEY (KEY=OLD=NEW)
+    #[arg(long, value_name = "KEY=VALUE=NEWVALUE")]
+    pub replace: Vec<String>,
+    /// Edit the kernel arguments in $EDITOR
+    #[arg(long, conflicts_with_all = ["append", "append_if_missing", "delete", "delete_if_present", "replace", "import_proc_cmdline"])]
+    pub editor: bool,
+    /// Start from the running kernel's /proc/cmdline (without BOOT_IMAGE=, initrd=, ostree=)
+    #[arg(long)]
+    pub import_proc_cmdline: bool,
+    /// The deployment by its index in `stratum status` [default: booted, else the default]
+    #[arg(long, value_name = "N")]
+    pub deploy_index: Option<usize>,
+    /// Exit 77 when the arguments did not change
+    #[arg(long)]
+    pub unchanged_exit_77: bool,
+    /// Reboot when done
+    #[arg(long, short = 'r')]
+    pub reboot: bool,
+    /// Print the result as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `stratum kargs`.
+pub fn run(g: &Globals, o: &KargsOpts) -> Result<i32> {
+    let req = Request {
+        edits: Edits {
+            delete: o.delete.clone(),
+            replace: o.replace.clone(),
+            append: o.append.clone(),
+            append_if_missing: o.append_if_missing.clone(),
+            delete_if_present: o.delete_if_present.clone(),
+        },
+        editor: o.editor,
+        import_proc_cmdline: o.import_proc_cmdline,
+        deploy_index: o.deploy_index,
+    };
+    let r = apply(g, &req)?;
+    if o.json {
+        super::print_json(&r)?;
+    } else if !req.modifies() {
+        println!("{}", r.kargs.join(" "));
+    }
+    if !req.modifies() {
+        return Ok(0);
+    }
+    if !r.changed {
+        eprintln!("Kernel arguments unchanged.");
+        return Ok(if o.unchanged_exit_77 {
+            EXIT_UNCHANGED
+        } else {
+            0
+        });
+    }
+    eprintln!(
+        "Kernel arguments of {}:{} updated; reboot to use them.",
+        r.stateroot, r.deployment
+    );
+    if o.reboot {
+        super::reboot()?;
+    }
+    Ok(0)
+}
 
 /// Arguments of `/proc/cmdline` that describe this boot, not the deployment's configuration.
 const PER_BOOT: &[&str] = &["BOOT_IMAGE", "initrd", "ostree"];
@@ -50,19 +134,20 @@ pub struct Outcome {
 }
 
 /// Runs the request.
-pub fn run(ops: &Ops, req: &Request) -> Result<Outcome> {
+fn apply(g: &Globals, req: &Request) -> Result<Outcome> {
+    let session = g.session();
     if !req.modifies() {
-        let st = ops.state()?;
+        let st = State::read(&session.sysroot)?;
         let (i, d) = target(&st, req.deploy_index)?;
         return Ok(outcome(&st, i, &d, d.kargs.clone(), false));
     }
-    let _lock = ops.begin()?;
-    let st = ops.state()?;
+    let _lock = session.begin()?;
+    let st = session.state()?;
     let (i, d) = target(&st, req.deploy_index)?;
     let old = Kargs::from_list(&d.kargs)
         .with_context(|| format!("the current kernel arguments of {}", d.name()))?;
     let base = if req.import_proc_cmdline {
-        proc_cmdline()?
+        proc_cmdline(&st)?
     } else {
         old.clone()
     };
@@ -80,8 +165,10 @@ pub fn run(ops: &Ops, req: &Request) -> Result<Outcome> {
     }
     let mut list = st.deployments.clone();
     list[i].kargs = new.to_list();
+    // Refused here (an argument GRUB would cut or choke on) before anything is written.
+    crate::bootset::entry::command_line(st.bootversion.unwrap_or(0), &list[i])?;
     crate::failpoint("kargs::before-boot-set")?;
-    ops.commit_boot_set(&st, list)?;
+    counting::commit::write(&st, &list)?;
     Ok(outcome(&st, i, &d, new.to_list(), true))
 }
 
@@ -116,14 +203,11 @@ fn target(st: &State, index: Option<usize>) -> Result<(usize, Deployment)> {
     Ok((i, st.deployments[i].clone()))
 }
 
-/// `/proc/cmdline` without the per-boot arguments. `STRATUM_PROC_CMDLINE` names another file
-/// (for tests).
-fn proc_cmdline() -> Result<Kargs> {
-    let path = std::env::var_os("STRATUM_PROC_CMDLINE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| "/proc/cmdline".into());
+/// The running kernel's command line without the per-boot arguments.
+fn proc_cmdline(st: &State) -> Result<Kargs> {
+    let path = &st.sysroot.proc_cmdline;
     let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     Kargs::parse(text.trim_end())
         .with_context(|| format!("parsing {}", path.display()))
         .map(|k| k.without_keys(PER_BOOT))

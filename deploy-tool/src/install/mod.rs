@@ -5,10 +5,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::bootloader::{self, BootDeployment, WriterOptions};
-use crate::deploy::{self, NewDeployment};
-use crate::disk;
-use crate::origin::Origin;
+pub mod disk;
+
+use crate::deployment::{self, NewDeployment};
+use crate::state::origin::Origin;
+use crate::state::State;
 use crate::sysroot::Sysroot;
 
 /// What to install.
@@ -65,41 +66,30 @@ pub fn to_filesystem(dest: &Path, opts: &InstallOptions, fstab: &str) -> Result<
         "Deploying {commit} ({})",
         info.version.as_deref().unwrap_or("no version")
     );
-    let mut dep = deploy::create(
-        &sysroot,
-        &repo,
-        &NewDeployment {
-            stateroot: &opts.stateroot,
-            commit: &commit,
-            origin: Origin::for_refspec(&refspec),
-            kargs: opts.kargs.clone(),
-        },
-    )?;
-    // The image's kernel argument defaults (kargs.d), after the installer's own.
-    crate::kargsd::apply_to_new(&sysroot, None, &mut dep)?;
-    let root = sysroot.path.join(dep.relpath());
-    if !fstab.is_empty() {
+    let st = State::read(&sysroot)?;
+    let append_fstab = |root: &Path| -> Result<()> {
+        if fstab.is_empty() {
+            return Ok(());
+        }
         let path = root.join("etc/fstab");
         let mut text = fs::read_to_string(&path).unwrap_or_default();
         text.push_str(fstab);
-        crate::fsutil::atomic_write(&path, text.as_bytes(), 0o644)?;
-    }
-    let title = bootloader::os_pretty_name(&root)
-        + &info.version.map(|v| format!(" {v}")).unwrap_or_default();
-    // A valid, fully allocated environment block from the start: GRUB's save_env can only
-    // rewrite an existing one.
-    crate::grubenv::store(
-        &crate::bootstate::grubenv_path(&sysroot),
-        &crate::grubenv::GrubEnv::default(),
+        crate::fsutil::atomic_write(&path, text.as_bytes(), 0o644)
+    };
+    // The installer's arguments, then the image's defaults (kargs.d): the same pipeline as
+    // every later deployment.
+    let outcome = deployment::deploy(
+        &st,
+        NewDeployment {
+            stateroot: &opts.stateroot,
+            commit: &commit,
+            origin: Origin::for_refspec(&refspec),
+            kargs: Some(opts.kargs.clone()),
+            stage: false,
+            customize: Some(&append_fstab),
+        },
     )?;
-    bootloader::write_boot_set(
-        &sysroot,
-        &[BootDeployment {
-            deployment: dep.clone(),
-            title,
-        }],
-        &WriterOptions::default(),
-    )?;
+    let dep = outcome.new.context("the new deployment")?;
     Ok(InstallResult {
         commit,
         deployment: dep.relpath().to_string_lossy().into_owned(),

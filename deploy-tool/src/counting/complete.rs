@@ -11,10 +11,35 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use crate::bootstate::{self, BootState, Fallback};
+use super::health::{self, CheckResult};
+use super::{self as bootstate, BootState, Fallback};
+use crate::bootset::grubenv;
 use crate::config::{Config, OnFailure};
-use crate::health::{self, CheckResult};
-use crate::ops::Ops;
+use crate::state::Session;
+
+/// What boot-complete concluded about this boot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    /// The deployment on trial passed its required checks and is blessed.
+    Blessed,
+    /// No trial was in progress; the checks passed (or only wanted ones failed).
+    NoTrial,
+    /// A required check failed.
+    CheckFailed,
+    /// GRUB fell back from the deployment on trial; the running one is the default again.
+    FellBack,
+}
+
+/// What to do about a failed required check during a trial.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailureAction {
+    /// Reboot, so GRUB counts the failed try.
+    Reboot,
+    /// Only report it (`on-failure = "none"`).
+    None,
+}
 
 /// What boot-complete concluded.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -22,34 +47,34 @@ use crate::ops::Ops;
 pub struct Outcome {
     /// The booted deployment.
     pub booted: String,
-    /// `blessed`, `no-trial`, `check-failed`, `fell-back`.
-    pub result: String,
+    pub result: Verdict,
     pub checks: Vec<CheckResult>,
     /// Set when GRUB fell back from a deployment during this boot.
     pub fallback: Option<Fallback>,
     pub grubenv_repaired: Option<String>,
-    /// The action taken on a failed required check (`reboot` or `none`).
-    pub action: Option<String>,
+    /// The action taken on a failed required check.
+    pub action: Option<FailureAction>,
 }
 
 /// Runs boot-complete on the booted system.
-pub fn run(ops: &Ops) -> Result<Outcome> {
-    let _lock = ops.begin()?;
-    let st = ops.state()?;
+pub fn run(session: &Session) -> Result<Outcome> {
+    let _lock = session.begin()?;
+    let st = session.state()?;
+    let sysroot = &st.sysroot;
     let booted = st
         .booted
         .clone()
         .context("the running system was not booted from a deployment of this sysroot")?;
-    let config = Config::load(&bootstate::config_root(&ops.sysroot, Some(&booted)))?;
-    let (mut env, problem) = bootstate::load_env(&ops.sysroot)?;
+    let config = Config::load(&bootstate::config_root(sysroot, Some(&booted)))?;
+    let (mut env, problem) = bootstate::load_env(sysroot)?;
     if let Some(p) = &problem {
         eprintln!("Repairing the GRUB environment: {p}");
-        crate::grubenv::store(&bootstate::grubenv_path(&ops.sysroot), &env)?;
+        grubenv::store(&bootstate::grubenv_path(sysroot), &env)?;
     }
-    let booted_id = bootstate::id(&booted);
+    let booted_id = booted.id();
     let mut outcome = Outcome {
         booted: booted_id.clone(),
-        result: "no-trial".into(),
+        result: Verdict::NoTrial,
         checks: Vec::new(),
         fallback: None,
         grubenv_repaired: problem,
@@ -62,11 +87,7 @@ pub fn run(ops: &Ops) -> Result<Outcome> {
         .filter(|f| !f.is_empty())
         .map(str::to_string)
     {
-        let failed = st
-            .deployments
-            .iter()
-            .find(|d| bootstate::id(d) == failed_id)
-            .cloned();
+        let failed = st.deployments.iter().find(|d| d.id() == failed_id).cloned();
         let tries = env
             .get(bootstate::TRIES)
             .and_then(|t| t.parse().ok())
@@ -80,10 +101,10 @@ pub fn run(ops: &Ops) -> Result<Outcome> {
                 .map(|d| d.checksum.clone())
                 .unwrap_or_default(),
         };
-        let mut state = BootState::load(&ops.sysroot, &booted.stateroot);
+        let mut state = BootState::load(sysroot, &booted.stateroot);
         state.fallbacks.push(fb.clone());
         state.bless(&booted);
-        state.store(&ops.sysroot, &booted.stateroot)?;
+        state.store(sysroot, &booted.stateroot)?;
         // The running deployment becomes the default; the failed one stays as entry 1.
         let mut list = vec![booted.clone()];
         list.extend(failed.clone());
@@ -97,18 +118,18 @@ pub fn run(ops: &Ops) -> Result<Outcome> {
         env.unset(bootstate::TRIAL);
         env.unset(bootstate::COUNTER);
         env.set(bootstate::SUCCESS, "1");
-        crate::grubenv::store(&bootstate::grubenv_path(&ops.sysroot), &env)?;
-        ops.commit_boot_set(&st, list)?;
+        grubenv::store(&bootstate::grubenv_path(sysroot), &env)?;
+        super::commit::write(&st, &list)?;
         eprintln!("Fell back from {failed_id} after {tries} failed boots; {booted_id} is the default again.");
         outcome.fallback = Some(fb);
-        outcome.result = "fell-back".into();
+        outcome.result = Verdict::FellBack;
         return Ok(outcome);
     }
 
     let on_trial = env.get(bootstate::TRIAL) == Some(booted_id.as_str())
         && env.get(bootstate::SUCCESS) != Some("1");
     outcome.checks = health::run_checks(
-        &bootstate::config_root(&ops.sysroot, Some(&booted)),
+        &bootstate::config_root(sysroot, Some(&booted)),
         Duration::from_secs(config.health_check_timeout),
     )?;
     for c in &outcome.checks {
@@ -125,19 +146,19 @@ pub fn run(ops: &Ops) -> Result<Outcome> {
         .filter(|c| c.required && !c.passed)
         .collect();
     if failed.is_empty() {
-        bootstate::bless(&ops.sysroot, &booted)?;
+        bootstate::bless(sysroot, &booted)?;
         outcome.result = if on_trial {
-            "blessed".into()
+            Verdict::Blessed
         } else {
-            "no-trial".into()
+            Verdict::NoTrial
         };
         return Ok(outcome);
     }
-    outcome.result = "check-failed".into();
+    outcome.result = Verdict::CheckFailed;
     if on_trial {
         outcome.action = Some(match config.on_failure {
-            OnFailure::Reboot => "reboot".into(),
-            OnFailure::None => "none".into(),
+            OnFailure::Reboot => FailureAction::Reboot,
+            OnFailure::None => FailureAction::None,
         });
     }
     Ok(outcome)
@@ -151,16 +172,18 @@ pub fn summary(o: &Outcome) -> String {
         .filter(|c| c.required && !c.passed)
         .map(|c| c.name.as_str())
         .collect();
-    match o.result.as_str() {
-        "blessed" => format!("{} passed its health checks and is blessed", o.booted),
-        "fell-back" => match &o.fallback {
+    match o.result {
+        Verdict::Blessed => format!("{} passed its health checks and is blessed", o.booted),
+        Verdict::FellBack => match &o.fallback {
             Some(f) => format!(
                 "fell back from {} after {} failed boots; running {}",
                 f.from, f.tries, f.to
             ),
             None => "fell back".into(),
         },
-        "check-failed" => format!("required health checks failed: {}", failed.join(", ")),
-        _ => format!("{} is running; no trial in progress", o.booted),
+        Verdict::CheckFailed => {
+            format!("required health checks failed: {}", failed.join(", "))
+        }
+        Verdict::NoTrial => format!("{} is running; no trial in progress", o.booted),
     }
 }

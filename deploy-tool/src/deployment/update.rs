@@ -1,10 +1,12 @@
 //! `upgrade`, `deploy` and `rebase`: find the commit to deploy (pulling it when the origin
-//! names a remote), decide whether anything changes, and deploy.
+//! names a remote), decide whether anything changes, and hand it to the pipeline.
 
 use anyhow::{bail, Context, Result};
 use ostree::{gio, glib};
 
-use crate::ops::{DeployOutcome, Ops};
+use super::{DeployOutcome, NewDeployment};
+use crate::counting::BootState;
+use crate::state::State;
 
 /// What to deploy.
 #[derive(Debug, Clone)]
@@ -48,20 +50,24 @@ pub enum UpdateResult {
     Deployed(DeployOutcome),
 }
 
-/// Runs an update of `target`.
-pub fn update(ops: &Ops, target: &Target, opts: UpdateOptions) -> Result<UpdateResult> {
-    let _lock = ops.begin()?;
-    let st = ops.state()?;
-    let stateroot = ops.stateroot(&st);
-    let merge = ops.merge_deployment(&st, &stateroot).with_context(|| {
+/// Runs an update of `target` in `stateroot` (the caller holds the sysroot lock).
+pub fn update(
+    st: &State,
+    stateroot: &str,
+    target: &Target,
+    opts: UpdateOptions,
+) -> Result<UpdateResult> {
+    let sysroot = &st.sysroot;
+    let merge = st.merge_deployment(stateroot).with_context(|| {
         format!("no deployment in stateroot {stateroot} to update; install one first")
     })?;
     // What to follow (ref, initramfs settings…) comes from what boots next, so changes
     // stack: an upgrade after `initramfs --enable` or a staged rebase keeps them.
-    let base = ops
-        .pending_deployment(&st, &stateroot)
+    let base = st
+        .pending_deployment(stateroot)
         .unwrap_or_else(|| merge.clone());
-    let mut origin = ops.origin_of(&base)?;
+    let base_origin = st.origin_of(&base)?;
+    let mut origin = base_origin.clone();
     if let Target::Rebase(refspec) = target {
         if refspec.is_empty() {
             bail!("rebase needs REMOTE:REF or REF");
@@ -72,7 +78,7 @@ pub fn update(ops: &Ops, target: &Target, opts: UpdateOptions) -> Result<UpdateR
         .remote_and_ref()
         .map(|(r, f)| (r.map(str::to_string), f.to_string()))
         .context("the deployment's origin names no ref (no [origin] refspec)")?;
-    let repo = crate::repo::open(&ops.sysroot.repo_path())?;
+    let repo = crate::repo::open(&sysroot.repo_path())?;
     let commit_only = opts.check && !opts.preview;
     let new = match target {
         Target::Upgrade | Target::Rebase(_) => {
@@ -95,17 +101,22 @@ pub fn update(ops: &Ops, target: &Target, opts: UpdateOptions) -> Result<UpdateR
             found
         }
     };
-    let unchanged = matches!(target, Target::Upgrade)
-        && (new == merge.checksum
-            || st.deployments.first().is_some_and(|d| d.checksum == new)
-            || st.staged.as_ref().is_some_and(|s| s.checksum == new));
+    let unchanged = match target {
+        Target::Upgrade => {
+            new == merge.checksum
+                || st.deployments.first().is_some_and(|d| d.checksum == new)
+                || st.staged.as_ref().is_some_and(|s| s.checksum == new)
+        }
+        // What boots next is that commit already, following the same ref: another
+        // deployment of it would only push the rollback out of the boot set.
+        _ => new == base.checksum && origin.refspec == base_origin.refspec,
+    };
     if unchanged {
         return Ok(UpdateResult::NoChange { checksum: new });
     }
     // A commit that already failed to boot here is not deployed again by an upgrade; only an
     // explicit `deploy` of it is.
-    if matches!(target, Target::Upgrade)
-        && crate::bootstate::BootState::load(&ops.sysroot, &stateroot).commit_failed(&new)
+    if matches!(target, Target::Upgrade) && BootState::load(sysroot, stateroot).commit_failed(&new)
     {
         eprintln!("{new} failed to boot on this machine before; deploy it explicitly with `stratum deploy {new}` to try again.");
         return Ok(UpdateResult::NoChange { checksum: new });
@@ -126,7 +137,17 @@ pub fn update(ops: &Ops, target: &Target, opts: UpdateOptions) -> Result<UpdateR
             diff,
         });
     }
-    let outcome = ops.deploy(&new, origin, opts.stage)?;
+    let outcome = super::deploy(
+        st,
+        NewDeployment {
+            stateroot,
+            commit: &new,
+            origin,
+            kargs: None,
+            stage: opts.stage,
+            customize: None,
+        },
+    )?;
     Ok(UpdateResult::Deployed(outcome))
 }
 

@@ -1,0 +1,313 @@
+//! The boot-entry codec: the one place that turns a deployment into its boot entry, bootlink
+//! and boot-file paths, and an entry back into a deployment.
+//!
+//! A deployment in boot generation `N` is booted by
+//! `ostree=/ostree/boot.N/<stateroot>/<bootcsum>/<bootserial>`, a bootlink resolving to
+//! `../../../deploy/<stateroot>/deploy/<checksum>.<serial>`; its kernel and initramfs are
+//! `/boot/ostree/<stateroot>-<bootcsum>/{vmlinuz,initramfs}-<kver>[.img]`. Entries are written
+//! as OSTree writes them, so `ostree admin status` reads them.
+//!
+//! Everything that goes into an entry is checked here before anything is written:
+//! - kernel versions become file names and a line of the entry: letters, digits and `._+~-`;
+//! - kernel arguments are one word each without control characters (a newline would inject
+//!   lines into the entry and the GRUB menu);
+//! - the whole command line must fit the kernel's limit. On x86 the kernel keeps at most
+//!   `COMMAND_LINE_SIZE - 1` = 2047 bytes, and GRUB 2.06's `linux` command truncates what it
+//!   passes to that size *after* prepending `BOOT_IMAGE=<path> `, silently. A longer line is
+//!   refused rather than cut; `ostree=` goes first, so it is never the part that is lost.
+//!   (A single argument of several KiB also makes GRUB 2.06's script parser give up on the
+//!   whole menu, the rollback entry included; the length limit rules that out too.)
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use stratum_prepare_root::cmdline::Cmdline;
+
+use super::bls;
+use crate::sysroot::{parse_deploy_name, Deployment, Sysroot};
+
+/// The longest kernel command line the kernel keeps on x86 (`COMMAND_LINE_SIZE` is 2048,
+/// including the terminating NUL).
+pub const MAX_CMDLINE: usize = 2047;
+
+/// The parts of an `ostree=/ostree/boot.N/<stateroot>/<bootcsum>/<bootserial>` argument.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Bootlink {
+    pub bootversion: u8,
+    pub stateroot: String,
+    pub bootcsum: String,
+    pub bootserial: u32,
+}
+
+/// Parses an `ostree=` value in the exact form OSTree writes.
+pub fn parse_bootlink(arg: &str) -> Result<Bootlink> {
+    let parts: Vec<&str> = arg.split('/').collect();
+    let bad = || {
+        anyhow::anyhow!("ostree={arg} is not of the form /ostree/boot.N/STATEROOT/BOOTCSUM/SERIAL")
+    };
+    if parts.len() != 6 || !parts[0].is_empty() || parts[1] != "ostree" {
+        return Err(bad());
+    }
+    let bootversion = match parts[2] {
+        "boot.0" => 0,
+        "boot.1" => 1,
+        _ => return Err(bad()),
+    };
+    if !parts[5].bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    Ok(Bootlink {
+        bootversion,
+        stateroot: parts[3].to_string(),
+        bootcsum: parts[4].to_string(),
+        bootserial: parts[5].parse().map_err(|_| bad())?,
+    })
+}
+
+/// The `ostree=` value naming `d` in boot generation `bootversion`.
+pub fn bootlink_arg(bootversion: u8, d: &Deployment) -> String {
+    format!(
+        "/ostree/boot.{bootversion}/{}/{}/{}",
+        d.stateroot, d.bootcsum, d.bootserial
+    )
+}
+
+/// Where a bootlink of `d` points, relative to `ostree/boot.N.M/<stateroot>/<bootcsum>/`.
+pub fn bootlink_target(d: &Deployment) -> String {
+    format!("../../../deploy/{}/deploy/{}", d.stateroot, d.name())
+}
+
+/// `d`'s boot-file directory, relative to `/boot`: `/ostree/<stateroot>-<bootcsum>`.
+pub fn boot_dir(d: &Deployment) -> String {
+    format!("/ostree/{}-{}", d.stateroot, d.bootcsum)
+}
+
+/// The kernel's file name in the boot-file directory.
+pub fn vmlinuz_name(kver: &str) -> String {
+    format!("vmlinuz-{kver}")
+}
+
+/// The initramfs's file name in the boot-file directory.
+pub fn initramfs_name(kver: &str) -> String {
+    format!("initramfs-{kver}.img")
+}
+
+/// The `linux` path of `d`'s entry, relative to `/boot`.
+pub fn linux_path(d: &Deployment) -> String {
+    format!("{}/{}", boot_dir(d), vmlinuz_name(&d.kver))
+}
+
+/// The initrds of `d`'s entry (its own, then overlays), relative to `/boot`.
+pub fn initrd_paths(d: &Deployment) -> Vec<String> {
+    let mut v = vec![format!("{}/{}", boot_dir(d), initramfs_name(&d.kver))];
+    v.extend(d.overlay_initrds.iter().cloned());
+    v
+}
+
+/// Checks a kernel version taken from an image before it becomes a file name and an entry
+/// line.
+pub fn validate_kver(kver: &str) -> Result<()> {
+    if kver.is_empty()
+        || kver.starts_with('.')
+        || !kver
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._+~-".contains(&b))
+    {
+        bail!(
+            "kernel version {kver:?} is not usable as a file name (letters, digits and ._+~- only)"
+        );
+    }
+    Ok(())
+}
+
+/// Checks one kernel argument as it will be written: a non-empty word without control
+/// characters.
+pub fn validate_karg(arg: &str) -> Result<()> {
+    if arg.is_empty() {
+        bail!("empty kernel argument");
+    }
+    if let Some(c) = arg.chars().find(|c| c.is_control()) {
+        bail!("kernel argument {arg:?} contains the control character {c:?}");
+    }
+    Ok(())
+}
+
+/// The kernel command line of `d`'s entry in generation `bootversion`: `ostree=` first, then
+/// the deployment's arguments. Refused when it would not reach the kernel whole.
+pub fn command_line(bootversion: u8, d: &Deployment) -> Result<Vec<String>> {
+    validate_kver(&d.kver)?;
+    let mut args = vec![format!("ostree={}", bootlink_arg(bootversion, d))];
+    for a in &d.kargs {
+        validate_karg(a).with_context(|| format!("deployment {}", d.name()))?;
+        if a.starts_with("ostree=") {
+            bail!(
+                "deployment {}: ostree= is written by stratum itself",
+                d.name()
+            );
+        }
+        args.push(a.clone());
+    }
+    // What the kernel receives from GRUB: "BOOT_IMAGE=<linux> " followed by the arguments.
+    let len =
+        "BOOT_IMAGE=".len() + linux_path(d).len() + args.iter().map(|a| 1 + a.len()).sum::<usize>();
+    if len > MAX_CMDLINE {
+        bail!(
+            "the kernel command line of {} would be {len} bytes; the kernel keeps at most \
+             {MAX_CMDLINE} (GRUB cuts the rest silently). Remove or shorten kernel arguments \
+             (see `stratum kargs`)",
+            d.name()
+        );
+    }
+    Ok(args)
+}
+
+/// The BLS entry of `d` at position `version` (counted from the end: the default has the
+/// highest) in generation `bootversion`.
+pub fn to_entry(
+    d: &Deployment,
+    bootversion: u8,
+    title: &str,
+    version: usize,
+) -> Result<bls::Entry> {
+    let options = command_line(bootversion, d)?;
+    if title.chars().any(char::is_control) {
+        bail!("boot entry title {title:?} contains a control character");
+    }
+    let mut e = bls::Entry::default();
+    e.set("title", title);
+    e.set("version", version.to_string());
+    e.set("options", options.join(" "));
+    e.set("linux", linux_path(d));
+    for i in initrd_paths(d) {
+        e.push("initrd", i);
+    }
+    Ok(e)
+}
+
+/// The deployment an entry boots, following its bootlink in `sysroot`. The deployment
+/// directory itself is not required to exist (the state reader checks that).
+pub fn from_entry(sysroot: &Sysroot, e: &bls::Entry) -> Result<Deployment> {
+    let options = e.get("options").context("entry has no options line")?;
+    let cmdline = Cmdline::parse(options);
+    let ostree = cmdline
+        .get(stratum_prepare_root::KARG_OSTREE)
+        .context("entry has no ostree= argument")?;
+    let link = parse_bootlink(ostree)?;
+    let target = std::fs::read_link(sysroot.path.join(ostree.trim_start_matches('/')))
+        .with_context(|| format!("reading bootlink {ostree}"))?;
+    let name = Path::new(&target)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .with_context(|| format!("bootlink {ostree} points to {}", target.display()))?;
+    let (checksum, serial) = parse_deploy_name(name)?;
+    let kver = e
+        .get("linux")
+        .and_then(|l| l.rsplit('/').next())
+        .and_then(|f| f.strip_prefix("vmlinuz-"))
+        .context("entry's linux line does not name vmlinuz-<kver>")?
+        .to_string();
+    let kargs = cmdline
+        .iter()
+        .filter(|p| p.key != stratum_prepare_root::KARG_OSTREE)
+        .map(|p| p.to_string())
+        .collect();
+    Ok(Deployment {
+        stateroot: link.stateroot,
+        checksum,
+        serial,
+        bootcsum: link.bootcsum,
+        bootserial: link.bootserial,
+        kver,
+        kargs,
+        overlay_initrds: e.all("initrd").skip(1).map(str::to_string).collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dep() -> Deployment {
+        Deployment {
+            stateroot: "default".into(),
+            checksum: "c".repeat(64),
+            serial: 0,
+            bootcsum: "b".repeat(64),
+            bootserial: 0,
+            kver: "6.1.0-18-amd64".into(),
+            kargs: vec!["root=UUID=1".into(), "rw".into()],
+            overlay_initrds: vec!["/ostree/initramfs-overlays/x.img".into()],
+        }
+    }
+
+    #[test]
+    fn bootlinks_parse_strictly() {
+        let b = parse_bootlink("/ostree/boot.1/default/abc/0").unwrap();
+        assert_eq!(
+            b,
+            Bootlink {
+                bootversion: 1,
+                stateroot: "default".into(),
+                bootcsum: "abc".into(),
+                bootserial: 0
+            }
+        );
+        for bad in [
+            "/ostree/boot.2/x/y/0",
+            "ostree/boot.0/x/y/0",
+            "/ostree/boot.0/x/y",
+            "/ostree/boot.0/x/y/z",
+            "/ostree/boot.0/x/y/+1",
+            "/etc/passwd",
+        ] {
+            assert!(parse_bootlink(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn entry_round_trips_through_the_bootlink() {
+        let t = tempfile::tempdir().unwrap();
+        let s = Sysroot::new(t.path());
+        let d = dep();
+        let e = to_entry(&d, 1, "Debian 1.0 (ostree:0)", 2).unwrap();
+        assert!(e
+            .get("options")
+            .unwrap()
+            .starts_with("ostree=/ostree/boot.1/default/"));
+        let dir = t
+            .path()
+            .join(format!("ostree/boot.1/default/{}", d.bootcsum));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::os::unix::fs::symlink(bootlink_target(&d), dir.join("0")).unwrap();
+        let back = from_entry(&s, &bls::Entry::parse(&e.to_string()).unwrap()).unwrap();
+        assert_eq!(back, d);
+    }
+
+    #[test]
+    fn hostile_entries_are_refused() {
+        let mut d = dep();
+        d.kver = "6.1\ninitrd /evil".into();
+        assert!(to_entry(&d, 0, "t", 1).is_err());
+        let mut d = dep();
+        d.kargs.push("a\nlinux /evil".into());
+        assert!(to_entry(&d, 0, "t", 1).is_err());
+        let mut d = dep();
+        d.kargs.push(format!("big={}", "x".repeat(8192)));
+        let e = format!("{:#}", to_entry(&d, 0, "t", 1).unwrap_err());
+        assert!(e.contains("2047"), "{e}");
+        // Just under the limit is fine, just over is not.
+        let mut d = dep();
+        let base = "BOOT_IMAGE=".len()
+            + linux_path(&d).len()
+            + command_line(0, &d)
+                .unwrap()
+                .iter()
+                .map(|a| 1 + a.len())
+                .sum::<usize>();
+        d.kargs
+            .push(format!("p={}", "y".repeat(MAX_CMDLINE - base - 3)));
+        assert!(command_line(0, &d).is_ok());
+        d.kargs.last_mut().unwrap().push('y');
+        assert!(command_line(0, &d).is_err());
+    }
+}

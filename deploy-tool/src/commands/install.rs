@@ -1,0 +1,153 @@
+//! `stratum install to-disk|to-filesystem`: a new sysroot from an image.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Subcommand;
+
+use super::Globals;
+
+/// Install an image onto a new disk or directory
+#[derive(Debug, Subcommand)]
+pub enum InstallCmd {
+    /// Write a bootable GPT disk image (UEFI): ESP with GRUB, ext4 /boot, ext4 root.
+    ///
+    /// Built from files, without loop devices or mounts, so it works unprivileged too. The
+    /// root partition holds the sysroot (/ostree/repo with the commit, the stateroot and one
+    /// deployment); the deployment's /etc/fstab mounts /boot and /boot/efi. Writing straight
+    /// to a block device is not supported: write an image and copy it with
+    /// `dd if=IMAGE of=DEVICE bs=4M conv=sparse`.
+    ToDisk(ToDiskOpts),
+    /// Write a sysroot into an existing directory (its boot/ holds the boot set)
+    ToFilesystem(ToFilesystemOpts),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct InstallSource {
+    /// The ostree repository holding the image
+    #[arg(long)]
+    pub repo: PathBuf,
+    /// The ref to install
+    #[arg(long = "ref", value_name = "REF")]
+    pub refname: String,
+    /// Extra kernel argument (repeatable), e.g. --karg console=ttyS0
+    #[arg(long = "karg", value_name = "ARG")]
+    pub kargs: Vec<String>,
+    /// Make the installed system follow REF from this remote (origin NAME:REF), e.g.
+    /// --remote updates=https://example.com/repo
+    #[arg(long, value_name = "NAME=URL")]
+    pub remote: Option<String>,
+    /// GPG public keys that sign the remote's commits (verification is off without them)
+    #[arg(long, value_name = "FILE", requires = "remote")]
+    pub remote_gpg_import: Option<PathBuf>,
+    /// Print the result as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ToDiskOpts {
+    #[command(flatten)]
+    pub source: InstallSource,
+    /// The disk image file to write (replaced when complete)
+    #[arg(long, value_name = "FILE")]
+    pub image: PathBuf,
+    /// Size of the image, e.g. 4G
+    #[arg(long, default_value = "4G")]
+    pub size: String,
+    /// Keep the staged sysroot in DIR (for inspection, e.g. `ostree admin status --sysroot DIR/sysroot`)
+    #[arg(long, value_name = "DIR")]
+    pub workdir: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ToFilesystemOpts {
+    #[command(flatten)]
+    pub source: InstallSource,
+    /// The directory to write the sysroot into
+    pub dir: PathBuf,
+}
+
+pub fn run(g: &Globals, c: &InstallCmd) -> Result<i32> {
+    match c {
+        InstallCmd::ToDisk(o) => {
+            let size = crate::install::disk::parse_size(&o.size)?;
+            let r = crate::install::to_disk(
+                &o.image,
+                size,
+                &install_options(g, &o.source)?,
+                o.workdir.as_deref(),
+            )?;
+            eprintln!(
+                "Wrote {} ({} MiB) with deployment {}",
+                o.image.display(),
+                size >> 20,
+                r.deployment
+            );
+            print(o.source.json, &r, &r.commit)
+        }
+        InstallCmd::ToFilesystem(o) => {
+            let r = crate::install::to_filesystem(&o.dir, &install_options(g, &o.source)?, "")?;
+            print(o.source.json, &r, &r.deployment)
+        }
+    }
+}
+
+fn print(json: bool, r: &crate::install::InstallResult, plain: &str) -> Result<i32> {
+    if json {
+        super::print_json(r)?;
+    } else {
+        println!("{plain}");
+    }
+    Ok(0)
+}
+
+fn install_options(g: &Globals, s: &InstallSource) -> Result<crate::install::InstallOptions> {
+    for k in &s.kargs {
+        crate::kargs::check_settable(k).with_context(|| format!("--karg {k:?}"))?;
+    }
+    let stateroot = g.stateroot.clone().unwrap_or_else(|| "default".to_string());
+    crate::sysroot::validate_stateroot(&stateroot)?;
+    let remote = match &s.remote {
+        Some(r) => {
+            let (name, url) = r
+                .split_once('=')
+                .with_context(|| format!("--remote {r}: expected NAME=URL"))?;
+            Some((name.to_string(), url.to_string()))
+        }
+        None => None,
+    };
+    Ok(crate::install::InstallOptions {
+        repo: s.repo.clone(),
+        refname: s.refname.clone(),
+        stateroot,
+        kargs: s.kargs.clone(),
+        remote,
+        remote_gpg_keys: s.remote_gpg_import.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_kargs_are_refused() {
+        let g = Globals {
+            sysroot: None,
+            stateroot: None,
+            no_wait: false,
+        };
+        for bad in ["a\nb", "", "ostree=/x"] {
+            let s = InstallSource {
+                repo: "r".into(),
+                refname: "x".into(),
+                kargs: vec![bad.into()],
+                json: false,
+                remote: None,
+                remote_gpg_import: None,
+            };
+            assert!(install_options(&g, &s).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! `stratum pin`: keep a deployment through cleanups and upgrades.
+
+use anyhow::Result;
+
+use super::Globals;
+use crate::deployment::changes;
+
+/// Keep a deployment (by index in `status`) through cleanups and upgrades
+#[derive(Debug, clap::Args)]
+pub struct PinOpts {
+    /// The deployment's index in `stratum status` (0 = default)
+    pub index: usize,
+    /// Unpin instead
+    #[arg(long)]
+    pub unpin: bool,
+    /// Print the result as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(g: &Globals, o: &PinOpts) -> Result<i32> {
+    let session = g.session();
+    let _lock = session.begin()?;
+    let st = session.state()?;
+    let d = changes::pin(&st, o.index, !o.unpin)?;
+    eprintln!(
+        "Deployment {}:{} is now {}",
+        d.stateroot,
+        d.name(),
+        if o.unpin { "unpinned" } else { "pinned" }
+    );
+    if o.json {
+        super::print_json(&serde_json::json!({
+            "stateroot": d.stateroot,
+            "deployment": d.name(),
+            "pinned": !o.unpin,
+        }))?;
+    }
+    Ok(0)
+}

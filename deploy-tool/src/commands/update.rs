@@ -1,0 +1,168 @@
+//! `stratum upgrade`, `deploy` and `rebase`: a new deployment of another commit.
+
+use anyhow::{bail, Result};
+
+use super::{Globals, NewDeploymentOpts, EXIT_UNCHANGED};
+use crate::deployment::update::{self, Target, UpdateOptions, UpdateResult};
+
+/// Pull the origin's newest commit and deploy it (staged: applied at shutdown)
+#[derive(Debug, clap::Args)]
+pub struct UpgradeOpts {
+    /// Only check whether an update exists: exit 0 if one does, 77 if not
+    #[arg(long)]
+    pub check: bool,
+    /// Show what would change (commit, version, files) without deploying
+    #[arg(long)]
+    pub preview: bool,
+    /// Exit 77 when there is no update (for scripts)
+    #[arg(long)]
+    pub unchanged_exit_77: bool,
+    #[command(flatten)]
+    pub new: NewDeploymentOpts,
+}
+
+/// Deploy a given commit or version of the origin's ref
+#[derive(Debug, clap::Args)]
+pub struct DeployOpts {
+    /// A commit checksum or ref
+    #[arg(required_unless_present = "version", conflicts_with = "version")]
+    pub rev: Option<String>,
+    /// The commit with this version on the origin ref's history
+    #[arg(long)]
+    pub version: Option<String>,
+    /// Exit 77 when that commit is already what boots next
+    #[arg(long)]
+    pub unchanged_exit_77: bool,
+    #[command(flatten)]
+    pub new: NewDeploymentOpts,
+}
+
+/// Follow another ref from now on (REMOTE:REF or a local REF) and deploy it
+#[derive(Debug, clap::Args)]
+pub struct RebaseOpts {
+    /// REMOTE:REF, or a REF of the local repository
+    pub refspec: String,
+    /// Exit 77 when that ref's commit is already what boots next, on the same ref
+    #[arg(long)]
+    pub unchanged_exit_77: bool,
+    #[command(flatten)]
+    pub new: NewDeploymentOpts,
+}
+
+pub fn upgrade(g: &Globals, o: &UpgradeOpts) -> Result<i32> {
+    let opts = UpdateOptions {
+        check: o.check,
+        preview: o.preview,
+        stage: o.new.stage(g),
+    };
+    run(
+        g,
+        &Target::Upgrade,
+        opts,
+        &o.new,
+        o.check || o.unchanged_exit_77,
+    )
+}
+
+pub fn deploy(g: &Globals, o: &DeployOpts) -> Result<i32> {
+    let target = match (&o.rev, &o.version) {
+        (Some(r), _) => Target::Rev(r.clone()),
+        (None, Some(v)) => Target::Version(v.clone()),
+        (None, None) => bail!("give a REV or --version"),
+    };
+    let opts = UpdateOptions {
+        stage: o.new.stage(g),
+        ..Default::default()
+    };
+    run(g, &target, opts, &o.new, o.unchanged_exit_77)
+}
+
+pub fn rebase(g: &Globals, o: &RebaseOpts) -> Result<i32> {
+    let opts = UpdateOptions {
+        stage: o.new.stage(g),
+        ..Default::default()
+    };
+    let target = Target::Rebase(o.refspec.clone());
+    run(g, &target, opts, &o.new, o.unchanged_exit_77)
+}
+
+fn run(
+    g: &Globals,
+    target: &Target,
+    opts: UpdateOptions,
+    o: &NewDeploymentOpts,
+    exit_77: bool,
+) -> Result<i32> {
+    let session = g.session();
+    let _lock = session.begin()?;
+    let st = session.state()?;
+    let stateroot = session.stateroot(&st);
+    let r = update::update(&st, &stateroot, target, opts)?;
+    report(&r, target, o)?;
+    let unchanged = matches!(r, UpdateResult::NoChange { .. });
+    Ok(if unchanged && exit_77 {
+        EXIT_UNCHANGED
+    } else {
+        0
+    })
+}
+
+fn report(r: &UpdateResult, target: &Target, o: &NewDeploymentOpts) -> Result<()> {
+    if o.json {
+        super::print_json(r)?;
+    }
+    match r {
+        UpdateResult::NoChange { checksum } => match target {
+            Target::Upgrade => eprintln!("No update available ({checksum} is deployed)."),
+            _ => eprintln!(
+                "{checksum} is already deployed and boots next; nothing to do \
+                 (`stratum rollback` switches between deployments)."
+            ),
+        },
+        UpdateResult::Available {
+            from,
+            to,
+            version,
+            diff,
+        } => {
+            eprintln!(
+                "Update available: {to} ({}), deployed: {from}",
+                version.as_deref().unwrap_or("no version")
+            );
+            if let Some(d) = diff {
+                eprintln!(
+                    "  {} added, {} removed, {} modified files",
+                    d.added.len(),
+                    d.removed.len(),
+                    d.modified.len()
+                );
+                if !o.json {
+                    for (mark, list) in [("+", &d.added), ("-", &d.removed), ("M", &d.modified)] {
+                        for p in list.iter().take(50) {
+                            println!("{mark} {p}");
+                        }
+                        if list.len() > 50 {
+                            println!("{mark} … and {} more", list.len() - 50);
+                        }
+                    }
+                }
+            }
+        }
+        UpdateResult::Deployed(d) => {
+            let how = if d.staged { "Staged" } else { "Deployed" };
+            eprintln!(
+                "{how} {} (/etc: {} modified, {} added, {} removed by the admin, carried over).",
+                d.deployment, d.etc_modified, d.etc_added, d.etc_removed
+            );
+            if d.staged {
+                eprintln!("It is written into the boot set at shutdown; reboot to use it.");
+            } else {
+                eprintln!("It is the default deployment now; reboot to use it.");
+            }
+            if o.reboot {
+                super::reboot()?;
+            }
+        }
+    }
+    Ok(())
+}
