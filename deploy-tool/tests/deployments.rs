@@ -275,11 +275,7 @@ fn crash_at_every_failpoint_leaves_a_consistent_sysroot() {
     cp(&env.sysroot, &pristine);
     for point in points {
         restore(&pristine, &env.sysroot);
-        let out = env.stratum_env(
-            &["upgrade", "--apply-now"],
-            &[("STRATUM_FAILPOINTS", point)],
-        );
-        assert!(!out.status.success(), "{point}: the failpoint did not fire");
+        env.crash_at(&["upgrade", "--apply-now"], point);
         let order = env.checksums();
         assert!(
             order == vec![v1.clone()] || order == vec![v2.clone(), v1.clone()],
@@ -323,8 +319,7 @@ fn crash_at_every_failpoint_leaves_a_consistent_sysroot() {
         } else {
             &["rollback"]
         };
-        let out = env.stratum_env(args, &[("STRATUM_FAILPOINTS", point)]);
-        assert!(!out.status.success(), "{cmd} {point}");
+        env.crash_at(args, point);
         let order = env.checksums();
         assert!(
             !order.is_empty() && order.iter().all(|c| env.dep(c).is_dir()),
@@ -399,11 +394,11 @@ fn failed_finalize_is_reported_and_leaves_the_boot_set() {
     let (env, v1) = setup();
     env.compose("2", "motd v2\n", &[]);
     ok(env.stratum(&["upgrade", "--stage"]));
-    let out = env.stratum_env(
-        &["finalize-staged"],
-        &[("STRATUM_FAILPOINTS", "finalize::after-etc-merge=error")],
+    let out = env.stratum_failpoint(&["finalize-staged"], "finalize::after-etc-merge", "return");
+    assert!(
+        err(out).contains("failpoint finalize::after-etc-merge triggered"),
+        "not the failpoint's error"
     );
-    assert!(!out.status.success());
     assert_eq!(env.checksums().last(), Some(&v1));
     let text = ok(env.stratum(&["status"]));
     assert!(

@@ -344,7 +344,8 @@ fn upgrade_rollback_cleanup() -> Result<()> {
 }
 
 const CRASHES: &str = r#"
-crash() { STRATUM_FAILPOINTS="$1" stratum "${@:2}"; echo "rc=$?"; }
+# This guest's stratum is the failpoints build: it aborts at the named step.
+crash() { FAILPOINTS="$1=panic" stratum "${@:2}"; echo "rc=$?"; }
 boot_1() {
     result booted "$(booted)"
     # Power cut before the loader symlink is swapped: the old boot set must boot.
@@ -372,11 +373,16 @@ boot_4() {
 }
 "#;
 
-/// Crashes (abort, no cleanup) at three commit steps inside the guest; every following boot
-/// must come up on a complete boot set.
+/// Crashes (abort, no cleanup) at three commit steps inside the guest, whose `stratum` is the
+/// failpoints build; every following boot must come up on a complete boot set.
 fn crash_points_boot() -> Result<()> {
     let p = project();
-    let img = p.build_image("crash", "1.0")?;
+    let img = p.build_image_with(
+        "crash",
+        "1.0",
+        |root| p.install_failpoints(root),
+        &["console=ttyS0"],
+    )?;
     let v1 = img.commit.clone();
     let v2 = img.compose_update(&p, "2.0", &[("usr/share/stratum-test/release", "2.0\n")])?;
     let dir = p.workdir("crash-run")?;
