@@ -344,8 +344,8 @@ fn upgrade_rollback_cleanup() -> Result<()> {
 }
 
 const CRASHES: &str = r#"
-# This guest's stratum is the failpoints build: it aborts at the named step.
-crash() { FAILPOINTS="$1=panic" stratum "${@:2}"; echo "rc=$?"; }
+# This guest's stratum is the failpoints build: it aborts at the named step (exit status 134).
+crash() { FAILPOINTS="$1=panic" stratum "${@:2}"; result crash_rc $?; }
 boot_1() {
     result booted "$(booted)"
     # Power cut before the loader symlink is swapped: the old boot set must boot.
@@ -409,6 +409,14 @@ fn crash_points_boot() -> Result<()> {
             r.boots()
         );
         ensure!(r.get(1, "booted") == v1, "boot 1: {:?}", r.get(1, "booted"));
+        for n in 1..=3 {
+            // 128 + SIGABRT: the process died at the failpoint, not at an error.
+            ensure!(
+                r.get(n, "crash_rc") == "134",
+                "boot {n}: stratum did not abort at the failpoint (exit status {:?})",
+                r.get(n, "crash_rc")
+            );
+        }
         ensure!(
             r.get(2, "booted") == v1,
             "crash before the swap: expected the old deployment v1, booted {:?}",
