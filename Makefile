@@ -19,7 +19,7 @@ export STRATUM_CACHE ?= $(HOME)/.cache/stratum
 DEB_PACKAGES := libostree-dev ostree pkg-config qemu-system-x86 ovmf debootstrap fdisk \
 	mtools dosfstools grub-efi-amd64-bin e2fsprogs cpio zstd kmod gnupg systemd
 
-.PHONY: all deps build install test test-unit test-vm demo bench clean
+.PHONY: all deps build build-failpoints install test test-unit test-vm demo bench clean
 
 all: build
 
@@ -38,6 +38,13 @@ build: deps
 	RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build --release --locked \
 		-p stratum-prepare-root --target $(TARGET)
 
+# The crash tests' stratum, which honours FAILPOINTS=name=panic: the same program built with
+# the failpoints feature as the example target stratum-failpoints, so that it lands in
+# $(RELEASE)/examples/ and never replaces $(RELEASE)/stratum, which `make install` ships and
+# which ignores failpoints. Only the stratum crate is built again; its dependencies are shared.
+build-failpoints: deps
+	$(CARGO) build --release --locked -p stratum --features failpoints --example stratum-failpoints
+
 # Installs into DESTDIR at FHS paths. Does not build: run `make build` first (the
 # demo and tests do), so that installing into a root needs no compiler.
 install:
@@ -55,10 +62,10 @@ install:
 	for f in $$(ls dracut 2>/dev/null); do \
 		install -D -m 0755 dracut/$$f $(DESTDIR)$(PREFIX)/lib/dracut/modules.d/50stratum/$$f; done
 
-test-unit: build
+test-unit: build build-failpoints
 	$(CARGO) test --release --locked -p stratum-prepare-root -p stratum -p stratum-initramfs
 
-test-vm: build
+test-vm: build build-failpoints
 	$(CARGO) test --release --locked -p stratum-vmtests -- --test-threads=1
 
 test: test-unit test-vm

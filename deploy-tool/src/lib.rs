@@ -35,23 +35,24 @@ pub mod repo;
 pub mod state;
 pub mod sysroot;
 
-/// A named failpoint at a commit step. `STRATUM_FAILPOINTS=name1,name2` makes the process
-/// die at once at those points (as a power cut would: no cleanup runs);
-/// `STRATUM_FAILPOINTS=name=error` makes the step fail with an error instead. Tests use it to
+/// A named failpoint at a commit step, so that tests can crash the program exactly there and
 /// prove that every step leaves a consistent sysroot.
+///
+/// Only a build with the `failpoints` feature honours failpoints (the `fail` crate's
+/// `fail_point!`), configured by the `FAILPOINTS` environment variable, which `main` reads
+/// once at start:
+/// - `FAILPOINTS=NAME=panic`: the process dies at once at that point. Release builds abort on
+///   panic, so no cleanup runs, as after a power cut;
+/// - `FAILPOINTS=NAME=return`: the step fails with the error `failpoint NAME triggered`;
+/// - several points are separated by `;` (`a=panic;b=return`); the `fail` crate's other
+///   actions (`sleep(MS)`, `N*ACTION`, `P%ACTION`, ...) work too.
+///
+/// Without the feature this is `Ok(())` and `FAILPOINTS` is ignored: the `stratum` that is
+/// built and installed on machines never honours failpoints.
 pub fn failpoint(name: &str) -> anyhow::Result<()> {
-    let Ok(spec) = std::env::var("STRATUM_FAILPOINTS") else {
-        return Ok(());
-    };
-    for item in spec.split(',') {
-        let (point, action) = item.split_once('=').unwrap_or((item, "abort"));
-        if point == name {
-            if action == "error" {
-                anyhow::bail!("failpoint {name} triggered");
-            }
-            eprintln!("stratum: failpoint {name}: aborting");
-            std::process::abort();
-        }
-    }
+    #[cfg(feature = "failpoints")]
+    fail::fail_point!(name, |_| Err(anyhow::anyhow!("failpoint {name} triggered")));
+    #[cfg(not(feature = "failpoints"))]
+    let _ = name;
     Ok(())
 }

@@ -1,6 +1,12 @@
 //! The `stratum` command.
 
-fn main() {
+/// `pub` for the `stratum-failpoints` example, which is this same program built with the
+/// `failpoints` feature.
+pub fn main() {
+    // Only with the `failpoints` feature: configures failpoints from `FAILPOINTS` (see
+    // `stratum::failpoint`). The scenario is never torn down: the process exits with it.
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()

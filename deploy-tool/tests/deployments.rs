@@ -252,9 +252,9 @@ fn second_mutation_waits_or_fails_with_no_wait() {
     );
 }
 
-/// Crash (abort) at every commit step of deploy, rollback and cleanup: afterwards the sysroot
-/// reads consistently, the default is the old or the new deployment, and the next command
-/// leaves no half-built deployment.
+/// Crash (abort) at every commit step of deploy, rollback, cleanup, staging and finalizing:
+/// afterwards the sysroot reads consistently, the default is the old or the new deployment,
+/// and the next command leaves no half-built deployment.
 #[test]
 fn crash_at_every_failpoint_leaves_a_consistent_sysroot() {
     let points = [
@@ -275,11 +275,7 @@ fn crash_at_every_failpoint_leaves_a_consistent_sysroot() {
     cp(&env.sysroot, &pristine);
     for point in points {
         restore(&pristine, &env.sysroot);
-        let out = env.stratum_env(
-            &["upgrade", "--apply-now"],
-            &[("STRATUM_FAILPOINTS", point)],
-        );
-        assert!(!out.status.success(), "{point}: the failpoint did not fire");
+        env.crash_at(&["upgrade", "--apply-now"], point);
         let order = env.checksums();
         assert!(
             order == vec![v1.clone()] || order == vec![v2.clone(), v1.clone()],
@@ -323,14 +319,52 @@ fn crash_at_every_failpoint_leaves_a_consistent_sysroot() {
         } else {
             &["rollback"]
         };
-        let out = env.stratum_env(args, &[("STRATUM_FAILPOINTS", point)]);
-        assert!(!out.status.success(), "{cmd} {point}");
+        env.crash_at(args, point);
         let order = env.checksums();
         assert!(
             !order.is_empty() && order.iter().all(|c| env.dep(c).is_dir()),
             "{cmd} {point}: {order:?}"
         );
     }
+    // Staging and finalizing: a crash leaves the boot set as it was, and finalizing again
+    // brings the staged deployment in.
+    for (args, point) in [
+        (&["upgrade", "--stage"][..], "deploy::after-stage"),
+        (&["finalize-staged"][..], "finalize::after-etc-merge"),
+    ] {
+        restore(&pristine, &env.sysroot);
+        // A fresh run directory, as after a boot: no staged deployment yet.
+        let _ = fs::remove_dir_all(&env.run);
+        if args == ["finalize-staged"] {
+            ok(env.stratum(&["upgrade", "--stage"]));
+        }
+        env.crash_at(args, point);
+        let st = env.status();
+        let booting: Vec<_> = st["deployments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["staged"] != true)
+            .map(|d| d["checksum"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(booting, vec![v1.clone()], "{point}: boot set");
+        ok(env.stratum(&["finalize-staged"]));
+        assert_eq!(env.checksums(), vec![v2.clone(), v1.clone()], "{point}");
+        assert_eq!(env.deploy_dirs().len(), 2, "{point}: leftovers");
+    }
+}
+
+/// A build without the `failpoints` feature, as installed on machines, ignores `FAILPOINTS`.
+#[test]
+fn the_installed_build_ignores_failpoints() {
+    let (env, v1) = setup();
+    let v2 = env.compose("2", "motd v2\n", &[]);
+    let out = env.stratum_env(
+        &["upgrade", "--apply-now"],
+        &[("FAILPOINTS", "bootloader::before-swap=panic")],
+    );
+    ok(out);
+    assert_eq!(env.checksums(), vec![v2, v1]);
 }
 
 fn cp(from: &Path, to: &Path) {
@@ -399,11 +433,11 @@ fn failed_finalize_is_reported_and_leaves_the_boot_set() {
     let (env, v1) = setup();
     env.compose("2", "motd v2\n", &[]);
     ok(env.stratum(&["upgrade", "--stage"]));
-    let out = env.stratum_env(
-        &["finalize-staged"],
-        &[("STRATUM_FAILPOINTS", "finalize::after-etc-merge=error")],
+    let out = env.stratum_failpoint(&["finalize-staged"], "finalize::after-etc-merge", "return");
+    assert!(
+        err(out).contains("failpoint finalize::after-etc-merge triggered"),
+        "not the failpoint's error"
     );
-    assert!(!out.status.success());
     assert_eq!(env.checksums().last(), Some(&v1));
     let text = ok(env.stratum(&["status"]));
     assert!(

@@ -407,17 +407,11 @@ fn bad_input_leaves_the_boot_set_byte_identical() {
         assert_eq!(env.boot_set(), set, "editor {name} changed the boot set");
     }
     // A crash before the loader swap leaves the old boot set; after it, the new one.
-    let out = env.stratum_env(
-        &["kargs", "--append", "crash=1"],
-        &[("STRATUM_FAILPOINTS", "bootloader::before-swap")],
-    );
-    assert!(!out.status.success());
-    assert_eq!(env.boot_set(), set);
-    let out = env.stratum_env(
-        &["kargs", "--append", "crash=1"],
-        &[("STRATUM_FAILPOINTS", "bootloader::after-swap")],
-    );
-    assert!(!out.status.success());
+    for point in ["kargs::before-boot-set", "bootloader::before-swap"] {
+        env.crash_at(&["kargs", "--append", "crash=1"], point);
+        assert_eq!(env.boot_set(), set, "{point}");
+    }
+    env.crash_at(&["kargs", "--append", "crash=1"], "bootloader::after-swap");
     assert!(env.kargs_of(0).contains(&"crash=1".to_string()));
     assert_eq!(env.deploy_inodes(), dirs);
     // The next command cleans up and works.

@@ -6,6 +6,7 @@
 
 use std::ffi::OsStr;
 use std::fs;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -48,7 +49,31 @@ impl Env {
     }
 
     pub fn stratum_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_stratum"));
+        self.run_on_sysroot(Path::new(env!("CARGO_BIN_EXE_stratum")), args, env)
+    }
+
+    /// `stratum ARGS` built with failpoints, run with `FAILPOINTS=POINT=ACTION`: `return`
+    /// makes that step fail with an error.
+    pub fn stratum_failpoint(&self, args: &[&str], point: &str, action: &str) -> Output {
+        let spec = format!("{point}={action}");
+        self.run_on_sysroot(&stratum_failpoints(), args, &[("FAILPOINTS", &spec)])
+    }
+
+    /// `stratum ARGS` crashed at `point` (`FAILPOINTS=POINT=panic`: a release build aborts on
+    /// panic, so no cleanup runs, as after a power cut); fails the test unless it died there.
+    pub fn crash_at(&self, args: &[&str], point: &str) {
+        let out = self.stratum_failpoint(args, point, "panic");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.signal() == Some(nix::libc::SIGABRT)
+                && stderr.contains(&format!("failpoint {point} panic")),
+            "stratum {args:?} did not abort at the failpoint {point} ({}): {stderr}",
+            out.status
+        );
+    }
+
+    fn run_on_sysroot(&self, bin: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut c = Command::new(bin);
         c.arg("--sysroot")
             .arg(&self.sysroot)
             .args(args)
@@ -162,6 +187,23 @@ impl Env {
         v.sort();
         v
     }
+}
+
+/// The `stratum` built with the `failpoints` feature (the `stratum-failpoints` example, which
+/// `make build-failpoints` builds beside the binary under test): the only build that honours
+/// `FAILPOINTS`.
+pub fn stratum_failpoints() -> PathBuf {
+    let bin = Path::new(env!("CARGO_BIN_EXE_stratum"))
+        .parent()
+        .unwrap()
+        .join("examples/stratum-failpoints");
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it with `make build-failpoints` (cargo build --release -p stratum \
+         --features failpoints --example stratum-failpoints)",
+        bin.display()
+    );
+    bin
 }
 
 /// The stdout of a command that must have succeeded; `what` names it in the failure.

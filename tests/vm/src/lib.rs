@@ -54,6 +54,26 @@ impl Project {
         self.root.join("target/release/stratum")
     }
 
+    /// `stratum` built with the `failpoints` feature by `make build-failpoints`: the only build
+    /// that honours `FAILPOINTS` (the one `make install` ships ignores it).
+    pub fn stratum_failpoints(&self) -> PathBuf {
+        self.root.join("target/release/examples/stratum-failpoints")
+    }
+
+    /// Replaces `/usr/bin/stratum` in a guest root by the failpoints build, for scenarios that
+    /// crash it at a failpoint inside the guest (a `customize` step of
+    /// [`Project::build_image_with`]).
+    pub fn install_failpoints(&self, root: &Path) -> Result<()> {
+        let bin = self.stratum_failpoints();
+        if !bin.is_file() {
+            bail!(
+                "{} is missing: build it with `make build-failpoints`",
+                bin.display()
+            );
+        }
+        copy_new(&bin, &root.join("usr/bin/stratum"))
+    }
+
     /// The cached Debian root (built when missing).
     pub fn debian_root(&self) -> Result<PathBuf> {
         self.debian_root_with(&[])

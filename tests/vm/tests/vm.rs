@@ -344,7 +344,8 @@ fn upgrade_rollback_cleanup() -> Result<()> {
 }
 
 const CRASHES: &str = r#"
-crash() { STRATUM_FAILPOINTS="$1" stratum "${@:2}"; echo "rc=$?"; }
+# This guest's stratum is the failpoints build: it aborts at the named step (exit status 134).
+crash() { FAILPOINTS="$1=panic" stratum "${@:2}"; result crash_rc $?; }
 boot_1() {
     result booted "$(booted)"
     # Power cut before the loader symlink is swapped: the old boot set must boot.
@@ -372,11 +373,16 @@ boot_4() {
 }
 "#;
 
-/// Crashes (abort, no cleanup) at three commit steps inside the guest; every following boot
-/// must come up on a complete boot set.
+/// Crashes (abort, no cleanup) at three commit steps inside the guest, whose `stratum` is the
+/// failpoints build; every following boot must come up on a complete boot set.
 fn crash_points_boot() -> Result<()> {
     let p = project();
-    let img = p.build_image("crash", "1.0")?;
+    let img = p.build_image_with(
+        "crash",
+        "1.0",
+        |root| p.install_failpoints(root),
+        &["console=ttyS0"],
+    )?;
     let v1 = img.commit.clone();
     let v2 = img.compose_update(&p, "2.0", &[("usr/share/stratum-test/release", "2.0\n")])?;
     let dir = p.workdir("crash-run")?;
@@ -403,6 +409,14 @@ fn crash_points_boot() -> Result<()> {
             r.boots()
         );
         ensure!(r.get(1, "booted") == v1, "boot 1: {:?}", r.get(1, "booted"));
+        for n in 1..=3 {
+            // 128 + SIGABRT: the process died at the failpoint, not at an error.
+            ensure!(
+                r.get(n, "crash_rc") == "134",
+                "boot {n}: stratum did not abort at the failpoint (exit status {:?})",
+                r.get(n, "crash_rc")
+            );
+        }
         ensure!(
             r.get(2, "booted") == v1,
             "crash before the swap: expected the old deployment v1, booted {:?}",
