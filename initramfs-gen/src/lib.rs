@@ -21,10 +21,12 @@ pub mod newc;
 mod output;
 pub mod rootfs;
 pub mod sets;
+pub mod spec;
 #[cfg(test)]
 mod testutil;
 
 pub use config::{Config, Mode};
-pub use image::{build, build_spec, BuildOptions, BuildReport, BuildSpec, Include};
+pub use image::{build, build_spec, BuildReport};
 pub use inspect::{inspect, list};
 pub use sets::{DEFAULT_MODULES, GENERIC_ALWAYS, GENERIC_DRIVERS};
+pub use spec::{BuildOptions, BuildSpec, Include};
