@@ -10,14 +10,16 @@
 //! index, with prepare-root's `fnmatch` for alias patterns), [`modinfo`] (a module's
 //! `.modinfo` section), [`firmware`], [`hostonly`] (this machine's root device from sysfs),
 //! [`sets`] (the modes' module sets), [`config`] (`initramfs.toml` and drop-ins), [`spec`],
-//! [`plan`], [`digest`] (input digests), [`image`] (assembling and writing an image) and
-//! [`inspect`] (reading images, including concatenated and compressed ones).
+//! [`plan`], [`digest`] (input digests), [`image`] (assembling and writing an image),
+//! [`inspect`] (reading images, including concatenated and compressed ones) and [`dracut`]
+//! (running dracut inside an OS root, for images made the other way).
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod config;
 pub mod digest;
+pub mod dracut;
 pub mod firmware;
 pub mod hostonly;
 pub mod image;
