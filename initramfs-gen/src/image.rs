@@ -1,60 +1,30 @@
 //! Building Stratum's native initramfs: `/init` is the static `stratum-prepare-root`, which loads
 //! the modules listed in `/etc/stratum/modules.load`, mounts the root and switches to it.
 //!
-//! The output is bit-for-bit reproducible: members sorted by path, uid/gid 0, every mtime set to
-//! `source_date_epoch`, sequential inode numbers, no build-host paths or times in any file.
-//! Modules are read and decompressed on several threads, but their results are placed by
-//! index, and zstd's multi-threaded mode produces the same bytes for any number of workers
-//! (≥ 1), so neither changes the output.
+//! An image is written from a [`Plan`] alone ([`build_plan`]); [`build_spec`] resolves the plan
+//! first. The output is bit-for-bit reproducible: members sorted by path, uid/gid 0, every
+//! mtime set to `source_date_epoch`, sequential inode numbers, no build-host paths or times in
+//! any file. Modules are read on several threads but placed by index, and zstd's
+//! multi-threaded mode produces the same bytes for any number of workers (≥ 1), so neither
+//! changes the output.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-use crate::config::{Config, Mode};
-use crate::hostonly::{self, HostDevices, HostSource};
-use crate::modules::{self, ModuleDb, Resolved};
+use crate::config::Mode;
+use crate::hostonly::HostDevices;
+use crate::modules;
 use crate::newc::{self, Kind};
-use crate::{firmware, modinfo, output, rootfs, sets};
+use crate::plan::{self, Plan, TreeNode};
+use crate::{firmware, output};
 
 pub use crate::sets::DEFAULT_MODULES;
-
-/// Where OS images install the init binary, relative to their root.
-pub const PREPARE_ROOT_PATH: &str = "usr/lib/stratum/stratum-prepare-root";
-
-/// What to put into an image.
-#[derive(Debug, Clone)]
-pub struct BuildOptions {
-    /// OS root to take kernel modules (and, by default, the init binary) from.
-    pub root: PathBuf,
-    /// Kernel version: modules come from `<root>/usr/lib/modules/<kver>` or `<root>/lib/modules/<kver>`.
-    pub kver: String,
-    /// Host path of the init binary; default `<root>/usr/lib/stratum/stratum-prepare-root`.
-    pub init: Option<PathBuf>,
-    /// Module names to include with their dependencies.
-    pub modules: Vec<String>,
-    /// Modification time of every member (`SOURCE_DATE_EPOCH`).
-    pub source_date_epoch: u64,
-    /// zstd compression level.
-    pub zstd_level: i32,
-}
-
-impl BuildOptions {
-    /// Options with the defaults: [`DEFAULT_MODULES`], init from the root, epoch 0, zstd level 3.
-    pub fn new(root: impl Into<PathBuf>, kver: impl Into<String>) -> Self {
-        BuildOptions {
-            root: root.into(),
-            kver: kver.into(),
-            init: None,
-            modules: DEFAULT_MODULES.iter().map(|s| s.to_string()).collect(),
-            source_date_epoch: 0,
-            zstd_level: 3,
-        }
-    }
-}
+pub use crate::spec::{BuildOptions, BuildSpec, Include, PREPARE_ROOT_PATH};
 
 /// What [`build`] wrote.
 #[derive(Debug, Clone, Serialize)]
@@ -88,116 +58,20 @@ pub struct BuildReport {
     pub blake3: String,
 }
 
-/// A file or directory of the root to copy into the image (`--include SRC[:DEST]`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Include {
-    /// Path inside the root.
-    pub src: String,
-    /// Absolute path in the image (default: the same as `src`).
-    pub dest: String,
-}
-
-impl std::str::FromStr for Include {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (src, dest) = s.split_once(':').unwrap_or((s, s));
-        if src.is_empty() || dest.is_empty() {
-            return Err(format!("include {s:?}: expected SRC[:DEST]"));
-        }
-        let dest = format!("/{}", dest.trim_matches('/'));
-        if dest == "/" || dest.split('/').any(|c| c == "..") {
-            return Err(format!(
-                "include {s:?}: the destination must name a path below /"
-            ));
-        }
-        Ok(Include {
-            src: src.to_string(),
-            dest,
-        })
-    }
-}
-
-/// Everything that decides an image: [`BuildOptions`] plus mode, module overrides, includes,
-/// firmware and threading. [`BuildSpec::from_config`] starts from the admin's configuration.
-#[derive(Debug, Clone)]
-pub struct BuildSpec {
-    /// Root, kernel, init, epoch, zstd level; `options.modules` is the `default` mode's set.
-    pub options: BuildOptions,
-    /// Module selection mode.
-    pub mode: Mode,
-    /// Modules to add (must exist).
-    pub add_modules: Vec<String>,
-    /// Modules never to include.
-    pub omit_modules: Vec<String>,
-    /// Files and directories to copy from the root (applied last: they win over generated files).
-    pub includes: Vec<Include>,
-    /// Copy the firmware that included modules declare.
-    pub firmware: bool,
-    /// zstd worker threads (0: compress on the calling thread).
-    pub zstd_threads: u32,
-    /// Threads reading and decompressing modules (0: one per CPU, at most 8).
-    pub jobs: usize,
-    /// Where `--hostonly` reads the machine's devices from.
-    pub host: HostSource,
-    /// Digest of the build's inputs (computed by `stratum initramfs`), recorded in the manifest
-    /// so `boot.json` says which regenerated image booted.
-    pub input_digest: Option<String>,
-}
-
-impl From<BuildOptions> for BuildSpec {
-    fn from(options: BuildOptions) -> Self {
-        BuildSpec {
-            options,
-            mode: Mode::Default,
-            add_modules: Vec::new(),
-            omit_modules: Vec::new(),
-            includes: Vec::new(),
-            firmware: true,
-            zstd_threads: 0,
-            jobs: 0,
-            host: HostSource::default(),
-            input_digest: None,
-        }
-    }
-}
-
-impl BuildSpec {
-    /// A spec for `root`/`kver` with the settings of `cfg` (see [`crate::config::load`]).
-    pub fn from_config(
-        root: impl Into<PathBuf>,
-        kver: impl Into<String>,
-        cfg: &Config,
-    ) -> Result<Self> {
-        let mut opts = BuildOptions::new(root, kver);
-        opts.zstd_level = cfg.zstd_level;
-        let mut spec = BuildSpec::from(opts);
-        spec.mode = cfg.mode;
-        spec.add_modules = cfg.add_modules.clone();
-        spec.omit_modules = cfg.omit_modules.clone();
-        spec.includes = cfg
-            .include
-            .iter()
-            .map(|s| s.parse().map_err(anyhow::Error::msg))
-            .collect::<Result<_>>()?;
-        spec.firmware = cfg.firmware;
-        spec.zstd_threads = cfg.zstd_threads;
-        Ok(spec)
-    }
-}
-
-/// One member of the image before it is written.
-enum Node {
+/// One member of the image before it is written; file data is borrowed from the plan where
+/// it can be, so a build does not hold every module twice.
+enum Node<'a> {
     Dir,
-    File { perm: u32, data: Vec<u8> },
+    File { perm: u32, data: Cow<'a, [u8]> },
     Symlink(String),
     Char(u32, u32),
 }
 
 /// The image's members by absolute path; a `BTreeMap` sorts parents before their children.
 #[derive(Default)]
-struct Tree(BTreeMap<String, Node>);
+struct Tree<'a>(BTreeMap<String, Node<'a>>);
 
-impl Tree {
+impl<'a> Tree<'a> {
     fn dirs(&mut self, path: &str) {
         let mut cur = String::new();
         for part in path.split('/').filter(|p| !p.is_empty()) {
@@ -207,14 +81,15 @@ impl Tree {
         }
     }
 
-    fn add(&mut self, path: &str, node: Node) {
+    fn add(&mut self, path: &str, node: Node<'a>) {
         if let Some((parent, _)) = path.rsplit_once('/') {
             self.dirs(parent);
         }
         self.0.insert(path.to_string(), node);
     }
 
-    fn file(&mut self, path: &str, perm: u32, data: Vec<u8>) {
+    fn file(&mut self, path: &str, perm: u32, data: impl Into<Cow<'a, [u8]>>) {
+        let data = data.into();
         self.add(path, Node::File { perm, data });
     }
 
@@ -300,194 +175,16 @@ pub fn build(opts: &BuildOptions, output: &Path) -> Result<BuildReport> {
     build_spec(&BuildSpec::from(opts.clone()), output)
 }
 
-/// The module names a spec asks for.
-struct Request {
-    /// Names that must exist.
-    required: Vec<String>,
-    /// Names taken if the kernel has them.
-    optional: Vec<String>,
-    /// Names for `modules.load` (with their dependencies); `None`: every module.
-    always: Option<Vec<String>>,
-    /// What `--hostonly` found.
-    host: Option<HostDevices>,
-}
-
-fn requested(spec: &BuildSpec, db: &ModuleDb) -> Result<Request> {
-    let add = spec.add_modules.clone();
-    Ok(match spec.mode {
-        Mode::Default => {
-            let mut required = spec.options.modules.clone();
-            required.extend(add);
-            // Device drivers load at boot only when a device asks for them by modalias (a
-            // virtio-blk machine does not pay for the SCSI stack); the rest always loads.
-            let always = required
-                .iter()
-                .filter(|m| !db.has_device_alias(m))
-                .cloned()
-                .collect();
-            Request {
-                required,
-                optional: Vec::new(),
-                always: Some(always),
-                host: None,
-            }
-        }
-        Mode::Generic => {
-            let always = sets::GENERIC_ALWAYS
-                .iter()
-                .map(|s| s.to_string())
-                .chain(add.iter().filter(|m| !db.has_device_alias(m)).cloned())
-                .collect();
-            Request {
-                required: add,
-                optional: sets::generic_modules()
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect(),
-                always: Some(always),
-                host: None,
-            }
-        }
-        Mode::Hostonly => {
-            let host = hostonly::scan(&spec.host).context("--hostonly")?;
-            Request {
-                required: add,
-                optional: hostonly::module_names(db, &host),
-                always: None,
-                host: Some(host),
-            }
-        }
-    })
-}
-
-/// Read (and decompress) the modules on `jobs` threads; results keep the input order, so the
-/// image does not depend on scheduling. Returns each module's data and declared firmware.
-fn read_modules(dir: &Path, mods: &[Resolved], jobs: usize) -> Result<Vec<(Vec<u8>, Vec<String>)>> {
-    let jobs = match jobs {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
-        n => n,
-    }
-    .clamp(1, mods.len().max(1));
-    let read = |m: &Resolved| -> Result<(Vec<u8>, Vec<String>)> {
-        let data = modules::read_module(&dir.join(&m.path))?;
-        // A module that is not ELF (test fixtures) simply declares no firmware.
-        let fw = modinfo::firmware(&data).unwrap_or_default();
-        Ok((data, fw))
-    };
-    if jobs == 1 {
-        return mods.iter().map(read).collect();
-    }
-    let chunk = mods.len().div_ceil(jobs);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = mods
-            .chunks(chunk)
-            .map(|c| s.spawn(move || c.iter().map(read).collect::<Result<Vec<_>>>()))
-            .collect();
-        let mut out = Vec::with_capacity(mods.len());
-        for h in handles {
-            let part = h
-                .join()
-                .map_err(|_| anyhow::anyhow!("a module reader thread panicked"))??;
-            out.extend(part);
-        }
-        Ok(out)
-    })
-}
-
-/// Add `inc` from the root to the tree, recursing into directories.
-fn add_include(tree: &mut Tree, root: &Path, inc: &Include) -> Result<()> {
-    let src = rootfs::resolve(root, Path::new(&inc.src))?;
-    add_path(tree, &src, &inc.dest)
-        .with_context(|| format!("including {} (from {})", inc.src, src.display()))
-}
-
-fn add_path(tree: &mut Tree, host: &Path, dest: &str) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta =
-        std::fs::symlink_metadata(host).with_context(|| format!("reading {}", host.display()))?;
-    let ft = meta.file_type();
-    if ft.is_symlink() {
-        let target = std::fs::read_link(host)
-            .with_context(|| format!("reading symlink {}", host.display()))?;
-        tree.add(dest, Node::Symlink(target.to_string_lossy().into_owned()));
-    } else if ft.is_dir() {
-        tree.dirs(dest);
-        let mut entries: Vec<_> = std::fs::read_dir(host)
-            .with_context(|| format!("reading directory {}", host.display()))?
-            .collect::<std::io::Result<_>>()
-            .with_context(|| format!("reading directory {}", host.display()))?;
-        entries.sort_by_key(|e| e.file_name());
-        for e in entries {
-            let name = e.file_name();
-            add_path(
-                tree,
-                &e.path(),
-                &format!("{dest}/{}", name.to_string_lossy()),
-            )?;
-        }
-    } else if ft.is_file() {
-        let data = std::fs::read(host).with_context(|| format!("reading {}", host.display()))?;
-        tree.file(dest, meta.permissions().mode() & 0o7777, data);
-    } else {
-        bail!(
-            "{} is not a regular file, directory or symlink",
-            host.display()
-        );
-    }
-    Ok(())
-}
-
 /// Build the image described by `spec` and write it atomically to `output`.
 pub fn build_spec(spec: &BuildSpec, output: &Path) -> Result<BuildReport> {
+    build_plan(&plan::resolve(spec)?, output)
+}
+
+/// Write the image of `plan` atomically to `output`, reading nothing else.
+pub fn build_plan(plan: &Plan, output: &Path) -> Result<BuildReport> {
+    let spec = &plan.spec;
     let opts = &spec.options;
-    let init_path = match &opts.init {
-        Some(p) => p.clone(),
-        None => rootfs::resolve(&opts.root, Path::new(PREPARE_ROOT_PATH))?,
-    };
-    let init = std::fs::read(&init_path).with_context(|| {
-        format!(
-            "reading the init binary {}: install Stratum into the root with `make install DESTDIR={}` or pass --init",
-            init_path.display(),
-            opts.root.display()
-        )
-    })?;
-    check_static(&init_path, &init)?;
-
-    let dir = modules::find_modules_dir(&opts.root, &opts.kver)?;
-    let db = ModuleDb::load(&dir)?;
-    let Request {
-        required,
-        optional,
-        always,
-        host,
-    } = requested(spec, &db)?;
-    // A module the admin adds wins over one the configuration omits.
-    let omit: Vec<&String> = spec
-        .omit_modules
-        .iter()
-        .filter(|o| {
-            !spec
-                .add_modules
-                .iter()
-                .any(|a| modules::normalize(a) == modules::normalize(o))
-        })
-        .collect();
-    let resolved = db.resolve_with(&required, &optional, &omit)?;
-    // Which modules /etc/stratum/modules.load names: all, or (generic) the always-loaded ones
-    // with their dependencies; the rest are loaded by modalias at boot.
-    let load_always: Vec<String> = match &always {
-        None => resolved.modules.iter().map(|m| m.name.clone()).collect(),
-        Some(names) => {
-            let a = db.resolve_with(&[] as &[&str], names, &omit)?;
-            resolved
-                .modules
-                .iter()
-                .filter(|m| a.modules.iter().any(|x| x.name == m.name))
-                .map(|m| m.name.clone())
-                .collect()
-        }
-    };
-
+    check_static(&plan.init.path, &plan.init.data)?;
     let kver = &opts.kver;
     let moddir = format!("/usr/lib/modules/{kver}");
     let mut tree = Tree::default();
@@ -505,33 +202,29 @@ pub fn build_spec(spec: &BuildSpec, output: &Path) -> Result<BuildReport> {
     }
     tree.add("/lib", Node::Symlink("usr/lib".into()));
     tree.add("/dev/console", Node::Char(5, 1));
-    tree.file("/init", 0o755, init);
+    tree.file("/init", 0o755, &plan.init.data[..]);
     tree.file("/etc/initrd-release", 0o644, os_release().into_bytes());
 
     let mut load = String::new();
     let mut names = Vec::new();
-    let mut wanted_fw = std::collections::BTreeSet::new();
-    let contents = read_modules(&dir, &resolved.modules, spec.jobs)?;
-    for (m, (data, fw)) in resolved.modules.iter().zip(contents) {
-        let stored = modules::uncompressed_path(&m.path);
-        tree.file(&format!("{moddir}/{stored}"), 0o644, data);
-        if load_always.contains(&m.name) {
+    for m in &plan.modules {
+        let stored = modules::uncompressed_path(&m.module.path);
+        tree.file(&format!("{moddir}/{stored}"), 0o644, &m.data[..]);
+        if plan.load_always.contains(&m.module.name) {
             load.push_str(&format!("{moddir}/{stored}\n"));
         }
-        names.push(m.name.as_str());
-        wanted_fw.extend(fw);
+        names.push(m.module.name.as_str());
     }
     let mut fw_found = Vec::new();
     let mut fw_missing = Vec::new();
-    if spec.firmware {
-        for name in wanted_fw {
-            match firmware::find(&opts.root, kver, &name)? {
-                Some((_, data)) => {
-                    tree.file(&format!("{}/{name}", firmware::FIRMWARE_DIR), 0o644, data);
-                    fw_found.push(name);
-                }
-                None => fw_missing.push(name),
+    for fw in &plan.firmware {
+        match &fw.data {
+            Some(data) => {
+                let path = format!("{}/{}", firmware::FIRMWARE_DIR, fw.name);
+                tree.file(&path, 0o644, &data[..]);
+                fw_found.push(fw.name.clone());
             }
+            None => fw_missing.push(fw.name.clone()),
         }
     }
     // The index files, for exactly the modules present, with paths as stored (decompressed).
@@ -540,20 +233,19 @@ pub fn build_spec(spec: &BuildSpec, output: &Path) -> Result<BuildReport> {
             .flat_map(|l| [l, "\n".into()])
             .collect::<String>()
     };
+    let resolved = &plan.resolution;
     tree.file(
         &format!("{moddir}/modules.dep"),
         0o644,
-        lines(db.dep_lines(&resolved)).into_bytes(),
+        lines(plan.db.dep_lines(resolved)).into_bytes(),
     );
     tree.file(
         &format!("{moddir}/modules.alias"),
         0o644,
-        lines(db.alias_lines(&resolved)).into_bytes(),
+        lines(plan.db.alias_lines(resolved)).into_bytes(),
     );
     for name in ["modules.builtin", "modules.softdep"] {
-        let p = dir.join(name);
-        if p.is_file() {
-            let data = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
+        if let Some(data) = plan.index.get(name) {
             tree.file(&format!("{moddir}/{name}"), 0o644, data);
         }
     }
@@ -564,7 +256,7 @@ pub fn build_spec(spec: &BuildSpec, output: &Path) -> Result<BuildReport> {
         kver,
         mode: spec.mode,
         modules: names.clone(),
-        load_always: &load_always,
+        load_always: &plan.load_always,
         builtin: &resolved.builtin,
         firmware: &fw_found,
         source_date_epoch: opts.source_date_epoch,
@@ -573,8 +265,13 @@ pub fn build_spec(spec: &BuildSpec, output: &Path) -> Result<BuildReport> {
     let mut json = serde_json::to_vec_pretty(&manifest)?;
     json.push(b'\n');
     tree.file("/etc/stratum/initramfs.json", 0o644, json);
-    for inc in &spec.includes {
-        add_include(&mut tree, &opts.root, inc)?;
+    // Includes come last: they replace generated files of the same name.
+    for e in plan.includes.iter().flat_map(|i| &i.entries) {
+        match &e.node {
+            TreeNode::Dir => tree.dirs(&e.path),
+            TreeNode::File(data) => tree.file(&e.path, e.mode & 0o7777, &data[..]),
+            TreeNode::Symlink(target) => tree.add(&e.path, Node::Symlink(target.clone())),
+        }
     }
 
     let written = output::write_zstd_cpio(output, opts.zstd_level, spec.zstd_threads, |w| {
@@ -584,13 +281,13 @@ pub fn build_spec(spec: &BuildSpec, output: &Path) -> Result<BuildReport> {
         mode: spec.mode,
         members: tree.0.len(),
         modules: names.into_iter().map(str::to_string).collect(),
-        load_always,
-        builtin: resolved.builtin,
-        skipped: resolved.skipped,
-        omitted: resolved.omitted,
+        load_always: plan.load_always.clone(),
+        builtin: resolved.builtin.clone(),
+        skipped: resolved.skipped.clone(),
+        omitted: resolved.omitted.clone(),
         firmware: fw_found,
         missing_firmware: fw_missing,
-        hostonly: host,
+        hostonly: plan.host.clone(),
         compressed_size: written.compressed_size,
         uncompressed_size: written.uncompressed_size,
         blake3: written.blake3,

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use clap::{ArgGroup, Args, Parser, Subcommand};
-use stratum_initramfs::{config, hostonly::HostSource, modules, BuildSpec, Include, Mode};
+use clap::{Args, Parser, Subcommand};
+use stratum_initramfs::{config, hostonly::HostSource, modules, BuildSpec, SpecArgs};
 
 /// Build and inspect Stratum's native initramfs images.
 ///
@@ -41,10 +41,11 @@ enum Command {
 /// Settings come from `<root>/etc/stratum/initramfs.toml` and drop-ins in
 /// `<root>/{usr/lib,run,etc}/stratum/initramfs.d/*.toml`; options given here win.
 #[derive(Debug, Args)]
-#[command(group(ArgGroup::new("modeset").args(["mode", "generic", "hostonly"])))]
 struct BuildArgs {
     /// OS root to take kernel modules, firmware, configuration and, by default, the init binary from.
-    #[arg(long, value_name = "DIR")]
+    // `Cli::build` is `Some` when an argument of this group is given, but clap leaves the group
+    // of a struct with a flattened part empty (clap#4697): `--root`, always given, is added.
+    #[arg(long, value_name = "DIR", group = "BuildArgs")]
     root: PathBuf,
     /// Kernel version (a directory name in <root>/usr/lib/modules) [default: the only one].
     #[arg(long, value_name = "KVER")]
@@ -55,15 +56,8 @@ struct BuildArgs {
     /// Init binary on the host [default: <root>/usr/lib/stratum/stratum-prepare-root].
     #[arg(long, value_name = "PATH")]
     init: Option<PathBuf>,
-    /// Which modules: default (virtio + ext4), generic (most machines), hostonly (this one).
-    #[arg(long, value_name = "MODE")]
-    mode: Option<Mode>,
-    /// Same as --mode generic: storage and filesystem drivers for most machines.
-    #[arg(long)]
-    generic: bool,
-    /// Same as --mode hostonly: the drivers this machine uses to reach its root, from /sys.
-    #[arg(long)]
-    hostonly: bool,
+    #[command(flatten)]
+    spec: SpecArgs,
     /// With --hostonly: the path whose filesystem is the root to reach [default: /].
     #[arg(long, value_name = "PATH")]
     hostonly_root: Option<PathBuf>,
@@ -78,21 +72,6 @@ struct BuildArgs {
         default_value = "/proc/self/mountinfo"
     )]
     mountinfo: PathBuf,
-    /// Also include this kernel module and its dependencies (repeatable).
-    #[arg(long = "add-module", value_name = "NAME")]
-    add_modules: Vec<String>,
-    /// Never include this module (nor modules that need it) (repeatable).
-    #[arg(long = "omit-module", value_name = "NAME")]
-    omit_modules: Vec<String>,
-    /// Copy a file or directory of the root into the image, at DEST or the same path (repeatable).
-    #[arg(long = "include", value_name = "SRC[:DEST]")]
-    includes: Vec<Include>,
-    /// Leave out the firmware that modules declare.
-    #[arg(long)]
-    no_firmware: bool,
-    /// zstd compression level [default: 3].
-    #[arg(long, value_name = "N", allow_hyphen_values = true)]
-    zstd_level: Option<i32>,
     /// zstd worker threads; 0 compresses on one thread [default: 0].
     #[arg(long, value_name = "N")]
     zstd_threads: Option<u32>,
@@ -150,20 +129,7 @@ fn spec(args: BuildArgs) -> Result<BuildSpec> {
     let mut spec = BuildSpec::from_config(&args.root, kver, &cfg)?;
     spec.options.init = args.init;
     spec.options.source_date_epoch = source_date_epoch()?;
-    if let Some(m) = args.mode {
-        spec.mode = m;
-    } else if args.generic {
-        spec.mode = Mode::Generic;
-    } else if args.hostonly {
-        spec.mode = Mode::Hostonly;
-    }
-    spec.add_modules.extend(args.add_modules);
-    spec.omit_modules.extend(args.omit_modules);
-    spec.includes.extend(args.includes);
-    spec.firmware &= !args.no_firmware;
-    if let Some(l) = args.zstd_level {
-        spec.options.zstd_level = l;
-    }
+    args.spec.apply(&mut spec);
     if let Some(t) = args.zstd_threads {
         spec.zstd_threads = t;
     }
@@ -288,10 +254,10 @@ mod tests {
         let Some(Command::Build(b)) = sub.command else {
             panic!("not build")
         };
-        assert_eq!(b.add_modules, ["nvme"]);
-        assert_eq!(b.omit_modules, ["btrfs"]);
-        assert_eq!(b.includes[0].dest, "/b");
-        assert!(b.generic && b.kver.is_none() && b.zstd_threads == Some(2));
+        assert_eq!(b.spec.add_modules, ["nvme"]);
+        assert_eq!(b.spec.omit_modules, ["btrfs"]);
+        assert_eq!(b.spec.includes[0].dest, "/b");
+        assert!(b.spec.generic && b.kver.is_none() && b.zstd_threads == Some(2));
         let l = Cli::try_parse_from(["x", "list", "f.img", "--json"]).unwrap();
         assert!(matches!(
             l.command,

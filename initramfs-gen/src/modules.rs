@@ -17,6 +17,9 @@ use anyhow::{Context, Result};
 use crate::rootfs;
 use stratum_prepare_root::fnmatch::{fnmatch, is_pattern};
 
+mod index;
+pub use index::{IndexFiles, INDEX_FILES};
+
 /// Errors of module resolution that callers may want to tell apart.
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
@@ -190,14 +193,6 @@ pub struct ModuleDb {
     patterns: Vec<(String, String)>,
 }
 
-fn read_optional(path: &Path) -> Result<String> {
-    match std::fs::read_to_string(path) {
-        Ok(s) => Ok(s),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-    }
-}
-
 fn content_lines(text: &str) -> impl Iterator<Item = &str> {
     text.lines()
         .map(str::trim)
@@ -205,25 +200,30 @@ fn content_lines(text: &str) -> impl Iterator<Item = &str> {
 }
 
 impl ModuleDb {
-    /// Load `modules.dep` (required), and `modules.builtin`, `modules.softdep`, `modules.alias`
-    /// (each optional) from a modules directory.
+    /// Load `modules.dep` (required), and `modules.builtin`, `modules.softdep`, `modules.alias`,
+    /// `modules.builtin.modinfo` (each optional) from a modules directory.
     pub fn load(dir: &Path) -> Result<Self> {
-        let dep_path = dir.join("modules.dep");
-        let dep = std::fs::read_to_string(&dep_path).with_context(|| {
-            format!(
-                "reading {} (if the kernel was installed without running depmod, run `depmod -b <root> <kver>`)",
-                dep_path.display()
-            )
-        })?;
-        let builtin = read_optional(&dir.join("modules.builtin"))?;
-        let softdep = read_optional(&dir.join("modules.softdep"))?;
-        let alias = read_optional(&dir.join("modules.alias"))?;
-        let mut db = Self::parse(dir, &dep, &builtin, &softdep, &alias);
-        let p = dir.join("modules.builtin.modinfo");
-        match std::fs::read(&p) {
-            Ok(data) => db.add_builtin_modinfo(&data),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).with_context(|| format!("reading {}", p.display())),
+        Self::from_index(&IndexFiles::read(dir)?)
+    }
+
+    /// The database of index files already read (see [`IndexFiles`]).
+    pub fn from_index(index: &IndexFiles) -> Result<Self> {
+        let dir = index.dir();
+        if index.get("modules.dep").is_none() {
+            anyhow::bail!(
+                "reading {}: no such file (if the kernel was installed without running depmod, run `depmod -b <root> <kver>`)",
+                dir.join("modules.dep").display()
+            );
+        }
+        let mut db = Self::parse(
+            dir,
+            index.text("modules.dep")?,
+            index.text("modules.builtin")?,
+            index.text("modules.softdep")?,
+            index.text("modules.alias")?,
+        );
+        if let Some(data) = index.get("modules.builtin.modinfo") {
+            db.add_builtin_modinfo(data);
         }
         Ok(db)
     }

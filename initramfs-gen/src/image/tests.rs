@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::testutil::{fake_root, KVER};
+use std::path::PathBuf;
 
 fn build_fake(epoch: u64) -> (tempfile::TempDir, PathBuf, BuildReport) {
     let t = tempfile::tempdir().unwrap();

@@ -364,53 +364,17 @@ pub fn kernel_version(root: &Path) -> Result<String> {
     Ok(kvers.remove(0))
 }
 
-/// Runs `dracut --no-hostonly --add MODULE` inside `root` (chroot, with /dev /proc /sys
-/// mounted in a private mount namespace, so nothing leaks onto the host even if it fails),
+/// Runs `dracut --no-hostonly --add MODULE` inside `root` ([`stratum_initramfs::dracut::run`]:
+/// chrooted in a private mount namespace, so nothing leaks onto the host even if it fails),
 /// output where `stratum compose rootfs --keep-initramfs` takes it from. dracut's output goes
 /// to `log`; it is an error when dracut did not include `module`.
 pub fn run_dracut(root: &Path, kver: &str, module: &str, log: &Path) -> Result<PathBuf> {
-    const SCRIPT: &str = r#"
-r=$1 k=$2 m=$3
-mount --rbind /dev "$r/dev"
-mount -t proc proc "$r/proc"
-mount -t sysfs sysfs "$r/sys"
-exec chroot "$r" dracut --no-hostonly --add "$m" --kver "$k" --force \
-    "/usr/lib/modules/$k/initramfs.img"
-"#;
-    let out = Command::new("unshare")
-        .args([
-            "--mount",
-            "--propagation",
-            "private",
-            "--",
-            "sh",
-            "-ec",
-            SCRIPT,
-            "sh",
-        ])
-        .arg(root)
-        .arg(kver)
-        .arg(module)
-        .output()
-        .context("running unshare/chroot/dracut")?;
-    let mut text = out.stdout;
-    text.extend_from_slice(&out.stderr);
-    fs::write(log, &text)?;
-    let text = String::from_utf8_lossy(&text);
-    if !out.status.success() {
-        let tail: Vec<&str> = text.lines().rev().take(20).collect();
-        bail!(
-            "dracut failed ({}):\n{}",
-            out.status,
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-        );
-    }
-    anyhow::ensure!(
-        text.contains(&format!("Including module: {module}")),
-        "dracut did not include the {module} module (see {})",
-        log.display()
-    );
-    Ok(root.join(format!("usr/lib/modules/{kver}/initramfs.img")))
+    let output = root.join(format!("usr/lib/modules/{kver}/initramfs.img"));
+    let mut run = stratum_initramfs::dracut::DracutRun::new(root, kver, &output);
+    run.add_modules = vec![module.to_string()];
+    run.log = Some(log.to_path_buf());
+    stratum_initramfs::dracut::run(&run)?;
+    Ok(output)
 }
 
 /// Removes a tree, clearing immutable flags that deployments carry.
