@@ -135,12 +135,19 @@ fn second_commit(env: &Env) -> String {
 fn pull_into_sysroot(env: &Env, rev: &str) {
     let out = Command::new("ostree")
         .arg("pull-local")
-        .arg(format!("--repo={}", env.sysroot.join("ostree/repo").display()))
+        .arg(format!(
+            "--repo={}",
+            env.sysroot.join("ostree/repo").display()
+        ))
         .arg(&env.src)
         .arg(rev)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn digest_line(err: &str, what: &str) -> Option<String> {

@@ -24,7 +24,7 @@ use crate::plan::{self, Plan, TreeNode};
 use crate::{firmware, output};
 
 pub use crate::sets::DEFAULT_MODULES;
-pub use crate::spec::{BuildOptions, BuildSpec, Include, PREPARE_ROOT_PATH};
+pub use crate::spec::{prepare_root_path, BuildOptions, BuildSpec, Include};
 
 /// What [`build`] wrote.
 #[derive(Debug, Clone, Serialize)]

@@ -15,7 +15,7 @@ use anyhow::{Context, Result};
 use crate::config::{self, Mode};
 use crate::hostonly::{self, HostDevices};
 use crate::modules::{self, IndexFiles, ModuleDb, Resolution, Resolved};
-use crate::spec::{BuildSpec, Include, PREPARE_ROOT_PATH};
+use crate::spec::{prepare_root_path, BuildSpec, Include};
 use crate::{firmware, rootfs, sets};
 
 mod digest;
@@ -183,7 +183,7 @@ fn read_init(spec: &BuildSpec) -> Result<FileInput> {
     let opts = &spec.options;
     let path = match &opts.init {
         Some(p) => p.clone(),
-        None => rootfs::resolve(&opts.root, Path::new(PREPARE_ROOT_PATH))?,
+        None => rootfs::resolve(&opts.root, prepare_root_path())?,
     };
     let data = std::fs::read(&path).with_context(|| {
         format!(

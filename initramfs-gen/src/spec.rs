@@ -11,8 +11,11 @@ use crate::config::{Config, Mode};
 use crate::hostonly::HostSource;
 use crate::sets::DEFAULT_MODULES;
 
-/// Where OS images install the init binary, relative to their root.
-pub const PREPARE_ROOT_PATH: &str = "usr/lib/stratum/stratum-prepare-root";
+/// Where OS images install the init binary, relative to their root: the boot contract's
+/// [`stratum_prepare_root::INSTALLED_PATH`].
+pub fn prepare_root_path() -> &'static std::path::Path {
+    std::path::Path::new(stratum_prepare_root::INSTALLED_PATH.trim_start_matches('/'))
+}
 
 /// What to put into an image.
 #[derive(Debug, Clone)]

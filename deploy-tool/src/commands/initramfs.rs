@@ -1,10 +1,9 @@
 //! `stratum initramfs`: regenerate the initramfs on this machine for new deployments.
 
 use anyhow::{bail, Context, Result};
-use stratum_initramfs::BuildSpec;
 
 use super::{Globals, NewDeploymentOpts};
-use crate::deployment::initramfs::{native_args, settings_of, Generator, Settings};
+use crate::deployment::initramfs::{settings_of, Generator, Settings};
 use crate::deployment::{self, NewDeployment};
 use crate::state::{Session, State};
 
@@ -54,8 +53,7 @@ pub fn run(g: &Globals, o: &InitramfsOpts) -> Result<i32> {
         new.generator = o.generator.unwrap_or_default();
         if new.generator == Generator::Native {
             // Refuse bad arguments before anything changes.
-            let mut probe = BuildSpec::from(stratum_initramfs::BuildOptions::new("/", "probe"));
-            native_args(&new.args, &mut probe)?;
+            stratum_initramfs::SpecArgs::parse_words(&new.args)?;
         }
     } else {
         if !cur.regenerate {

@@ -61,6 +61,8 @@ pub fn compose_rootfs(opts: &ComposeOptions) -> Result<ComposeResult> {
         }
     }
     let kernel = layout::select_kernel(&opts.rootfs, opts.kver.as_deref())?;
+    // It becomes a file name in /boot and a line of every boot entry.
+    crate::bootset::entry::validate_kver(&kernel.kver)?;
 
     let staging = Staging::new(&opts.rootfs)?;
     let root = staging.root();

@@ -33,24 +33,16 @@ pub fn create(sysroot: &Sysroot, repo: &ostree::Repo, nd: &Checkout) -> Result<D
     let serial = next_serial(&deploy_dir, nd.commit)?;
     let name = format!("{}.{serial}", nd.commit);
     let partial = deploy_dir.join(format!(".{name}.partial"));
-    crate::repo::checkout(repo, nd.commit, &partial)?;
-    crate::failpoint("deploy::after-checkout")?;
-
-    // /etc starts as a copy of the image's defaults; it must not share inodes with the
-    // repository, or an edit in /etc would corrupt the repository's objects.
-    let usr_etc = partial.join("usr/etc");
-    if !usr_etc.is_dir() {
-        bail!(
-            "commit {} has no /usr/etc; was it made with `stratum compose`?",
-            nd.commit
-        );
-    }
-    fsutil::copy_tree(&usr_etc, &partial.join("etc"))?;
-    seed_var(sysroot, nd.stateroot, &partial)?;
-    let kver = find_kver(&partial)?;
-    crate::bootset::entry::validate_kver(&kver).with_context(|| format!("commit {}", nd.commit))?;
-    let bootcsum = boot_checksum(&partial.join("usr/lib/modules").join(&kver))?;
-
+    let prepared = prepare(sysroot, repo, nd, &partial);
+    let (kver, bootcsum) = match prepared {
+        Ok(k) => k,
+        Err(e) => {
+            // Never referenced: an error takes it away at once (a crash leaves it to the
+            // next checkout, which removes `.partial` directories first).
+            let _ = fsutil::remove_tree_force(&partial);
+            return Err(e);
+        }
+    };
     fsutil::atomic_write(
         &deploy_dir.join(format!("{name}.origin")),
         nd.origin.to_text().as_bytes(),
@@ -72,6 +64,33 @@ pub fn create(sysroot: &Sysroot, repo: &ostree::Repo, nd: &Checkout) -> Result<D
         kargs: nd.kargs.clone(),
         overlay_initrds: Vec::new(),
     })
+}
+
+/// Checks out the commit at `partial`, checks that it is a bootable image, and gives it its
+/// own `/etc`; returns its kernel version and boot checksum.
+fn prepare(
+    sysroot: &Sysroot,
+    repo: &ostree::Repo,
+    nd: &Checkout,
+    partial: &Path,
+) -> Result<(String, String)> {
+    crate::repo::checkout(repo, nd.commit, partial)?;
+    crate::failpoint("deploy::after-checkout")?;
+    let usr_etc = partial.join("usr/etc");
+    if !usr_etc.is_dir() {
+        bail!(
+            "commit {} has no /usr/etc; was it made with `stratum compose`?",
+            nd.commit
+        );
+    }
+    let kver = find_kver(partial)?;
+    crate::bootset::entry::validate_kver(&kver).with_context(|| format!("commit {}", nd.commit))?;
+    let bootcsum = boot_checksum(&partial.join("usr/lib/modules").join(&kver))?;
+    // /etc starts as a copy of the image's defaults; it must not share inodes with the
+    // repository, or an edit in /etc would corrupt the repository's objects.
+    fsutil::copy_tree(&usr_etc, &partial.join("etc"))?;
+    seed_var(sysroot, nd.stateroot, partial)?;
+    Ok((kver, bootcsum))
 }
 
 /// A new stateroot's `/var` starts as a copy of the image's (`/usr/share/factory/var`), as

@@ -24,7 +24,10 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use ostree::glib;
-use stratum_initramfs::{config, firmware, hostonly, modinfo, modules, sets, BuildSpec, Mode};
+use stratum_initramfs::digest::InputHasher;
+use stratum_initramfs::dracut::{self, DracutRun};
+use stratum_initramfs::plan::{self, Plan};
+use stratum_initramfs::{config, BuildSpec};
 
 use crate::fsutil;
 use crate::state::origin::Origin;
@@ -178,11 +181,14 @@ pub fn regenerate(sysroot: &Sysroot, dep: &mut Deployment, s: &Settings) -> Resu
     let moddir = root.join("usr/lib/modules").join(&dep.kver);
     let cache = sysroot.stateroot_dir(&dep.stateroot).join(CACHE_DIR);
     fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
-    let spec = match s.generator {
-        Generator::Native => Some(native_spec(&root, &dep.kver, &s.args)?),
+    let plan = match s.generator {
+        Generator::Native => Some(plan::resolve(&native_spec(&root, &dep.kver, &s.args)?)?),
         Generator::Dracut => None,
     };
-    let digest = input_digest(&root, &dep.kver, &dep.checksum, s, spec.as_ref())?;
+    let digest = match &plan {
+        Some(p) => native_digest(p, s)?,
+        None => dracut_digest(&root, &dep.kver, &dep.checksum, s)?,
+    };
     let image = cache.join(format!("{digest}.img"));
     let cache_hit = image.is_file();
     if cache_hit {
@@ -194,10 +200,10 @@ pub fn regenerate(sysroot: &Sysroot, dep: &mut Deployment, s: &Settings) -> Resu
     } else {
         let tmp = cache.join(format!(".{digest}.img.tmp-{}", std::process::id()));
         fsutil::remove_any(&tmp)?;
-        let built = match spec {
-            Some(mut spec) => {
-                spec.input_digest = Some(digest.clone());
-                stratum_initramfs::build_spec(&spec, &tmp)
+        let built = match plan {
+            Some(mut plan) => {
+                plan.spec.input_digest = Some(digest.clone());
+                stratum_initramfs::build_plan(&plan, &tmp)
                     .map(|_| ())
                     .with_context(|| format!("building the initramfs for {}", dep.kver))
             }
@@ -234,215 +240,39 @@ pub fn regenerate(sysroot: &Sysroot, dep: &mut Deployment, s: &Settings) -> Resu
     })
 }
 
-/// The native build of `root`: its configuration (the merged `/etc` of the new deployment,
-/// which carries the admin's files), then the arguments.
-fn native_spec(root: &Path, kver: &str, args: &[String]) -> Result<BuildSpec> {
-    let cfg = config::load(root)?;
-    let mut spec = BuildSpec::from_config(root, kver, &cfg)?;
-    spec.options.source_date_epoch = 0;
-    native_args(args, &mut spec)?;
-    Ok(spec)
+/// The digest of a native build: the plan's, with the generator and the words as given.
+pub fn native_digest(plan: &Plan, s: &Settings) -> Result<String> {
+    let mut extra: Vec<(&str, &[u8])> = vec![("generator", s.generator.name().as_bytes())];
+    extra.extend(s.args.iter().map(|a| ("arg", a.as_bytes())));
+    plan.input_digest(&extra)
 }
 
-/// Applies `stratum-initramfs build` options given with `--arg` to `spec`.
-pub fn native_args(args: &[String], spec: &mut BuildSpec) -> Result<()> {
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let (opt, inline) = match a.split_once('=') {
-            Some((o, v)) => (o, Some(v.to_string())),
-            None => (a.as_str(), None),
-        };
-        let mut value = || -> Result<String> {
-            match &inline {
-                Some(v) => Ok(v.clone()),
-                None => it
-                    .next()
-                    .cloned()
-                    .with_context(|| format!("initramfs argument {opt} needs a value")),
-            }
-        };
-        match opt {
-            "--add-module" => spec.add_modules.push(value()?),
-            "--omit-module" => spec.omit_modules.push(value()?),
-            "--include" => spec
-                .includes
-                .push(value()?.parse().map_err(anyhow::Error::msg)?),
-            "--mode" => spec.mode = value()?.parse().map_err(anyhow::Error::msg)?,
-            "--generic" => spec.mode = Mode::Generic,
-            "--hostonly" => spec.mode = Mode::Hostonly,
-            "--no-firmware" => spec.firmware = false,
-            "--zstd-level" => {
-                spec.options.zstd_level = value()?.parse().context("--zstd-level")?;
-            }
-            _ => bail!(
-                "unknown initramfs argument {a:?} for the native generator; known: --add-module, \
-                 --omit-module, --include, --mode, --generic, --hostonly, --no-firmware, --zstd-level"
-            ),
-        }
-    }
-    Ok(())
-}
-
-/// Feeds length-prefixed fields into a hasher, so no two field sequences collide.
-struct Digest(blake3::Hasher);
-
-impl Digest {
-    fn field(&mut self, name: &str, data: &[u8]) {
-        for part in [name.as_bytes(), data] {
-            self.0.update(&(part.len() as u64).to_le_bytes());
-            self.0.update(part);
-        }
-    }
-
-    fn file(&mut self, name: &str, path: &Path) -> Result<()> {
-        let data = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        self.field(name, &data);
-        Ok(())
-    }
-
-    fn optional_file(&mut self, name: &str, path: &Path) -> Result<()> {
-        if path.exists() {
-            self.file(name, path)
-        } else {
-            self.field(name, b"<missing>");
-            Ok(())
-        }
-    }
-
-    /// A file or directory tree (names, types, permissions, contents).
-    fn tree(&mut self, name: &str, path: &Path) -> Result<()> {
-        use std::os::unix::fs::PermissionsExt;
-        let m =
-            fs::symlink_metadata(path).with_context(|| format!("reading {}", path.display()))?;
-        let mode = m.permissions().mode().to_string();
-        self.field(&format!("{name}:mode"), mode.as_bytes());
-        if m.is_symlink() {
-            let t = fs::read_link(path)?;
-            self.field(name, t.as_os_str().as_encoded_bytes());
-        } else if m.is_dir() {
-            let mut names: Vec<_> = fs::read_dir(path)?
-                .map(|e| e.map(|e| e.file_name()))
-                .collect::<std::io::Result<_>>()?;
-            names.sort();
-            for n in names {
-                self.tree(&format!("{name}/{}", n.to_string_lossy()), &path.join(&n))?;
-            }
-        } else {
-            self.file(name, path)?;
-        }
-        Ok(())
-    }
-}
-
-/// The BLAKE3 digest of everything an image of `root`/`kver` is built from.
-pub fn input_digest(
-    root: &Path,
-    kver: &str,
-    commit: &str,
-    s: &Settings,
-    spec: Option<&BuildSpec>,
-) -> Result<String> {
-    let mut d = Digest(blake3::Hasher::new());
-    d.field(
-        "generator",
-        format!(
-            "stratum-initramfs/{}/{}",
-            env!("CARGO_PKG_VERSION"),
-            s.generator.name()
-        )
-        .as_bytes(),
-    );
+/// The digest of a dracut build: dracut reads much of the image, so it is keyed on the
+/// commit, plus dracut's configuration in the deployment's (merged) /etc.
+pub fn dracut_digest(root: &Path, kver: &str, commit: &str, s: &Settings) -> Result<String> {
+    let mut d = InputHasher::new();
+    let generator = format!("stratum-initramfs/{}/dracut", env!("CARGO_PKG_VERSION"));
+    d.field("generator", generator.as_bytes());
     for a in &s.args {
         d.field("arg", a.as_bytes());
     }
     d.field("kver", kver.as_bytes());
-    let moddir = root.join("usr/lib/modules").join(kver);
-    d.file("vmlinuz", &moddir.join("vmlinuz"))?;
-    let Some(spec) = spec else {
-        // dracut reads much of the image: key on the commit, plus dracut's configuration in
-        // the deployment's (merged) /etc.
-        d.field("commit", commit.as_bytes());
-        d.optional_file("dracut.conf", &root.join("etc/dracut.conf"))?;
-        let confd = root.join("etc/dracut.conf.d");
-        if confd.is_dir() {
-            d.tree("dracut.conf.d", &confd)?;
-        }
-        return Ok(d.0.finalize().to_hex().to_string());
-    };
-    for p in config::files(root)? {
-        let rel = p
-            .strip_prefix(root)
-            .unwrap_or(&p)
-            .to_string_lossy()
-            .into_owned();
-        d.file(&format!("config:{rel}"), &p)?;
-    }
     d.file(
-        "init",
-        &stratum_initramfs::rootfs::resolve(
-            root,
-            Path::new(stratum_initramfs::image::PREPARE_ROOT_PATH),
-        )?,
+        "vmlinuz",
+        &root.join("usr/lib/modules").join(kver).join("vmlinuz"),
     )?;
-    for inc in &spec.includes {
-        let src = stratum_initramfs::rootfs::resolve(root, Path::new(&inc.src))?;
-        d.tree(&format!("include:{}:{}", inc.src, inc.dest), &src)?;
+    d.field("commit", commit.as_bytes());
+    d.optional_file("dracut.conf", &root.join("etc/dracut.conf"))?;
+    let confd = root.join("etc/dracut.conf.d");
+    if confd.is_dir() {
+        d.tree("dracut.conf.d", &confd)?;
     }
-    let dir = modules::find_modules_dir(root, kver)?;
-    for idx in [
-        "modules.dep",
-        "modules.alias",
-        "modules.softdep",
-        "modules.builtin",
-        "modules.builtin.modinfo",
-    ] {
-        d.optional_file(idx, &dir.join(idx))?;
-    }
-    let db = modules::ModuleDb::load(&dir)?;
-    let mut required: Vec<String> = Vec::new();
-    let mut optional: Vec<String> = Vec::new();
-    match spec.mode {
-        Mode::Default => required.extend(spec.options.modules.iter().cloned()),
-        Mode::Generic => optional.extend(sets::generic_modules().iter().map(|s| s.to_string())),
-        Mode::Hostonly => {
-            let host = hostonly::scan(&spec.host).context("--hostonly")?;
-            optional.extend(hostonly::module_names(&db, &host));
-        }
-    }
-    required.extend(spec.add_modules.iter().cloned());
-    let omit: Vec<&String> = spec
-        .omit_modules
-        .iter()
-        .filter(|o| {
-            !spec
-                .add_modules
-                .iter()
-                .any(|a| modules::normalize(a) == modules::normalize(o))
-        })
-        .collect();
-    let resolved = db.resolve_with(&required, &optional, &omit)?;
-    for m in &resolved.modules {
-        let path = dir.join(&m.path);
-        let data = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-        d.field(&format!("module:{}", m.path), &data);
-        if spec.firmware {
-            // Firmware is declared in the (decompressed) module's .modinfo.
-            let plain = modules::read_module(&path).unwrap_or(data);
-            for fw in modinfo::firmware(&plain).unwrap_or_default() {
-                match firmware::find(root, kver, &fw)? {
-                    Some((_, data)) => d.field(&format!("firmware:{fw}"), &data),
-                    None => d.field(&format!("firmware:{fw}"), b"<missing>"),
-                }
-            }
-        }
-    }
-    Ok(d.0.finalize().to_hex().to_string())
+    Ok(d.finish())
 }
 
-/// Runs dracut inside the deployment root (a private mount namespace with /dev, /proc, /sys
-/// and tmpfs scratch space), writing straight into the cache directory bound at
-/// `/run/stratum-initramfs`. The manifest with the input digest goes in as
-/// `/etc/stratum/initramfs.json`, so `boot.json` records it as for native images.
+/// Runs the deployment's dracut ([`dracut::run`]) writing `out`, with the manifest carrying
+/// the input digest included as `/etc/stratum/initramfs.json`, so `boot.json` records it as
+/// for native images.
 fn run_dracut(
     root: &Path,
     kver: &str,
@@ -451,55 +281,35 @@ fn run_dracut(
     out: &Path,
     digest: &str,
 ) -> Result<()> {
-    const SCRIPT: &str = r#"
-r=$1 cache=$2 out=$3 json=$4 k=$5; shift 5
-mount --rbind /dev "$r/dev"
-mount -t proc proc "$r/proc"
-mount -t sysfs sysfs "$r/sys"
-mount -t tmpfs tmpfs "$r/tmp"
-mount -t tmpfs tmpfs "$r/var"
-mkdir "$r/var/tmp"
-mount -t tmpfs tmpfs "$r/run"
-mkdir "$r/run/stratum-initramfs"
-mount --bind "$cache" "$r/run/stratum-initramfs"
-exec chroot "$r" dracut --no-hostonly --add stratum --kver "$k" --force --tmpdir /tmp \
-    --include "/run/stratum-initramfs/$json" /etc/stratum/initramfs.json "$@" \
-    "/run/stratum-initramfs/$out"
-"#;
-    let json_name = format!(".{digest}.json");
+    let json = cache.join(format!(".{digest}.json"));
     let manifest = serde_json::json!({
         "generator": "dracut",
         "kver": kver,
         "input_digest": digest,
     });
-    fs::write(cache.join(&json_name), manifest.to_string())?;
-    let out_name = out
-        .file_name()
-        .context("output name")?
-        .to_string_lossy()
-        .into_owned();
-    let r = crate::cmd::run(
-        std::process::Command::new("unshare")
-            .args([
-                "--mount",
-                "--propagation",
-                "private",
-                "--",
-                "sh",
-                "-ec",
-                SCRIPT,
-                "sh",
-            ])
-            .arg(root)
-            .arg(cache)
-            .arg(&out_name)
-            .arg(&json_name)
-            .arg(kver)
-            .args(args),
-    )
-    .context("running dracut in the deployment (is dracut installed in the image?)");
-    let _ = fs::remove_file(cache.join(&json_name));
+    fs::write(&json, manifest.to_string())
+        .with_context(|| format!("writing {}", json.display()))?;
+    let mut run = DracutRun::new(root, kver, out);
+    run.add_modules = vec!["stratum".into()];
+    run.includes = vec![(json.clone(), "/etc/stratum/initramfs.json".into())];
+    run.args = args.to_vec();
+    // dracut does not report the modules it includes when told to be quiet.
+    run.check_included = !args.iter().any(|a| a == "-q" || a == "--quiet");
+    let r = dracut::run(&run)
+        .map(|_| ())
+        .context("running dracut in the deployment (is dracut installed in the image?)");
+    let _ = fs::remove_file(&json);
     r
+}
+
+/// The native build of `root`: its configuration (the merged `/etc` of the new deployment,
+/// which carries the admin's files), then the arguments.
+fn native_spec(root: &Path, kver: &str, args: &[String]) -> Result<BuildSpec> {
+    let cfg = config::load(root)?;
+    let mut spec = BuildSpec::from_config(root, kver, &cfg)?;
+    spec.options.source_date_epoch = 0;
+    stratum_initramfs::apply_args(args, &mut spec)?;
+    Ok(spec)
 }
 
 /// Keeps the newest [`CACHE_KEEP`] images (and always `current`).
@@ -554,26 +364,6 @@ mod tests {
         assert!(t.contains("foo=bar"), "{t}");
     }
 
-    #[test]
-    fn native_arguments() {
-        let mut spec = BuildSpec::from(stratum_initramfs::BuildOptions::new("/", "k"));
-        let args: Vec<String> = ["--add-module=nvme", "--omit-module", "btrfs", "--generic"]
-            .map(String::from)
-            .to_vec();
-        native_args(&args, &mut spec).unwrap();
-        assert_eq!(spec.add_modules, ["nvme"]);
-        assert_eq!(spec.omit_modules, ["btrfs"]);
-        assert_eq!(spec.mode, Mode::Generic);
-        for bad in [
-            &["--frobnicate"][..],
-            &["--add-module"][..],
-            &["--mode=all"][..],
-        ] {
-            let bad: Vec<String> = bad.iter().map(|s| s.to_string()).collect();
-            assert!(native_args(&bad, &mut spec).is_err(), "{bad:?}");
-        }
-    }
-
     fn fake_root(dir: &Path) -> PathBuf {
         let root = dir.join("root");
         let m = root.join("usr/lib/modules/6.1.0-1-amd64");
@@ -596,16 +386,10 @@ mod tests {
         };
         let digest = |s: &Settings| {
             let spec = native_spec(&root, "6.1.0-1-amd64", &s.args).unwrap();
-            input_digest(&root, "6.1.0-1-amd64", "c", s, Some(&spec)).unwrap()
+            native_digest(&plan::resolve(&spec).unwrap(), s).unwrap()
         };
         let d0 = digest(&s);
         assert_eq!(d0, digest(&s), "stable");
-        // The commit alone does not matter to a native build.
-        let spec = native_spec(&root, "6.1.0-1-amd64", &s.args).unwrap();
-        assert_eq!(
-            d0,
-            input_digest(&root, "6.1.0-1-amd64", "other", &s, Some(&spec)).unwrap()
-        );
         let mut s2 = s.clone();
         s2.args.push("--no-firmware".into());
         assert_ne!(d0, digest(&s2), "arguments");

@@ -163,7 +163,7 @@ fn errors_name_the_problem() {
     let e = format!("{:#}", build(&opts, &out).unwrap_err());
     assert!(e.contains("\"nope\""), "{e}");
     opts.modules.pop();
-    std::fs::remove_file(root.join(PREPARE_ROOT_PATH)).unwrap();
+    std::fs::remove_file(root.join(prepare_root_path())).unwrap();
     let e = format!("{:#}", build(&opts, &out).unwrap_err());
     assert!(
         e.contains("stratum-prepare-root") && e.contains("make install DESTDIR="),

@@ -24,7 +24,7 @@ fn holds_what_the_image_is_made_from() {
     assert_eq!(p.modules_dir, dir);
     assert_eq!(p.vmlinuz, None);
     assert!(p.config_files.is_empty());
-    assert_eq!(p.init.path, root.join(PREPARE_ROOT_PATH));
+    assert_eq!(p.init.path, root.join(prepare_root_path()));
     assert_eq!(p.init.data, b"#!fake init\n");
     assert!(p.index.get("modules.softdep").is_some());
     assert_eq!(p.index.get("modules.builtin.modinfo"), None);
@@ -90,7 +90,7 @@ fn image_is_built_from_the_plan_alone() {
     let spec = spec_in(t.path());
     let p = resolve(&spec).unwrap();
     // The root changes after the plan is made: the image is still the plan's.
-    let init = spec.options.root.join(PREPARE_ROOT_PATH);
+    let init = spec.options.root.join(prepare_root_path());
     std::fs::write(&init, "changed").unwrap();
     let a = t.path().join("a.img");
     crate::image::build_plan(&p, &a).unwrap();
@@ -141,7 +141,7 @@ fn digest_follows_inputs() {
     s.omit_modules = vec!["nothing_needs_this".into()];
     note("omit", digest(&s));
 
-    std::fs::write(root.join(PREPARE_ROOT_PATH), "init2").unwrap();
+    std::fs::write(root.join(prepare_root_path()), "init2").unwrap();
     note("init", digest(&spec));
     std::fs::create_dir_all(root.join("etc/stratum")).unwrap();
     std::fs::write(root.join("etc/stratum/initramfs.toml"), "firmware = true\n").unwrap();

@@ -351,17 +351,10 @@ fn copy_new(src: &Path, dst: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The only kernel version in `root` (`usr/lib/modules/*`).
+/// The only kernel version in `root`, by the initramfs generator's rule (a modules
+/// directory with `modules.dep`).
 pub fn kernel_version(root: &Path) -> Result<String> {
-    let mut kvers: Vec<String> = fs::read_dir(root.join("usr/lib/modules"))?
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    anyhow::ensure!(
-        kvers.len() == 1,
-        "expected one kernel in the root, found {kvers:?}"
-    );
-    Ok(kvers.remove(0))
+    stratum_initramfs::modules::only_kernel_version(root)
 }
 
 /// Runs `dracut --no-hostonly --add MODULE` inside `root` ([`stratum_initramfs::dracut::run`]:
