@@ -43,7 +43,7 @@ pub fn atomic_symlink(target: &str, link: &Path) -> Result<()> {
 }
 
 /// Points the symlink `link` at `target` atomically, without syncing: for writers that sync
-/// the whole filesystem next (see [`crate::fsfreeze`]).
+/// the whole filesystem next (`syncfs`, as the boot-set writer does).
 pub fn replace_symlink(target: &str, link: &Path) -> Result<()> {
     let dir = parent_of(link)?;
     let tmp = dir.join(format!(".{}.tmp", file_name(link)?));

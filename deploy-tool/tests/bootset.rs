@@ -275,7 +275,7 @@ fn failed_boot_set_write_leaves_no_trial_armed() {
     env.install_following_src();
     env.compose_fake_os("2", &[], &[]);
     let grubenv = env.sysroot.join("boot/grubenv");
-    let before = fs::read(&grubenv).unwrap();
+    let before = fs::read_to_string(&grubenv).unwrap();
     // The write fails after the trial was armed and before the swap (as ENOSPC would).
     for point in [
         "bootloader::after-boot-files",
@@ -285,7 +285,7 @@ fn failed_boot_set_write_leaves_no_trial_armed() {
         let out = env.stratum_failpoint(&["upgrade", "--apply-now"], point, "return");
         assert!(!out.status.success(), "{point}: the failpoint did not fire");
         assert_eq!(
-            fs::read(&grubenv).unwrap(),
+            fs::read_to_string(&grubenv).unwrap(),
             before,
             "{point}: grubenv changed"
         );

@@ -139,9 +139,10 @@ pub fn command_line(bootversion: u8, d: &Deployment) -> Result<Vec<String>> {
     let mut args = vec![format!("ostree={}", bootlink_arg(bootversion, d))];
     for a in &d.kargs {
         validate_karg(a).with_context(|| format!("deployment {}", d.name()))?;
-        if a.starts_with("ostree=") {
+        let key = a.split_once('=').map_or(a.as_str(), |(k, _)| k);
+        if crate::kargs::is_reserved(key) {
             bail!(
-                "deployment {}: ostree= is written by stratum itself",
+                "deployment {}: {key}= is written by stratum itself",
                 d.name()
             );
         }
