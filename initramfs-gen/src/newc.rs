@@ -131,6 +131,16 @@ pub enum Error {
         /// Which field.
         what: &'static str,
     },
+    /// A member's data is larger than the caller is willing to hold in memory.
+    #[error("cpio member {name:?} has {size} bytes of data, more than the {limit} read")]
+    DataTooLarge {
+        /// Member name.
+        name: String,
+        /// Its data size.
+        size: u64,
+        /// The most the caller reads.
+        limit: u64,
+    },
 }
 
 /// Bytes of zero padding that bring `n` to a multiple of 4.
@@ -270,10 +280,16 @@ impl<W: Write> Writer<W> {
 }
 
 /// Reads newc members from `R`, up to and including the trailer.
+///
+/// Members stream: [`Reader::next_header`] gives a header, [`Reader::data`] reads as much of
+/// its data as the caller wants, and the next call skips the rest in small chunks, so an
+/// archive is read in bounded memory whatever sizes its headers claim.
 pub struct Reader<R: Read> {
     inner: R,
     offset: u64,
     done: bool,
+    /// The member whose data is being read: its name, and how much data is left.
+    current: Option<(String, u64)>,
 }
 
 fn parse_hex(field: &[u8], offset: u64) -> Result<u32, Error> {
@@ -286,6 +302,13 @@ fn parse_hex(field: &[u8], offset: u64) -> Result<u32, Error> {
         })
 }
 
+fn truncated(name: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        format!("cpio member {name:?} truncated"),
+    )
+}
+
 impl<R: Read> Reader<R> {
     /// A reader positioned at a header (offset 0 for alignment purposes).
     pub fn new(inner: R) -> Self {
@@ -293,10 +316,12 @@ impl<R: Read> Reader<R> {
             inner,
             offset: 0,
             done: false,
+            current: None,
         }
     }
 
-    /// Give back the inner reader (positioned just after the trailer's padding).
+    /// Give back the inner reader (positioned just after the trailer's padding once
+    /// [`Reader::next_header`] has returned `None`).
     pub fn into_inner(self) -> R {
         self.inner
     }
@@ -313,11 +338,26 @@ impl<R: Read> Reader<R> {
         self.read_exact(&mut pad[..n])
     }
 
-    /// The next member and its data; `None` after the trailer.
-    pub fn next_member(&mut self) -> Result<Option<(Header, Vec<u8>)>, Error> {
+    /// Skip what is left of the current member's data, and its padding.
+    fn finish_member(&mut self) -> io::Result<()> {
+        let Some((name, left)) = self.current.take() else {
+            return Ok(());
+        };
+        let skipped = io::copy(&mut (&mut self.inner).take(left), &mut io::sink())?;
+        self.offset += skipped;
+        if skipped != left {
+            return Err(truncated(&name));
+        }
+        self.skip_pad()
+    }
+
+    /// The next member's header, after skipping what was not read of the previous member's
+    /// data; `None` after the trailer.
+    pub fn next_header(&mut self) -> Result<Option<Header>, Error> {
         if self.done {
             return Ok(None);
         }
+        self.finish_member()?;
         let start = self.offset;
         let mut raw = [0u8; HEADER_LEN];
         self.read_exact(&mut raw)?;
@@ -351,25 +391,14 @@ impl<R: Read> Reader<R> {
             what: "name is not UTF-8".into(),
         })?;
         self.skip_pad()?;
-        // Read through `take` so a corrupt size cannot make us allocate gigabytes up front.
         let filesize = f[6];
-        let mut data = Vec::new();
-        (&mut self.inner)
-            .take(u64::from(filesize))
-            .read_to_end(&mut data)?;
-        self.offset += data.len() as u64;
-        if data.len() as u64 != u64::from(filesize) {
-            return Err(Error::Io(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!("cpio member {name:?} truncated"),
-            )));
-        }
-        self.skip_pad()?;
+        self.current = Some((name.clone(), u64::from(filesize)));
         if name == TRAILER {
+            self.finish_member()?;
             self.done = true;
             return Ok(None);
         }
-        let hdr = Header {
+        Ok(Some(Header {
             name,
             ino: f[0],
             mode: f[1],
@@ -380,8 +409,62 @@ impl<R: Read> Reader<R> {
             filesize,
             dev: (f[7], f[8]),
             rdev: (f[9], f[10]),
+        }))
+    }
+
+    /// The data of the member [`Reader::next_header`] returned last, or what is left of it.
+    /// Reading past its end gives end of file; an archive that ends before it is an error.
+    pub fn data(&mut self) -> Data<'_, R> {
+        Data(self)
+    }
+
+    /// The current member's data, whole, if it has at most `limit` bytes.
+    pub fn read_data(&mut self, limit: u64) -> Result<Vec<u8>, Error> {
+        let (name, left) = self.current.as_ref().map_or(("", 0), |(n, l)| (n, *l));
+        if left > limit {
+            return Err(Error::DataTooLarge {
+                name: name.to_string(),
+                size: left,
+                limit,
+            });
+        }
+        // Grown as data arrives: a header's claim is not reason enough to allocate.
+        let mut data = Vec::new();
+        self.data().read_to_end(&mut data)?;
+        Ok(data)
+    }
+
+    /// The next member and all its data; `None` after the trailer. For archives this program
+    /// wrote: an untrusted archive is read with [`Reader::next_header`] and [`Reader::data`].
+    pub fn next_member(&mut self) -> Result<Option<(Header, Vec<u8>)>, Error> {
+        let Some(hdr) = self.next_header()? else {
+            return Ok(None);
         };
+        let data = self.read_data(u64::from(u32::MAX))?;
         Ok(Some((hdr, data)))
+    }
+}
+
+/// Reads the data of one member; see [`Reader::data`].
+pub struct Data<'a, R: Read>(&'a mut Reader<R>);
+
+impl<R: Read> Read for Data<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let r = &mut *self.0;
+        let Some((name, left)) = r.current.as_mut() else {
+            return Ok(0);
+        };
+        let want = buf.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = r.inner.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(truncated(name));
+        }
+        *left -= n as u64;
+        r.offset += n as u64;
+        Ok(n)
     }
 }
 
@@ -426,5 +509,62 @@ mod tests {
         let mut w = Writer::new(Vec::new());
         let e = w.append("x", Kind::File, 0o644, 1 << 33, (0, 0), &[]);
         assert!(matches!(e, Err(Error::TooLarge { what: "mtime", .. })));
+    }
+
+    #[test]
+    fn streams_data_and_skips_what_is_not_read() {
+        let mut w = Writer::new(Vec::new());
+        w.append("a", Kind::File, 0o644, 0, (0, 0), b"hello")
+            .unwrap();
+        w.append("b", Kind::File, 0o644, 0, (0, 0), b"world!")
+            .unwrap();
+        w.finish().unwrap();
+        let out = w.into_inner();
+        let mut r = Reader::new(&out[..]);
+        assert_eq!(r.next_header().unwrap().unwrap().name, "a");
+        let mut two = [0u8; 2];
+        r.data().read_exact(&mut two).unwrap();
+        assert_eq!(&two, b"he");
+        let b = r.next_header().unwrap().unwrap();
+        assert_eq!((b.name.as_str(), b.filesize), ("b", 6));
+        assert!(matches!(
+            r.read_data(5),
+            Err(Error::DataTooLarge {
+                size: 6,
+                limit: 5,
+                ..
+            })
+        ));
+        assert_eq!(r.read_data(6).unwrap(), b"world!");
+        assert!(r.next_header().unwrap().is_none());
+        assert!(r.next_header().unwrap().is_none());
+    }
+
+    #[test]
+    fn a_size_claim_is_not_trusted() {
+        // A header claiming 4 GiB of data, followed by a few bytes.
+        let mut w = Writer::new(Vec::new());
+        w.append("big", Kind::File, 0o644, 0, (0, 0), b"abcd")
+            .unwrap();
+        let mut out = w.into_inner();
+        let size = 6 + 6 * 8; // the filesize field: after the magic and six fields
+        out[size..size + 8].copy_from_slice(b"FFFFFFFF");
+        let mut r = Reader::new(&out[..]);
+        let h = r.next_header().unwrap().unwrap();
+        assert_eq!(h.filesize, u32::MAX);
+        assert!(matches!(
+            r.read_data(1 << 20),
+            Err(Error::DataTooLarge { .. })
+        ));
+        let e = r.next_header().unwrap_err();
+        assert!(e.to_string().contains("\"big\" truncated"), "{e}");
+        let mut r = Reader::new(&out[..]);
+        r.next_header().unwrap();
+        let mut data = Vec::new();
+        let e = r.data().read_to_end(&mut data).unwrap_err();
+        assert_eq!(
+            (e.kind(), &data[..]),
+            (io::ErrorKind::UnexpectedEof, &b"abcd"[..])
+        );
     }
 }
