@@ -4,9 +4,18 @@
 //!
 //! Between archives the kernel skips zero padding and detects each archive's compression from
 //! its magic bytes; this reader does the same.
+//!
+//! Images may be hostile (a few kilobytes of zstd can claim a gigabyte-sized member), so
+//! reading takes bounded memory whatever the input: members stream past one at a time and their
+//! data is skipped in small chunks, except what is kept, each with a bound (a symlink's target,
+//! at most [`MAX_TARGET`]; Stratum's manifest, at most [`MAX_MANIFEST`]). Decoders are held to
+//! 128 MiB (zstd's default window limit, the same for xz). Member names may hold any character
+//! but NUL: text output escapes control characters ([`escape`]).
 
+use std::borrow::Cow;
 use std::fmt;
 use std::io::{BufRead, BufReader, Read};
+use std::ops::ControlFlow;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -69,13 +78,37 @@ impl fmt::Display for Entry {
         write!(
             f,
             "{t}{perms} {:>4} {:>4} {size:>10} {}",
-            self.uid, self.gid, self.path
+            self.uid,
+            self.gid,
+            escape(&self.path)
         )?;
         if let Some(target) = &self.target {
-            write!(f, " -> {target}")?;
+            write!(f, " -> {}", escape(target))?;
         }
         Ok(())
     }
+}
+
+/// `s` with backslashes and control characters escaped (`\\`, `\n`, `\t`, `\r`, else `\xNN`,
+/// or `\u{NN}` beyond ASCII), so that a name read from an image prints as one line and cannot
+/// send commands to a terminal.
+pub fn escape(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(|c| c == '\\' || c.is_control()) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_ascii_control() => out.push_str(&format!("\\x{:02x}", u32::from(c))),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
 }
 
 /// Compression formats recognised by their magic bytes, as the kernel's `decompress_method`.
@@ -111,12 +144,35 @@ fn detect(magic: &[u8]) -> Option<Format> {
 /// Compressed streams nested inside compressed streams this deep are refused.
 const MAX_DEPTH: usize = 4;
 
-struct State {
-    entries: Vec<Entry>,
+/// Longest symlink target read (`PATH_MAX`, as the kernel).
+pub const MAX_TARGET: u64 = 4096;
+
+/// Largest `/etc/stratum/initramfs.json` read.
+pub const MAX_MANIFEST: u64 = 4 << 20;
+
+/// Memory the xz decoder may use: enough for `xz -9` (a 64 MiB dictionary).
+const XZ_MEMLIMIT: u64 = 128 << 20;
+
+/// Where Stratum's generator describes an image.
+const MANIFEST: &str = "/etc/stratum/initramfs.json";
+
+/// What a walk over an image hands to its caller, and the little it keeps.
+struct Walk<'v> {
+    visit: &'v mut dyn FnMut(&Entry) -> Result<ControlFlow<()>>,
+    /// The caller asked to stop.
+    stopped: bool,
     archive: usize,
     /// Compression of each archive, in order.
     compression: Vec<&'static str>,
     /// The last `/etc/stratum/initramfs.json` seen (later archives win when unpacked).
+    manifest: Option<Vec<u8>>,
+}
+
+/// What is known of an image once every member has been seen.
+struct Walked {
+    /// Compression of each archive, in order.
+    compression: Vec<&'static str>,
+    /// The last `/etc/stratum/initramfs.json` seen.
     manifest: Option<Vec<u8>>,
 }
 
@@ -139,16 +195,16 @@ fn skip_zeros(r: &mut dyn BufRead) -> Result<bool> {
 /// Read every archive in `r` (compressed with `compression`) until it ends.
 fn read_stream(
     r: &mut dyn BufRead,
-    st: &mut State,
+    w: &mut Walk,
     depth: usize,
     compression: &'static str,
 ) -> Result<()> {
-    while skip_zeros(r)? {
+    while !w.stopped && skip_zeros(r)? {
         let buf = r.fill_buf()?;
         let format = detect(buf).with_context(|| {
             format!(
                 "unknown data after archive {} (starts with {:02x?})",
-                st.archive,
+                w.archive,
                 &buf[..buf.len().min(8)]
             )
         })?;
@@ -156,20 +212,20 @@ fn read_stream(
             bail!("compressed data nested more than {MAX_DEPTH} levels deep");
         }
         match format {
-            Format::Cpio => read_cpio(r, st, compression)?,
+            Format::Cpio => read_cpio(r, w, compression)?,
             Format::Zstd => {
                 let d = zstd::stream::read::Decoder::with_buffer(&mut *r)?.single_frame();
-                read_stream(&mut BufReader::new(d), st, depth + 1, "zstd")
+                read_stream(&mut BufReader::new(d), w, depth + 1, "zstd")
                     .context("in zstd data")?;
             }
             Format::Gzip => {
                 let d = flate2::bufread::GzDecoder::new(&mut *r);
-                read_stream(&mut BufReader::new(d), st, depth + 1, "gzip")
+                read_stream(&mut BufReader::new(d), w, depth + 1, "gzip")
                     .context("in gzip data")?;
             }
             Format::Xz => {
                 let d = XzReader::new(&mut *r)?;
-                read_stream(&mut BufReader::new(d), st, depth + 1, "xz").context("in xz data")?;
+                read_stream(&mut BufReader::new(d), w, depth + 1, "xz").context("in xz data")?;
             }
             Format::Unsupported(name) => bail!("{name} compressed archives are not supported"),
         }
@@ -188,7 +244,7 @@ struct XzReader<R: BufRead> {
 
 impl<R: BufRead> XzReader<R> {
     fn new(inner: R) -> Result<Self> {
-        let stream = xz2::stream::Stream::new_stream_decoder(u64::MAX, 0)
+        let stream = xz2::stream::Stream::new_stream_decoder(XZ_MEMLIMIT, 0)
             .context("starting the xz decoder")?;
         Ok(XzReader {
             inner,
@@ -208,7 +264,13 @@ impl<R: BufRead> Read for XzReader<R> {
             let status = self
                 .stream
                 .process(input, buf, action)
-                .map_err(std::io::Error::other)?;
+                .map_err(|e| match e {
+                    xz2::stream::Error::MemLimit => std::io::Error::other(format!(
+                        "the xz data needs more than {} MiB of memory to decode",
+                        XZ_MEMLIMIT >> 20
+                    )),
+                    e => std::io::Error::other(e),
+                })?;
             let consumed = (self.stream.total_in() - in0) as usize;
             let produced = (self.stream.total_out() - out0) as usize;
             self.inner.consume(consumed);
@@ -224,22 +286,42 @@ impl<R: BufRead> Read for XzReader<R> {
     }
 }
 
-fn read_cpio(r: &mut dyn BufRead, st: &mut State, compression: &'static str) -> Result<()> {
+fn read_cpio(r: &mut dyn BufRead, w: &mut Walk, compression: &'static str) -> Result<()> {
     let mut reader = newc::Reader::new(r);
-    while let Some((h, data)) = reader
-        .next_member()
-        .with_context(|| format!("reading archive {}", st.archive))?
+    let archive = w.archive;
+    while let Some(h) = reader
+        .next_header()
+        .with_context(|| format!("reading archive {archive}"))?
     {
-        let kind = h
-            .kind()
-            .with_context(|| format!("{}: unknown file type in mode {:o}", h.name, h.mode))?;
+        let kind = h.kind().with_context(|| {
+            format!(
+                "{}: unknown file type in mode {:o}",
+                escape(&h.name),
+                h.mode
+            )
+        })?;
         let name = h.name.trim_start_matches("./").trim_start_matches('/');
         if kind == Kind::File && name == MANIFEST.trim_start_matches('/') {
-            st.manifest = Some(data.clone());
+            w.manifest = Some(
+                reader
+                    .read_data(MAX_MANIFEST)
+                    .with_context(|| format!("reading {MANIFEST} in archive {archive}"))?,
+            );
         }
-        let target = (kind == Kind::Symlink).then(|| String::from_utf8_lossy(&data).into_owned());
+        let target = match kind {
+            Kind::Symlink => {
+                let data = reader.read_data(MAX_TARGET).with_context(|| {
+                    format!(
+                        "reading the target of {} in archive {archive}",
+                        escape(name)
+                    )
+                })?;
+                Some(String::from_utf8_lossy(&data).into_owned())
+            }
+            _ => None,
+        };
         let rdev = matches!(kind, Kind::Char | Kind::Block).then_some(h.rdev);
-        st.entries.push(Entry {
+        let entry = Entry {
             path: if name == "." {
                 "/".into()
             } else {
@@ -253,215 +335,83 @@ fn read_cpio(r: &mut dyn BufRead, st: &mut State, compression: &'static str) -> 
             mtime: u64::from(h.mtime),
             target,
             rdev,
-            archive: st.archive,
-        });
+            archive,
+        };
+        if (w.visit)(&entry)?.is_break() {
+            w.stopped = true;
+            return Ok(());
+        }
     }
-    st.archive += 1;
-    st.compression.push(compression);
+    w.archive += 1;
+    w.compression.push(compression);
     Ok(())
 }
 
-fn read_state(r: &mut dyn BufRead) -> Result<State> {
-    let mut st = State {
-        entries: Vec::new(),
+/// Hand each member of the image in `r` to `visit`, in archive order, keeping none of them;
+/// `visit` can stop the walk. An empty input, one of only zero bytes, and one whose compressed
+/// data holds no archive are errors.
+fn walk(
+    r: &mut dyn BufRead,
+    visit: &mut dyn FnMut(&Entry) -> Result<ControlFlow<()>>,
+) -> Result<Walked> {
+    if r.fill_buf()?.is_empty() {
+        bail!("empty file");
+    }
+    if !skip_zeros(r)? {
+        bail!("not an initramfs: all zero bytes");
+    }
+    let mut w = Walk {
+        visit,
+        stopped: false,
         archive: 0,
         compression: Vec::new(),
         manifest: None,
     };
-    read_stream(r, &mut st, 0, "none")?;
-    Ok(st)
-}
-
-/// Read all members of all archives in `r`, in archive order.
-pub fn read_all(r: &mut dyn BufRead) -> Result<Vec<Entry>> {
-    Ok(read_state(r)?.entries)
-}
-
-/// Where Stratum's generator describes an image.
-const MANIFEST: &str = "/etc/stratum/initramfs.json";
-
-/// One of the concatenated archives of an initramfs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ArchiveSummary {
-    /// Position, counting from 0.
-    pub index: usize,
-    /// `none`, `zstd`, `gzip` or `xz`.
-    pub compression: &'static str,
-    /// Members, without the trailer.
-    pub members: usize,
-    /// Regular files.
-    pub files: usize,
-    /// Directories.
-    pub dirs: usize,
-    /// Symbolic links.
-    pub symlinks: usize,
-    /// Device nodes, fifos, sockets.
-    pub other: usize,
-    /// Bytes of file data.
-    pub file_bytes: u64,
-    /// Whether it is an early-microcode archive (only `kernel/x86/microcode/...` files).
-    pub early_microcode: bool,
-}
-
-/// What `stratum-initramfs inspect` reports.
-#[derive(Debug, Clone, Serialize)]
-pub struct Summary {
-    /// Size of the file.
-    pub size: u64,
-    /// The archives, in order.
-    pub archives: Vec<ArchiveSummary>,
-    /// Members in all archives.
-    pub members: usize,
-    /// Whether some archive has `/init`.
-    pub has_init: bool,
-    /// Kernel versions with a modules directory (`/usr/lib/modules/<kver>` or `/lib/modules/...`).
-    pub kernel_versions: Vec<String>,
-    /// Kernel module files (`*.ko*`).
-    pub module_files: usize,
-    /// `/etc/stratum/initramfs.json`, when the image is Stratum's.
-    pub stratum: Option<serde_json::Value>,
-}
-
-/// Summarise the initramfs at `path`.
-pub fn inspect(path: &Path) -> Result<Summary> {
-    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let size = file
-        .metadata()
-        .with_context(|| format!("reading {}", path.display()))?
-        .len();
-    let st = read_state(&mut BufReader::new(file))
-        .with_context(|| format!("reading {}", path.display()))?;
-    let mut archives: Vec<ArchiveSummary> = st
-        .compression
-        .iter()
-        .enumerate()
-        .map(|(index, compression)| ArchiveSummary {
-            index,
-            compression,
-            members: 0,
-            files: 0,
-            dirs: 0,
-            symlinks: 0,
-            other: 0,
-            file_bytes: 0,
-            early_microcode: true,
-        })
-        .collect();
-    let mut kvers = std::collections::BTreeSet::new();
-    let mut module_files = 0;
-    for e in &st.entries {
-        let a = &mut archives[e.archive];
-        a.members += 1;
-        match e.kind {
-            Kind::File => {
-                a.files += 1;
-                a.file_bytes += e.size;
-                a.early_microcode &= e.path.starts_with("/kernel/x86/microcode/");
-            }
-            Kind::Dir => a.dirs += 1,
-            Kind::Symlink => a.symlinks += 1,
-            _ => a.other += 1,
-        }
-        for base in ["/usr/lib/modules/", "/lib/modules/"] {
-            if let Some(rest) = e.path.strip_prefix(base) {
-                if let Some((kver, _)) = rest.split_once('/') {
-                    kvers.insert(kver.to_string());
-                }
-            }
-        }
-        let name = e.path.rsplit('/').next().unwrap_or_default();
-        if e.kind == Kind::File
-            && [".ko", ".ko.xz", ".ko.zst", ".ko.gz"]
-                .iter()
-                .any(|s| name.ends_with(s))
-        {
-            module_files += 1;
-        }
+    read_stream(r, &mut w, 0, "none")?;
+    if w.compression.is_empty() && !w.stopped {
+        bail!("not an initramfs: no cpio archive in the compressed data");
     }
-    for a in &mut archives {
-        a.early_microcode &= a.files > 0;
-    }
-    let stratum = st
-        .manifest
-        .as_deref()
-        .and_then(|d| serde_json::from_slice(d).ok());
-    Ok(Summary {
-        size,
-        members: st.entries.len(),
-        has_init: st.entries.iter().any(|e| e.path == "/init"),
-        archives,
-        kernel_versions: kvers.into_iter().collect(),
-        module_files,
-        stratum,
+    Ok(Walked {
+        compression: w.compression,
+        manifest: w.manifest,
     })
 }
 
-impl fmt::Display for Summary {
-    /// The human summary `inspect` prints.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "size: {} bytes, {} archive(s), {} members",
-            self.size,
-            self.archives.len(),
-            self.members
-        )?;
-        for a in &self.archives {
-            write!(
-                f,
-                "archive {}: {}, {} members ({} files, {} dirs, {} symlinks, {} other), {} bytes of data",
-                a.index, a.compression, a.members, a.files, a.dirs, a.symlinks, a.other, a.file_bytes
-            )?;
-            if a.early_microcode {
-                write!(f, " [early microcode]")?;
-            }
-            writeln!(f)?;
-        }
-        writeln!(f, "init: {}", if self.has_init { "/init" } else { "none" })?;
-        if !self.kernel_versions.is_empty() {
-            writeln!(
-                f,
-                "kernel modules: {} files for {}",
-                self.module_files,
-                self.kernel_versions.join(", ")
-            )?;
-        }
-        if let Some(m) = &self.stratum {
-            let field = |k: &str| m.get(k).and_then(|v| v.as_str()).unwrap_or("?").to_string();
-            writeln!(
-                f,
-                "generator: {} {}, kver {}, mode {}",
-                field("generator"),
-                field("version"),
-                field("kver"),
-                field("mode")
-            )?;
-            let list = |k: &str| -> String {
-                m.get(k)
-                    .and_then(|v| v.as_array())
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|x| x.as_str())
-                            .collect::<Vec<_>>()
-                            .join(" ")
-                    })
-                    .unwrap_or_default()
-            };
-            writeln!(f, "modules: {}", list("modules"))?;
-            let fw = list("firmware");
-            if !fw.is_empty() {
-                writeln!(f, "firmware: {fw}")?;
-            }
-        }
-        Ok(())
-    }
+/// Read all members of all archives in `r`, in archive order, into memory (for images known to
+/// be small; [`for_each_member`] hands them over one at a time).
+pub fn read_all(r: &mut dyn BufRead) -> Result<Vec<Entry>> {
+    let mut entries = Vec::new();
+    walk(r, &mut |e| {
+        entries.push(e.clone());
+        Ok(ControlFlow::Continue(()))
+    })?;
+    Ok(entries)
 }
 
-/// List the members of the initramfs at `path`.
-pub fn list(path: &Path) -> Result<Vec<Entry>> {
+/// Hand each member of the initramfs at `path` to `visit`, in archive order, until it returns
+/// [`ControlFlow::Break`]; memory use does not grow with the image.
+pub fn for_each_member(
+    path: &Path,
+    mut visit: impl FnMut(&Entry) -> Result<ControlFlow<()>>,
+) -> Result<()> {
     let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    read_all(&mut BufReader::new(file)).with_context(|| format!("reading {}", path.display()))
+    walk(&mut BufReader::new(file), &mut visit)
+        .with_context(|| format!("reading {}", path.display()))?;
+    Ok(())
 }
+
+/// List the members of the initramfs at `path`, all in memory (see [`read_all`]).
+pub fn list(path: &Path) -> Result<Vec<Entry>> {
+    let mut entries = Vec::new();
+    for_each_member(path, |e| {
+        entries.push(e.clone());
+        Ok(ControlFlow::Continue(()))
+    })?;
+    Ok(entries)
+}
+
+mod summary;
+pub use summary::{inspect, ArchiveSummary, Summary, MAX_KERNEL_VERSIONS};
 
 #[cfg(test)]
 mod tests;

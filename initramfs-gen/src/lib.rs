@@ -38,7 +38,7 @@ mod testutil;
 
 pub use config::{Config, Mode};
 pub use image::{build, build_plan, build_spec, BuildReport};
-pub use inspect::{inspect, list};
+pub use inspect::{for_each_member, inspect, list};
 pub use options::{apply_args, SpecArgs};
 pub use plan::Plan;
 pub use sets::{DEFAULT_MODULES, GENERIC_ALWAYS, GENERIC_DRIVERS};

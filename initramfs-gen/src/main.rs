@@ -1,6 +1,7 @@
 //! `stratum-initramfs`: build and inspect Stratum's native initramfs images.
 
 use std::io::Write;
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -180,14 +181,41 @@ fn build(args: BuildArgs) -> Result<()> {
     Ok(())
 }
 
+/// Write `text` to stdout; a closed pipe (`| head`) asks to stop rather than fail.
+fn emit(out: &mut impl Write, text: &str) -> Result<ControlFlow<()>> {
+    match out.write_all(text.as_bytes()) {
+        Ok(()) => Ok(ControlFlow::Continue(())),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ControlFlow::Break(())),
+        Err(e) => Err(e).context("writing to stdout"),
+    }
+}
+
+/// Print each member as it is read, so that memory does not grow with the image.
 fn list(args: FileArgs) -> Result<()> {
-    let entries = stratum_initramfs::list(&args.file)?;
-    let text = if args.json {
-        serde_json::to_string_pretty(&entries)? + "\n"
-    } else {
-        entries.iter().map(|e| format!("{e}\n")).collect()
-    };
-    print_out(&text)
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut first = true;
+    let mut flow = ControlFlow::Continue(());
+    stratum_initramfs::for_each_member(&args.file, |e| {
+        let text = if args.json {
+            // The layout of `serde_json::to_string_pretty` for the whole list, one member at a
+            // time (a pretty value has no raw newline but those of its layout).
+            let item = serde_json::to_string_pretty(e)?.replace('\n', "\n  ");
+            format!("{}  {item}", if first { "[\n" } else { ",\n" })
+        } else {
+            format!("{e}\n")
+        };
+        first = false;
+        flow = emit(&mut out, &text)?;
+        Ok(flow)
+    })?;
+    if args.json && flow.is_continue() {
+        // A closed pipe has nothing left to stop.
+        let _ = emit(&mut out, if first { "[]\n" } else { "\n]\n" })?;
+    }
+    match out.flush() {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).context("writing to stdout"),
+        _ => Ok(()),
+    }
 }
 
 fn inspect(args: FileArgs) -> Result<()> {

@@ -123,3 +123,95 @@ fn inspect_concatenated() {
         "{text}"
     );
 }
+
+#[test]
+fn names_print_escaped() {
+    assert_eq!(escape("/usr/lib/ok"), "/usr/lib/ok");
+    assert_eq!(
+        escape("a\nb\tc\rd\\e\x1b[31m\u{9b}f\u{7f}"),
+        "a\\nb\\tc\\rd\\\\e\\x1b[31m\\u{9b}f\\x7f"
+    );
+    let mut w = newc::Writer::new(Vec::new());
+    w.append(
+        "evil\n-rw-r--r--    0    0          1 /etc/shadow",
+        Kind::File,
+        0o644,
+        0,
+        (0, 0),
+        b"",
+    )
+    .unwrap();
+    w.append("link", Kind::Symlink, 0o777, 0, (0, 0), b"\x1b]0;title\x07")
+        .unwrap();
+    w.finish().unwrap();
+    let entries = read_all(&mut &w.into_inner()[..]).unwrap();
+    let text: Vec<String> = entries.iter().map(|e| e.to_string()).collect();
+    assert_eq!(
+        text,
+        [
+            "-rw-r--r--    0    0          0 /evil\\n-rw-r--r--    0    0          1 /etc/shadow",
+            "lrwxrwxrwx    0    0         10 /link -> \\x1b]0;title\\x07",
+        ]
+    );
+}
+
+#[test]
+fn empty_zero_and_hollow_inputs_are_errors() {
+    let err = |img: &[u8]| format!("{:#}", read_all(&mut &img[..]).unwrap_err());
+    assert_eq!(err(b""), "empty file");
+    assert_eq!(err(&[0u8; 10000]), "not an initramfs: all zero bytes");
+    let zeros = zstd::encode_all(&[0u8; 10000][..], 3).unwrap();
+    assert!(err(&zeros).contains("no cpio archive"), "{}", err(&zeros));
+    // An archive with only its trailer is an (empty) archive.
+    assert_eq!(read_all(&mut &cpio(&[])[..]).unwrap(), []);
+}
+
+#[test]
+fn what_is_kept_is_bounded() {
+    let big_manifest = vec![b' '; MAX_MANIFEST as usize + 1];
+    let mut w = newc::Writer::new(Vec::new());
+    w.append(MANIFEST, Kind::File, 0o644, 0, (0, 0), &big_manifest)
+        .unwrap();
+    w.finish().unwrap();
+    let e = format!("{:#}", read_all(&mut &w.into_inner()[..]).unwrap_err());
+    assert!(
+        e.contains("initramfs.json") && e.contains("4194305 bytes"),
+        "{e}"
+    );
+
+    let mut w = newc::Writer::new(Vec::new());
+    let target = vec![b'x'; MAX_TARGET as usize + 1];
+    w.append("l", Kind::Symlink, 0o777, 0, (0, 0), &target)
+        .unwrap();
+    w.finish().unwrap();
+    let e = format!("{:#}", read_all(&mut &w.into_inner()[..]).unwrap_err());
+    assert!(e.contains("target of l"), "{e}");
+
+    let mut w = newc::Writer::new(Vec::new());
+    for i in 0..=summary::MAX_KERNEL_VERSIONS {
+        let dir = format!("usr/lib/modules/6.{i}/kernel");
+        w.append(&dir, Kind::Dir, 0o755, 0, (0, 0), &[]).unwrap();
+    }
+    w.finish().unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("i.img");
+    std::fs::write(&p, w.into_inner()).unwrap();
+    let e = format!("{:#}", inspect(&p).unwrap_err());
+    assert!(e.contains("more than 64 kernel versions"), "{e}");
+}
+
+#[test]
+fn a_walk_stops_when_asked() {
+    let img = cpio(&["a", "b", "c"]);
+    let mut seen = Vec::new();
+    walk(&mut &img[..], &mut |e| {
+        seen.push(e.path.clone());
+        Ok(if seen.len() == 2 {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        })
+    })
+    .unwrap();
+    assert_eq!(seen, ["/a", "/b"]);
+}
