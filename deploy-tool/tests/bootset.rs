@@ -301,3 +301,13 @@ fn failed_boot_set_write_leaves_no_trial_armed() {
     ok(env.stratum(&["upgrade", "--apply-now"]));
     assert!(env.status()["trial"]["trial"].is_string());
 }
+
+#[test]
+fn install_over_an_existing_sysroot_is_refused() {
+    let (env, v1, v2) = two_deployments();
+    let before = snapshot(&env.sysroot.join("boot"));
+    let e = err(env.install_to_filesystem(["--ref", "os/x"]));
+    assert!(e.contains("already holds deployments"), "{e}");
+    assert_eq!(snapshot(&env.sysroot.join("boot")), before, "/boot changed");
+    assert_eq!(env.checksums(), vec![v2, v1]);
+}

@@ -3,7 +3,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 pub mod disk;
 
@@ -67,6 +67,13 @@ pub fn to_filesystem(dest: &Path, opts: &InstallOptions, fstab: &str) -> Result<
         info.version.as_deref().unwrap_or("no version")
     );
     let st = State::read(&sysroot)?;
+    if !st.deployments.is_empty() {
+        bail!(
+            "{} already holds deployments; install into an empty directory (on an installed \
+             system, use `stratum deploy` or `stratum rebase`)",
+            dest.display()
+        );
+    }
     let append_fstab = |root: &Path| -> Result<()> {
         if fstab.is_empty() {
             return Ok(());

@@ -1,5 +1,6 @@
 //! Running QEMU: OVMF + a disk image (or a direct kernel boot), serial console to a file,
-//! hard timeout, waiting for QEMU's own exit.
+//! hard timeout, waiting for QEMU's own exit; a guest reboot is a power cycle (a new QEMU
+//! process on the same disks and firmware variables).
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
@@ -30,7 +31,8 @@ pub struct Qemu {
     pub boot: Boot,
     pub memory_mib: u32,
     pub timeout: Duration,
-    /// Exit instead of rebooting (for tests that expect a reboot request).
+    /// End the run at the guest's first reset instead of power-cycling it (for tests that
+    /// expect a reboot request).
     pub no_reboot: bool,
     /// Where the serial console is written.
     pub console: PathBuf,
@@ -78,9 +80,6 @@ impl Qemu {
             "-monitor",
             "none",
         ]);
-        if self.no_reboot {
-            c.arg("-no-reboot");
-        }
         match &self.boot {
             Boot::Uefi => {
                 c.args([
@@ -119,22 +118,60 @@ impl Qemu {
         c
     }
 
-    /// Runs the machine until QEMU exits (the guest powered off, or rebooted with
-    /// `no_reboot`) or the timeout passes (then QEMU is killed).
+    /// Runs the machine until the guest powers off (or, with `no_reboot`, until its first
+    /// reset), or the timeout passes (then QEMU is killed).
+    ///
+    /// A guest reboot is a power cycle: QEMU runs with `-no-reboot`, and when the guest resets,
+    /// a new QEMU process starts on the same disks and the same firmware variables. A reset
+    /// inside one TCG process has been seen to leave the next boot hanging in the firmware or
+    /// much slower; a new process is also what a real machine's power cycle looks like.
     pub fn run(&self) -> Result<QemuOutcome> {
         let vars = self.console.with_extension("ovmf-vars.fd");
         fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars)
             .context("copying OVMF variables (install ovmf)")?;
         let start = Instant::now();
+        let mut log = fs::File::create(&self.console)?;
+        let mut console = String::new();
+        let mut timed_out = false;
+        // Bounded only as a safety net; the overall timeout is what ends a stuck run.
+        for _ in 0..64 {
+            let Some(left) = self.timeout.checked_sub(start.elapsed()) else {
+                timed_out = true;
+                break;
+            };
+            let run = self.run_once(&vars, left, &mut log)?;
+            console.push_str(&run.console);
+            if run.timed_out {
+                timed_out = true;
+                break;
+            }
+            // The guest powered off, QEMU failed, or a reset is what the caller waits for.
+            if self.no_reboot || !run.exited_ok || run.console.contains(POWER_DOWN) {
+                break;
+            }
+        }
+        let _ = fs::remove_file(&vars);
+        Ok(QemuOutcome {
+            timed_out,
+            console,
+            elapsed: start.elapsed(),
+        })
+    }
+
+    /// One QEMU process, until it exits or `timeout` passes; console lines are appended to
+    /// `log`.
+    fn run_once(&self, vars: &Path, timeout: Duration, log: &mut fs::File) -> Result<OneRun> {
+        let start = Instant::now();
         let mut child = self
-            .command(&vars)
+            .command(vars)
+            .arg("-no-reboot")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .context("starting qemu-system-x86_64 (install qemu-system-x86)")?;
         let stdout = child.stdout.take().context("qemu stdout")?;
-        let mut log = fs::File::create(&self.console)?;
+        let mut log = log.try_clone()?;
         let echo = self.echo;
         let filter = self.echo_filter;
         let (tx, rx) = mpsc::channel();
@@ -157,25 +194,35 @@ impl Qemu {
         // Wait for QEMU itself; poll its status with a short period only to enforce the
         // deadline (the wait is for the process, not a guess at readiness).
         let mut timed_out = false;
-        loop {
-            if child.try_wait()?.is_some() {
-                break;
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break Some(status);
             }
-            if start.elapsed() > self.timeout {
+            if start.elapsed() > timeout {
                 timed_out = true;
                 let _ = child.kill();
                 let _ = child.wait();
-                break;
+                break None;
             }
             std::thread::sleep(Duration::from_millis(100));
-        }
+        };
         let console = rx.recv_timeout(Duration::from_secs(10)).unwrap_or_default();
         let _ = reader.join();
-        let _ = fs::remove_file(&vars);
-        Ok(QemuOutcome {
+        Ok(OneRun {
             timed_out,
+            exited_ok: status.is_some_and(|s| s.success()),
             console,
-            elapsed: start.elapsed(),
         })
     }
+}
+
+/// What the kernel prints when the guest powers off (as opposed to `reboot: Restarting
+/// system`, or a panic's reset).
+const POWER_DOWN: &str = "reboot: Power down";
+
+/// How one QEMU process ended.
+struct OneRun {
+    timed_out: bool,
+    exited_ok: bool,
+    console: String,
 }
