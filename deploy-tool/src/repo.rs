@@ -64,12 +64,16 @@ pub fn commit_info(repo: &ostree::Repo, checksum: &str) -> Result<CommitInfo> {
 
 /// Commits the directory `dir` as a new commit on `refname`, with `version` metadata, in one
 /// transaction: either the ref moves to the complete commit or nothing changes.
+///
+/// `timestamp` (seconds since the epoch) is the commit's time, by default now. Clients
+/// compare it to refuse downgrades, so a build's timestamp must grow with its age.
 pub fn commit_dir(
     repo: &ostree::Repo,
     dir: &Path,
     refname: &str,
     version: Option<&str>,
     subject: &str,
+    timestamp: Option<u64>,
 ) -> Result<String> {
     let parent = repo.resolve_rev(refname, true)?.map(|s| s.to_string());
     repo.prepare_transaction(gio::Cancellable::NONE)?;
@@ -93,14 +97,25 @@ pub fn commit_dir(
         }
         meta.insert("ostree.bootable", true);
         let meta = meta.end();
-        let csum = repo.write_commit(
-            parent.as_deref(),
-            Some(subject),
-            None,
-            Some(&meta),
-            &root,
-            gio::Cancellable::NONE,
-        )?;
+        let csum = match timestamp {
+            Some(t) => repo.write_commit_with_time(
+                parent.as_deref(),
+                Some(subject),
+                None,
+                Some(&meta),
+                &root,
+                t,
+                gio::Cancellable::NONE,
+            )?,
+            None => repo.write_commit(
+                parent.as_deref(),
+                Some(subject),
+                None,
+                Some(&meta),
+                &root,
+                gio::Cancellable::NONE,
+            )?,
+        };
         repo.transaction_set_ref(None, refname, Some(csum.as_str()));
         repo.commit_transaction(gio::Cancellable::NONE)?;
         Ok(csum.to_string())

@@ -30,6 +30,8 @@ pub struct UpdateOptions {
     pub preview: bool,
     /// Stage (finalize at shutdown) rather than write the boot set now.
     pub stage: bool,
+    /// Let an upgrade deploy a commit older than the deployed one.
+    pub allow_downgrade: bool,
 }
 
 /// What happened.
@@ -45,6 +47,17 @@ pub enum UpdateResult {
         version: Option<String>,
         #[serde(skip_serializing_if = "Option::is_none")]
         diff: Option<crate::repo::TreeDiff>,
+    },
+    /// The ref's commit is older than the deployed one: not an update (`--check`/`--preview`
+    /// without `allow_downgrade`).
+    Older {
+        from: String,
+        to: String,
+        version: Option<String>,
+        #[serde(rename = "from-timestamp")]
+        from_timestamp: u64,
+        #[serde(rename = "to-timestamp")]
+        to_timestamp: u64,
     },
     /// A new deployment was made.
     Deployed(DeployOutcome),
@@ -114,6 +127,35 @@ pub fn update(
     if unchanged {
         return Ok(UpdateResult::NoChange { checksum: new });
     }
+    // A mirror can serve an old, validly signed build to hold a machine on it (or bring it
+    // back to a known flaw): an upgrade never goes back in time unless asked to (OSTree's
+    // rule, by commit timestamp). `deploy` and `rebase` name their target and may.
+    if matches!(target, Target::Upgrade) && !opts.allow_downgrade {
+        let info = crate::repo::commit_info(&repo, &new)?;
+        if let Some(newer) = newest_deployed(&repo, [&merge.checksum, &base.checksum])?
+            .filter(|d| d.timestamp > info.timestamp)
+        {
+            if opts.check || opts.preview {
+                return Ok(UpdateResult::Older {
+                    from: newer.checksum,
+                    to: new,
+                    version: info.version,
+                    from_timestamp: newer.timestamp,
+                    to_timestamp: info.timestamp,
+                });
+            }
+            bail!(
+                "the ref's commit {new} ({}, built {}) is older than the deployed {} ({}, built \
+                 {}); refusing to downgrade. To go back to it on purpose, run \
+                 `stratum upgrade --allow-downgrade`",
+                info.version.as_deref().unwrap_or("no version"),
+                format_time(info.timestamp),
+                newer.checksum,
+                newer.version.as_deref().unwrap_or("no version"),
+                format_time(newer.timestamp),
+            );
+        }
+    }
     // A commit that already failed to boot here is not deployed again by an upgrade; only an
     // explicit `deploy` of it is.
     if matches!(target, Target::Upgrade) && BootState::load(sysroot, stateroot).commit_failed(&new)
@@ -149,6 +191,33 @@ pub fn update(
         },
     )?;
     Ok(UpdateResult::Deployed(outcome))
+}
+
+/// Of the deployed commits `checksums` (the merge deployment's, the one that boots next),
+/// the one with the newest timestamp.
+fn newest_deployed<'a>(
+    repo: &ostree::Repo,
+    checksums: impl IntoIterator<Item = &'a String>,
+) -> Result<Option<crate::repo::CommitInfo>> {
+    let mut newest: Option<crate::repo::CommitInfo> = None;
+    for c in checksums {
+        let info = crate::repo::commit_info(repo, c)
+            .with_context(|| format!("reading the deployed commit {c} to compare timestamps"))?;
+        if newest.as_ref().is_none_or(|n| info.timestamp > n.timestamp) {
+            newest = Some(info);
+        }
+    }
+    Ok(newest)
+}
+
+/// A commit timestamp for people, in UTC.
+pub fn format_time(timestamp: u64) -> String {
+    i64::try_from(timestamp)
+        .ok()
+        .and_then(|t| glib::DateTime::from_unix_utc(t).ok())
+        .and_then(|d| d.format("%Y-%m-%d %H:%M:%S UTC").ok())
+        .map(|s| s.to_string())
+        .unwrap_or_else(|| format!("@{timestamp}"))
 }
 
 /// Makes `refname` (or `rev` of it) available locally: pulls from `remote` when there is one.

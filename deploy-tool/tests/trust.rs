@@ -1,0 +1,171 @@
+//! Host integration tests of what Stratum trusts in an update: the real `stratum` binary on a
+//! temporary sysroot that follows the source repository as remote `src`.
+//!
+//! - an `upgrade` never goes back in time unless told to (`--allow-downgrade`);
+//! - a commit is only accepted under the ref it was built for (`ostree.ref-binding`);
+//! - `install --remote` asks for the remote's key or an explicit `--no-sign-verify`;
+//! - remote names and URLs are checked before anything is written;
+//! - revisions are checked before libostree sees them.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::*;
+
+/// Commit timestamps (`SOURCE_DATE_EPOCH`) of the builds in these tests.
+const T1: &str = "1700000000";
+const T2: &str = "1700000100";
+const T_OLD: &str = "1600000000";
+
+impl Env {
+    /// Composes version `version` of the fake OS onto `refname` with the commit timestamp
+    /// `epoch`.
+    fn build(&self, version: &str, refname: &str, epoch: &str) -> String {
+        let motd = format!("motd v{version}\n");
+        let root = self.fake_os_root(version, &["var/lib"], &[("etc/motd", &motd)]);
+        self.compose_ref(
+            &root,
+            refname,
+            Some(version),
+            &[("SOURCE_DATE_EPOCH", epoch)],
+        )
+    }
+
+    /// What the sysroot repository's remote-tracking ref `src:os/x` points to.
+    fn remote_ref(&self) -> String {
+        let out = ostree(
+            &["rev-parse", "src:os/x"],
+            &self.sysroot.join("ostree/repo"),
+        );
+        succeeded(out, "ostree rev-parse").trim().to_string()
+    }
+
+    /// Everything a refused command must leave as it was: deployments, their directories,
+    /// the staged record and the remote-tracking ref.
+    fn snapshot(&self) -> (Vec<String>, Vec<String>, bool, String) {
+        (
+            self.checksums(),
+            self.deploy_dirs(),
+            self.run.join("staged-deployment").exists(),
+            self.remote_ref(),
+        )
+    }
+}
+
+/// `ostree ARGS --repo REPO`.
+fn ostree(args: &[&str], repo: &Path) -> Output {
+    Command::new("ostree")
+        .args(args)
+        .arg("--repo")
+        .arg(repo)
+        .output()
+        .expect("running ostree")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A sysroot installed from v1 (timestamp T1) of `os/x`, following remote `src`.
+fn installed() -> (Env, String) {
+    let env = Env::new();
+    let v1 = env.build("1", "os/x", T1);
+    env.install_following_src();
+    assert_eq!(env.checksums(), vec![v1.clone()]);
+    (env, v1)
+}
+
+/// A mirror that replays an older, validly built commit under the ref (here: the ref is
+/// moved back to v1 after v2 was deployed) and an older build published as new are both
+/// refused by `upgrade`; `--check` and `--preview` do not call them updates; an explicit
+/// `--allow-downgrade` deploys them.
+#[test]
+fn upgrade_refuses_older_commits_unless_allowed() {
+    let (env, v1) = installed();
+    let v2 = env.build("2", "os/x", T2);
+    ok(env.stratum(&["upgrade", "--apply-now"]));
+    assert_eq!(env.checksums(), vec![v2.clone(), v1.clone()]);
+
+    // The mirror replays v1.
+    succeeded(
+        ostree(&["reset", "os/x", &v1], &env.src),
+        "ostree reset os/x to v1",
+    );
+    let before = env.snapshot();
+
+    let out = env.stratum(&["upgrade", "--check"]);
+    assert_eq!(
+        out.status.code(),
+        Some(77),
+        "upgrade --check must report no update for an older commit: {}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("older"), "{}", stderr(&out));
+    let out = env.stratum(&["upgrade", "--check", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["result"], "older", "{json}");
+    assert_eq!(json["to"], v1.as_str(), "{json}");
+    assert_eq!(json["from"], v2.as_str(), "{json}");
+
+    let out = env.stratum(&["upgrade", "--preview"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        !stderr(&out).contains("Update available") && stderr(&out).contains("older"),
+        "upgrade --preview must not offer an older commit as an update: {}",
+        stderr(&out)
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "--preview listed files of a downgrade"
+    );
+
+    let out = env.stratum(&["upgrade", "--apply-now"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "upgrade deployed an older commit: {}",
+        stderr(&out)
+    );
+    let e = stderr(&out);
+    assert!(
+        e.contains(&v1) && e.contains("older") && e.contains("--allow-downgrade"),
+        "the refusal must name the commit, say it is older and how to allow it: {e}"
+    );
+    // The pull moved the remote-tracking ref (as OSTree's does); nothing else changed.
+    let mut expected = before.clone();
+    expected.3 = v1.clone();
+    assert_eq!(
+        env.snapshot(),
+        expected,
+        "a refused downgrade changed the sysroot"
+    );
+
+    // An explicit downgrade is allowed.
+    ok(env.stratum(&["upgrade", "--apply-now", "--allow-downgrade"]));
+    assert_eq!(env.checksums()[0], v1, "--allow-downgrade deploys v1");
+
+    // An older build published as the newest commit (a new checksum, an old timestamp).
+    ok(env.stratum(&["deploy", &v2, "--apply-now"]));
+    assert_eq!(env.checksums()[0], v2);
+    let old = env.build("0", "os/x", T_OLD);
+    let before = env.snapshot();
+    let out = env.stratum(&["upgrade", "--apply-now"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&old), "{}", stderr(&out));
+    let mut expected = before;
+    expected.3 = old.clone();
+    assert_eq!(
+        env.snapshot(),
+        expected,
+        "a refused downgrade changed the sysroot"
+    );
+    ok(env.stratum(&["upgrade", "--apply-now", "--allow-downgrade"]));
+    assert_eq!(env.checksums()[0], old);
+
+    assert!(
+        ok(env.stratum(&["upgrade", "--help"])).contains("--allow-downgrade"),
+        "upgrade --help documents --allow-downgrade"
+    );
+}
