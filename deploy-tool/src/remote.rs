@@ -81,10 +81,16 @@ fn import_gpg_keys(repo: &ostree::Repo, name: &str, keys: &Path) -> Result<u32> 
     Ok(imported)
 }
 
-/// Adds what to do to libostree's signature errors, in Stratum's terms.
-pub fn explain_pull_error(e: anyhow::Error, remote: &str) -> anyhow::Error {
+/// Adds what to do to libostree's signature and ref-binding errors, in Stratum's terms.
+pub fn explain_pull_error(e: anyhow::Error, remote: &str, refname: &str) -> anyhow::Error {
     let text = format!("{e:#}");
-    if text.contains("GPG") || text.contains("signature") {
+    if text.contains("ref binding") {
+        e.context(format!(
+            "remote {remote} serves under {refname} a commit bound to another ref \
+             (ostree.ref-binding); refusing it. If the publisher moved to another ref, follow \
+             it with `stratum rebase {remote}:REF`"
+        ))
+    } else if text.contains("GPG") || text.contains("signature") {
         e.context(format!(
             "remote {remote} requires signed commits and this one is not signed by a trusted key; \
              import the publisher's key with `stratum remote delete {remote}` and \
@@ -158,6 +164,6 @@ pub fn pull(repo: &ostree::Repo, remote: &str, refname: &str) -> Result<String> 
         eprintln!();
     }
     r.with_context(|| format!("pulling {refname} from remote {remote}"))
-        .map_err(|e| explain_pull_error(e, remote))?;
+        .map_err(|e| explain_pull_error(e, remote, refname))?;
     crate::repo::resolve(repo, &format!("{remote}:{refname}"))
 }

@@ -15,6 +15,12 @@ pub struct CommitInfo {
     pub timestamp: u64,
 }
 
+/// Commit metadata: the refs a commit may be published under (`as`), as OSTree names it.
+pub const REF_BINDING: &str = "ostree.ref-binding";
+/// Commit metadata: the collection a commit belongs to (`s`), written only when the
+/// repository has a collection id.
+pub const COLLECTION_BINDING: &str = "ostree.collection-binding";
+
 /// Opens the repository at `path`.
 pub fn open(path: &Path) -> Result<ostree::Repo> {
     let repo = ostree::Repo::new_for_path(path);
@@ -62,6 +68,31 @@ pub fn commit_info(repo: &ostree::Repo, checksum: &str) -> Result<CommitInfo> {
     })
 }
 
+/// Checks that `commit` may be deployed as `refname`: when it carries `ostree.ref-binding`,
+/// the list must name `refname`. (libostree checks the same on every pull of a ref; this
+/// covers commits that were already in the repository.) Commits without the metadata, from
+/// tools that do not write it, are accepted, as libostree does.
+pub fn check_ref_binding(repo: &ostree::Repo, commit: &str, refname: &str) -> Result<()> {
+    let (variant, _) = repo
+        .load_commit(commit)
+        .with_context(|| format!("loading commit {commit}"))?;
+    let meta = glib::VariantDict::new(Some(&variant.child_value(0)));
+    let Some(bound) = meta
+        .lookup::<Vec<String>>(REF_BINDING)
+        .with_context(|| format!("commit {commit}: {REF_BINDING} is not a list of refs"))?
+    else {
+        return Ok(());
+    };
+    if bound.iter().any(|r| r == refname) {
+        return Ok(());
+    }
+    bail!(
+        "commit {commit} is bound to {} ({REF_BINDING}), not to {refname}, the ref being \
+         followed; refusing it. To follow that ref instead, use `stratum rebase REMOTE:REF`",
+        bound.join(", ")
+    )
+}
+
 /// Commits the directory `dir` as a new commit on `refname`, with `version` metadata, in one
 /// transaction: either the ref moves to the complete commit or nothing changes.
 ///
@@ -96,6 +127,13 @@ pub fn commit_dir(
             meta.insert("version", v);
         }
         meta.insert("ostree.bootable", true);
+        // The refs (and collection) the commit is published under, as `ostree commit
+        // --bind-ref` records them: libostree refuses to pull it under any other ref, so a
+        // mirror cannot pass one branch's build off as another's.
+        meta.insert(REF_BINDING, &[refname][..]);
+        if let Some(collection) = repo.collection_id() {
+            meta.insert(COLLECTION_BINDING, collection.as_str());
+        }
         let meta = meta.end();
         let csum = match timestamp {
             Some(t) => repo.write_commit_with_time(

@@ -169,3 +169,50 @@ fn upgrade_refuses_older_commits_unless_allowed() {
         "upgrade --help documents --allow-downgrade"
     );
 }
+
+/// Composed commits name their ref (`ostree.ref-binding`, as `ostree commit --bind-ref`
+/// writes it); a commit built for another ref and served under the followed one is refused
+/// with both refs named, and nothing changes; the same commit under its own ref is accepted.
+#[test]
+fn commit_bound_to_another_ref_is_refused() {
+    let (env, v1) = installed();
+    let other = env.build("2", "os/other", T2);
+    // The mirror serves the os/other commit as os/x.
+    succeeded(
+        ostree(&["refs", "--force", "--create=os/x", &other], &env.src),
+        "ostree refs --create os/x",
+    );
+    let before = env.snapshot();
+    for args in [&["upgrade", "--check"][..], &["upgrade", "--apply-now"][..]] {
+        let out = env.stratum(args);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "stratum {args:?} accepted a commit bound to os/other under os/x: {}",
+            stderr(&out)
+        );
+        let e = stderr(&out);
+        assert!(
+            e.contains("os/x") && e.contains("os/other") && e.contains("bound"),
+            "the refusal must name both refs: {e}"
+        );
+        assert_eq!(
+            env.snapshot(),
+            before,
+            "stratum {args:?} changed the sysroot"
+        );
+    }
+
+    let binding = ostree(
+        &["show", "--print-metadata-key=ostree.ref-binding", &other],
+        &env.src,
+    );
+    assert_eq!(
+        succeeded(binding, "ostree show").trim(),
+        "['os/other']",
+        "compose must bind the commit to its ref"
+    );
+    // Under its own ref the commit is fine.
+    ok(env.stratum(&["rebase", "src:os/other", "--apply-now"]));
+    assert_eq!(env.checksums(), vec![other, v1]);
+}

@@ -114,6 +114,8 @@ pub fn update(
             found
         }
     };
+    // What is deployed must have been published under the ref the deployment follows.
+    crate::repo::check_ref_binding(&repo, &new, &refname)?;
     let unchanged = match target {
         Target::Upgrade => {
             new == merge.checksum
@@ -243,7 +245,8 @@ fn fetch(
         opts.insert("flags", ostree::RepoPullFlags::COMMIT_ONLY.bits() as i32);
     }
     repo.pull_with_options(remote, &opts.end(), None, gio::Cancellable::NONE)
-        .with_context(|| format!("pulling {} from remote {remote}", rev.unwrap_or(refname)))?;
+        .with_context(|| format!("pulling {} from remote {remote}", rev.unwrap_or(refname)))
+        .map_err(|e| crate::remote::explain_pull_error(e, remote, refname))?;
     match rev {
         Some(r) => crate::repo::resolve(repo, r),
         None => crate::repo::resolve(repo, &format!("{remote}:{refname}")),
@@ -260,6 +263,7 @@ fn fetch_history(repo: &ostree::Repo, remote: Option<&str>, refname: &str) -> Re
     opts.insert("depth", -1i32);
     opts.insert("flags", ostree::RepoPullFlags::COMMIT_ONLY.bits() as i32);
     repo.pull_with_options(remote, &opts.end(), None, gio::Cancellable::NONE)
-        .with_context(|| format!("pulling the history of {refname} from {remote}"))?;
+        .with_context(|| format!("pulling the history of {refname} from {remote}"))
+        .map_err(|e| crate::remote::explain_pull_error(e, remote, refname))?;
     crate::repo::resolve(repo, &format!("{remote}:{refname}"))
 }
