@@ -216,3 +216,52 @@ fn commit_bound_to_another_ref_is_refused() {
     ok(env.stratum(&["rebase", "src:os/other", "--apply-now"]));
     assert_eq!(env.checksums(), vec![other, v1]);
 }
+
+/// `install --remote` without a key makes no unverified remote silently: it asks for
+/// `--remote-gpg-import` or an explicit `--no-sign-verify`, before writing anything.
+#[test]
+fn install_with_a_remote_needs_a_key_or_no_sign_verify() {
+    let env = Env::new();
+    env.build("1", "os/x", T1);
+    let url = format!("src=file://{}", env.src.display());
+    let out = env.install_to_filesystem(["--ref", "os/x", "--remote", &url]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "install --remote without a key succeeded: {}",
+        stderr(&out)
+    );
+    let e = stderr(&out);
+    assert!(
+        e.contains("--remote-gpg-import") && e.contains("--no-sign-verify"),
+        "the error must say what to do: {e}"
+    );
+    assert!(!env.sysroot.exists(), "a refused install wrote the sysroot");
+
+    // Both at once is a contradiction; --no-sign-verify alone has no remote to apply to.
+    let key = env.dir.path().join("key.asc");
+    std::fs::write(&key, "").unwrap();
+    let out = env.install_to_filesystem([
+        "--ref",
+        "os/x",
+        "--remote",
+        &url,
+        "--no-sign-verify",
+        "--remote-gpg-import",
+        key.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let out = env.install_to_filesystem(["--ref", "os/x", "--no-sign-verify"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(!env.sysroot.exists());
+
+    let out = env.install_to_filesystem(["--ref", "os/x", "--remote", &url, "--no-sign-verify"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let remotes: serde_json::Value =
+        serde_json::from_str(&ok(env.stratum(&["remote", "list", "--json"]))).unwrap();
+    assert_eq!(remotes[0]["sign-verify"], false, "{remotes}");
+    assert!(
+        ok(env.stratum(&["install", "to-filesystem", "--help"])).contains("--no-sign-verify"),
+        "install --help documents --no-sign-verify"
+    );
+}

@@ -159,7 +159,7 @@ impl Env {
     }
 
     /// Installs the source repository's `os/x` with kargs `root=UUID=1234 quiet`, following
-    /// it as remote `src`.
+    /// it as remote `src` (unsigned commits accepted).
     pub fn install_following_src(&self) {
         let url = format!("src=file://{}", self.src.display());
         ok(self.install_to_filesystem([
@@ -171,6 +171,7 @@ impl Env {
             "os/x",
             "--remote",
             &url,
+            "--no-sign-verify",
         ]));
     }
 
