@@ -265,3 +265,99 @@ fn install_with_a_remote_needs_a_key_or_no_sign_verify() {
         "install --help documents --no-sign-verify"
     );
 }
+
+/// Remote names and URLs are checked: only file://, http:// and https:// URLs with a path or
+/// host, and names that are plain words; `remote add` and `install --remote` refuse anything
+/// else with a clear error and change nothing.
+#[test]
+fn remote_names_and_urls_are_validated() {
+    let (env, _) = installed();
+    let list = || ok(env.stratum(&["remote", "list"]));
+    let before = list();
+    let bad_urls = [
+        "not-a-url",
+        "",
+        "ftp://example.com/repo",
+        "http://",
+        "https:///repo",
+        "http://exa mple.com/repo",
+        "http://example.com:port/repo",
+        "http://example.com:99999/repo",
+        "http://user:secret@example.com/repo",
+        "file://relative/path",
+        "file://",
+        "file:///",
+        "file:///srv/re\npo",
+        "mirrorlist=https://example.com/list",
+    ];
+    for url in bad_urls {
+        let out = env.stratum(&["remote", "add", "--no-sign-verify", "r", url]);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "remote add accepted the URL {url:?}: {}",
+            stderr(&out)
+        );
+        assert!(
+            stderr(&out).contains("URL"),
+            "{url:?}: the error must be about the URL: {}",
+            stderr(&out)
+        );
+    }
+    for name in [".hidden", "a b", "a/b", "a:b", "rémote", "", "-x"] {
+        let out = env.stratum(&[
+            "remote",
+            "add",
+            "--no-sign-verify",
+            "--",
+            name,
+            "https://example.com/repo",
+        ]);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "remote add accepted the name {name:?}: {}",
+            stderr(&out)
+        );
+        assert!(
+            stderr(&out).contains("remote name"),
+            "{name:?}: the error must be about the name: {}",
+            stderr(&out)
+        );
+    }
+    assert_eq!(list(), before, "a refused remote was added");
+
+    for (name, url) in [
+        ("a", "file:///srv/repo"),
+        ("b.1_x-y", "http://example.com/repo"),
+        ("c", "https://updates.example.com:8443/ostree/repo/"),
+        ("d", "http://[::1]:8080/repo"),
+        ("e", "http://192.0.2.1"),
+    ] {
+        ok(env.stratum(&["remote", "add", "--no-sign-verify", name, url]));
+    }
+    assert_eq!(list().lines().count(), 6, "{}", list());
+
+    // The same rules for install, checked before anything is written.
+    let fresh = Env::new();
+    fresh.build("1", "os/x", T1);
+    for remote in ["u=not-a-url", ".u=file:///srv/repo", "u=ftp://x/y"] {
+        let out =
+            fresh.install_to_filesystem(["--ref", "os/x", "--remote", remote, "--no-sign-verify"]);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "install --remote {remote} succeeded: {}",
+            stderr(&out)
+        );
+        assert!(
+            stderr(&out).contains("URL") || stderr(&out).contains("remote name"),
+            "{remote}: {}",
+            stderr(&out)
+        );
+        assert!(
+            !fresh.sysroot.exists(),
+            "a refused install wrote the sysroot"
+        );
+    }
+}

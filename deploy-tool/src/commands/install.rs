@@ -118,6 +118,9 @@ fn install_options(g: &Globals, s: &InstallSource) -> Result<crate::install::Ins
             let (name, url) = r
                 .split_once('=')
                 .with_context(|| format!("--remote {r}: expected NAME=URL"))?;
+            // Checked here, before anything is written, as well as when the remote is added.
+            crate::remote::validate_name(name).with_context(|| format!("--remote {r}"))?;
+            crate::remote::validate_url(url).with_context(|| format!("--remote {r}"))?;
             let trust = match (&s.remote_gpg_import, s.no_sign_verify) {
                 (Some(keys), _) => RemoteTrust::GpgKeys(keys.clone()),
                 (None, true) => RemoteTrust::Unverified,
