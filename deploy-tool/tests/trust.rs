@@ -203,6 +203,11 @@ fn commit_bound_to_another_ref_is_refused() {
         );
     }
 
+    // Asking for the commit by checksum goes through the same ref and is refused too.
+    let out = env.stratum(&["deploy", &other, "--apply-now"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("os/other"), "{}", stderr(&out));
+    assert_eq!(env.snapshot(), before);
     let binding = ostree(
         &["show", "--print-metadata-key=ostree.ref-binding", &other],
         &env.src,
@@ -360,4 +365,48 @@ fn remote_names_and_urls_are_validated() {
             "a refused install wrote the sysroot"
         );
     }
+}
+
+/// Revisions that are neither a full checksum, a ref nor a unique prefix of a local commit
+/// are refused with a clear message (exit 1, not an abort inside libostree) and change
+/// nothing; a unique prefix of a commit known locally (here: fetched as metadata by
+/// `upgrade --check`) is deployed.
+#[test]
+fn revisions_are_validated_before_libostree() {
+    let (env, _v1) = installed();
+    let v2 = env.build("2", "os/x", T2);
+    let before = env.snapshot();
+    let missing = "0".repeat(64);
+    for (rev, says) in [
+        ("zz", "zz"),
+        ("deadbeef", "deadbeef"),
+        ("../x", "../x"),
+        ("src:", "src:"),
+        ("DEADBEEF", "DEADBEEF"),
+        (&v2[..12], &v2[..12]),
+        (&missing, &missing),
+    ] {
+        let out = env.stratum(&["deploy", rev, "--apply-now"]);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "deploy {rev:?} did not fail cleanly: {}",
+            stderr(&out)
+        );
+        assert!(
+            stderr(&out).contains(says) && !stderr(&out).contains("OSTree:ERROR"),
+            "deploy {rev:?}: {}",
+            stderr(&out)
+        );
+        assert_eq!(env.snapshot(), before, "deploy {rev:?} changed the sysroot");
+    }
+    let out = env.stratum(&["rebase", "src:../x", "--apply-now"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("../x"), "{}", stderr(&out));
+    assert_eq!(env.snapshot(), before);
+
+    // Once the commit is known locally, a unique prefix of it resolves.
+    assert_eq!(env.stratum(&["upgrade", "--check"]).status.code(), Some(0));
+    ok(env.stratum(&["deploy", &v2[..12], "--apply-now"]));
+    assert_eq!(env.checksums()[0], v2);
 }

@@ -28,7 +28,8 @@ pub struct UpgradeOpts {
 /// Deploy a given commit or version of the origin's ref
 #[derive(Debug, clap::Args)]
 pub struct DeployOpts {
-    /// A commit checksum or ref
+    /// A commit: its full checksum (fetched from the origin's remote when missing), a unique
+    /// prefix of a commit in the local repository, or a local REF or REMOTE:REF
     #[arg(required_unless_present = "version", conflicts_with = "version")]
     pub rev: Option<String>,
     /// The commit with this version on the origin ref's history

@@ -6,6 +6,7 @@ use ostree::{gio, glib};
 
 use super::{DeployOutcome, NewDeployment};
 use crate::counting::BootState;
+use crate::repo::{Checksum, Presence};
 use crate::state::State;
 
 /// What to deploy.
@@ -82,9 +83,12 @@ pub fn update(
     let base_origin = st.origin_of(&base)?;
     let mut origin = base_origin.clone();
     if let Target::Rebase(refspec) = target {
-        if refspec.is_empty() {
-            bail!("rebase needs REMOTE:REF or REF");
-        }
+        ostree::parse_refspec(refspec).map_err(|e| {
+            anyhow::anyhow!(
+                "invalid ref {refspec:?}: rebase needs REMOTE:REF or REF ({})",
+                e.message()
+            )
+        })?;
         origin.refspec = Some(refspec.clone());
     }
     let (remote, refname) = origin
@@ -97,21 +101,25 @@ pub fn update(
         Target::Upgrade | Target::Rebase(_) => {
             fetch(&repo, remote.as_deref(), &refname, None, commit_only)?
         }
-        Target::Rev(rev) => match crate::repo::resolve(&repo, rev) {
-            Ok(c) => c,
-            Err(_) if remote.is_some() => {
-                fetch(&repo, remote.as_deref(), &refname, Some(rev), commit_only)?
+        Target::Rev(rev) => {
+            let c = Checksum::parse(&crate::repo::resolve(&repo, rev)?)?;
+            match (crate::repo::commit_presence(&repo, &c)?, remote.as_deref()) {
+                (Presence::Complete, _) => c.to_string(),
+                (_, Some(_)) => fetch(&repo, remote.as_deref(), &refname, Some(&c), commit_only)?,
+                (_, None) => bail!(
+                    "commit {c} is not (or only partly) in the local repository, and the \
+                     deployment's origin ({refname}) names no remote to fetch it from"
+                ),
             }
-            Err(e) => return Err(e),
-        },
+        }
         Target::Version(v) => {
             let head = fetch_history(&repo, remote.as_deref(), &refname)?;
-            let found = crate::repo::find_version(&repo, &head, v)?;
+            let found = Checksum::parse(&crate::repo::find_version(&repo, &head, v)?)?;
             // The history was fetched as commit metadata only; now fetch that commit's tree.
             if remote.is_some() && !commit_only {
                 fetch(&repo, remote.as_deref(), &refname, Some(&found), false)?;
             }
-            found
+            found.to_string()
         }
     };
     // What is deployed must have been published under the ref the deployment follows.
@@ -222,33 +230,41 @@ pub fn format_time(timestamp: u64) -> String {
         .unwrap_or_else(|| format!("@{timestamp}"))
 }
 
-/// Makes `refname` (or `rev` of it) available locally: pulls from `remote` when there is one.
+/// Makes `refname` (or its commit `rev`) available locally: pulls from `remote` when there is
+/// one. Only a full checksum may name the commit: libostree aborts the process on anything
+/// else in `override-commit-ids`.
 fn fetch(
     repo: &ostree::Repo,
     remote: Option<&str>,
     refname: &str,
-    rev: Option<&str>,
+    rev: Option<&Checksum>,
     commit_only: bool,
 ) -> Result<String> {
     let Some(remote) = remote else {
-        return crate::repo::resolve(repo, rev.unwrap_or(refname));
+        return match rev {
+            Some(c) => Ok(c.to_string()),
+            None => crate::repo::resolve(repo, refname),
+        };
     };
     if rev.is_none() && !commit_only {
         return crate::remote::pull(repo, remote, refname);
     }
     let opts = glib::VariantDict::new(None);
     opts.insert("refs", &vec![refname.to_string()][..]);
-    if let Some(r) = rev {
-        opts.insert("override-commit-ids", &vec![r.to_string()][..]);
+    if let Some(c) = rev {
+        opts.insert("override-commit-ids", &vec![c.to_string()][..]);
     }
     if commit_only {
         opts.insert("flags", ostree::RepoPullFlags::COMMIT_ONLY.bits() as i32);
     }
     repo.pull_with_options(remote, &opts.end(), None, gio::Cancellable::NONE)
-        .with_context(|| format!("pulling {} from remote {remote}", rev.unwrap_or(refname)))
+        .with_context(|| match rev {
+            Some(c) => format!("pulling commit {c} of {refname} from remote {remote}"),
+            None => format!("pulling {refname} from remote {remote}"),
+        })
         .map_err(|e| crate::remote::explain_pull_error(e, remote, refname))?;
     match rev {
-        Some(r) => crate::repo::resolve(repo, r),
+        Some(c) => Ok(c.to_string()),
         None => crate::repo::resolve(repo, &format!("{remote}:{refname}")),
     }
 }
