@@ -4,7 +4,7 @@
 use std::io::IsTerminal;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use ostree::{gio, glib, prelude::*};
 
 /// A remote as `remote list` shows it.
@@ -25,9 +25,8 @@ pub fn add(
     sign_verify: bool,
     gpg_keys: Option<&Path>,
 ) -> Result<()> {
-    if name.is_empty() || name.contains([':', '/', ' ']) {
-        anyhow::bail!("invalid remote name {name:?}: no ':', '/' or spaces");
-    }
+    validate_name(name)?;
+    validate_url(url)?;
     if repo.remote_list().iter().any(|r| r == name) {
         anyhow::bail!(
             "remote {name} exists already; delete it first with `stratum remote delete {name}`"
@@ -44,6 +43,96 @@ pub fn add(
         if let Err(e) = imported {
             let _ = repo.remote_delete(name, gio::Cancellable::NONE);
             return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Checks a remote's name: ASCII letters, digits, `.`, `_` and `-`, not starting with `.` or
+/// `-`. The name becomes part of ref names (`NAME:REF`), of the repository's config and of
+/// file names under `refs/remotes/`, and is typed on command lines.
+pub fn validate_name(name: &str) -> Result<()> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if name.is_empty() || name.starts_with(['.', '-']) || !name.chars().all(allowed) {
+        bail!(
+            "invalid remote name {name:?}: use ASCII letters, digits, '.', '_' and '-', not \
+             starting with '.' or '-'"
+        );
+    }
+    Ok(())
+}
+
+/// Checks a remote's URL: `file:///ABSOLUTE/PATH`, or `http://` or `https://` with a host
+/// name or address, an optional port and an optional path. Anything else (other schemes,
+/// libostree's `mirrorlist=` and `metalink=` forms, credentials in the URL, spaces) is refused
+/// before it reaches the repository's config.
+pub fn validate_url(url: &str) -> Result<()> {
+    let bad = |why: &str| {
+        anyhow::anyhow!(
+            "invalid remote URL {url:?}: {why}; expected file:///ABSOLUTE/PATH, \
+             http://HOST[:PORT][/PATH] or https://HOST[:PORT][/PATH]"
+        )
+    };
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad("it contains white space or control characters"));
+    }
+    if let Some(path) = url.strip_prefix("file://") {
+        if !path.starts_with('/') {
+            return Err(bad("a file URL needs an absolute path (file:///srv/repo)"));
+        }
+        if path.trim_matches('/').is_empty() {
+            return Err(bad("the path names no repository"));
+        }
+        return Ok(());
+    }
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| bad("only file://, http:// and https:// URLs are supported"))?;
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    if authority.contains('@') {
+        return Err(bad("credentials in the URL are not supported"));
+    }
+    let port = match authority.strip_prefix('[') {
+        // An IPv6 address: [::1] or [::1]:8080.
+        Some(v6) => {
+            let (addr, after) = v6
+                .split_once(']')
+                .ok_or_else(|| bad("the IPv6 address has no closing ']'"))?;
+            let v6_char = |c: char| c.is_ascii_hexdigit() || c == ':' || c == '.';
+            if addr.is_empty() || !addr.chars().all(v6_char) {
+                return Err(bad("the IPv6 address is not valid"));
+            }
+            match after {
+                "" => None,
+                _ => Some(
+                    after
+                        .strip_prefix(':')
+                        .ok_or_else(|| bad("text follows the IPv6 address"))?,
+                ),
+            }
+        }
+        None => {
+            let (host, port) = match authority.split_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (authority, None),
+            };
+            if host.is_empty() {
+                return Err(bad("the host is missing"));
+            }
+            let host_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_');
+            if !host.chars().all(host_char) || host.starts_with(['.', '-']) {
+                return Err(bad("the host is not a valid host name or address"));
+            }
+            port
+        }
+    };
+    if let Some(port) = port {
+        let valid = !port.is_empty()
+            && port.chars().all(|c| c.is_ascii_digit())
+            && port.parse::<u16>().is_ok_and(|p| p > 0);
+        if !valid {
+            return Err(bad("the port is not a number from 1 to 65535"));
         }
     }
     Ok(())
@@ -81,10 +170,16 @@ fn import_gpg_keys(repo: &ostree::Repo, name: &str, keys: &Path) -> Result<u32> 
     Ok(imported)
 }
 
-/// Adds what to do to libostree's signature errors, in Stratum's terms.
-pub fn explain_pull_error(e: anyhow::Error, remote: &str) -> anyhow::Error {
+/// Adds what to do to libostree's signature and ref-binding errors, in Stratum's terms.
+pub fn explain_pull_error(e: anyhow::Error, remote: &str, refname: &str) -> anyhow::Error {
     let text = format!("{e:#}");
-    if text.contains("GPG") || text.contains("signature") {
+    if text.contains("ref binding") {
+        e.context(format!(
+            "remote {remote} serves under {refname} a commit bound to another ref \
+             (ostree.ref-binding); refusing it. If the publisher moved to another ref, follow \
+             it with `stratum rebase {remote}:REF`"
+        ))
+    } else if text.contains("GPG") || text.contains("signature") {
         e.context(format!(
             "remote {remote} requires signed commits and this one is not signed by a trusted key; \
              import the publisher's key with `stratum remote delete {remote}` and \
@@ -158,6 +253,69 @@ pub fn pull(repo: &ostree::Repo, remote: &str, refname: &str) -> Result<String> 
         eprintln!();
     }
     r.with_context(|| format!("pulling {refname} from remote {remote}"))
-        .map_err(|e| explain_pull_error(e, remote))?;
+        .map_err(|e| explain_pull_error(e, remote, refname))?;
     crate::repo::resolve(repo, &format!("{remote}:{refname}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        for good in [
+            "file:///srv/repo",
+            "file:///srv/repo/",
+            "http://example.com",
+            "http://example.com/repo",
+            "https://updates.example.com:8443/ostree/repo/",
+            "http://192.0.2.1:80/r",
+            "http://[::1]:8080/repo",
+            "https://[2001:db8::1]/repo",
+            "http://my_host.internal/x?y=1",
+        ] {
+            validate_url(good).unwrap_or_else(|e| panic!("{good}: {e:#}"));
+        }
+        for bad in [
+            "",
+            "not-a-url",
+            "/srv/repo",
+            "ftp://example.com/repo",
+            "HTTP://example.com/repo",
+            "mirrorlist=https://example.com/list",
+            "http://",
+            "https:///repo",
+            "http://:80/repo",
+            "http://.example.com/",
+            "http://exa mple.com/repo",
+            "http://example.com/re po",
+            "http://example.com:port/repo",
+            "http://example.com:/repo",
+            "http://example.com:0/repo",
+            "http://example.com:99999/repo",
+            "http://user:secret@example.com/repo",
+            "http://[::1/repo",
+            "http://[]/repo",
+            "http://[::1]x/repo",
+            "http://exämple.com/repo",
+            "file://relative/path",
+            "file://",
+            "file:///",
+            "file:///srv/re\npo",
+        ] {
+            assert!(validate_url(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn names() {
+        for good in ["src", "updates", "b.1_x-y", "Fedora-40", "0"] {
+            validate_name(good).unwrap_or_else(|e| panic!("{good}: {e:#}"));
+        }
+        for bad in [
+            "", ".hidden", "-x", "a b", "a/b", "a:b", "rémote", "a\nb", "..",
+        ] {
+            assert!(validate_name(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
 }

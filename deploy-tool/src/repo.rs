@@ -15,6 +15,12 @@ pub struct CommitInfo {
     pub timestamp: u64,
 }
 
+/// Commit metadata: the refs a commit may be published under (`as`), as OSTree names it.
+pub const REF_BINDING: &str = "ostree.ref-binding";
+/// Commit metadata: the collection a commit belongs to (`s`), written only when the
+/// repository has a collection id.
+pub const COLLECTION_BINDING: &str = "ostree.collection-binding";
+
 /// Opens the repository at `path`.
 pub fn open(path: &Path) -> Result<ostree::Repo> {
     let repo = ostree::Repo::new_for_path(path);
@@ -35,12 +41,98 @@ pub fn open_or_create(path: &Path, mode: ostree::RepoMode) -> Result<ostree::Rep
     Ok(repo)
 }
 
-/// Resolves `rev` (a ref or a checksum) to a commit checksum.
-pub fn resolve(repo: &ostree::Repo, rev: &str) -> Result<String> {
-    match repo.resolve_rev(rev, true)? {
-        Some(c) => Ok(c.to_string()),
-        None => bail!("{rev} is not a ref or commit in the repository"),
+/// A commit checksum: 64 lowercase hexadecimal digits (SHA-256), the only form of commit
+/// name libostree takes without resolving it (`override-commit-ids` of a pull).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checksum(String);
+
+impl Checksum {
+    /// `s` when it is a full checksum.
+    pub fn parse(s: &str) -> Result<Checksum> {
+        if !is_checksum(s) {
+            bail!("{s:?} is not a commit checksum (64 hexadecimal digits)");
+        }
+        Ok(Checksum(s.to_string()))
     }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Checksum {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn is_checksum(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Resolves `rev` to a commit checksum, checking its form before libostree sees it:
+/// - a full checksum is returned as it is (whether the commit is in the repository is
+///   [`commit_presence`]'s question);
+/// - otherwise `rev` must be a valid `REF` or `REMOTE:REF` (OSTree's rules) naming a ref of
+///   the repository, or (libostree's rule) a prefix of exactly one of its commits.
+pub fn resolve(repo: &ostree::Repo, rev: &str) -> Result<String> {
+    if is_checksum(rev) {
+        return Ok(rev.to_string());
+    }
+    ostree::parse_refspec(rev).map_err(|e| {
+        anyhow::anyhow!(
+            "invalid revision {rev:?}: not a commit checksum, a ref or REMOTE:REF ({})",
+            e.message()
+        )
+    })?;
+    let resolved = repo.resolve_rev(rev, true).map_err(|e| {
+        anyhow::anyhow!(
+            "{rev} names more than one thing in the local repository ({}); give more digits \
+             or the full checksum",
+            e.message()
+        )
+    })?;
+    match resolved {
+        Some(c) => Ok(c.to_string()),
+        None if rev.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) => bail!(
+            "no ref is named {rev} and no commit of the local repository starts with it; give \
+             the full 64-digit checksum to fetch a commit from the remote"
+        ),
+        None => bail!(
+            "{rev} is not a ref of the local repository, nor a commit checksum; give a ref, \
+             REMOTE:REF or a commit checksum"
+        ),
+    }
+}
+
+/// How much of a commit the repository holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presence {
+    /// Nothing.
+    Missing,
+    /// The commit object only (a metadata-only pull, e.g. `upgrade --check`).
+    Partial,
+    /// The commit and its whole tree.
+    Complete,
+}
+
+/// How much of `commit` the repository holds.
+pub fn commit_presence(repo: &ostree::Repo, commit: &Checksum) -> Result<Presence> {
+    let c = commit.as_str();
+    if !repo
+        .has_object(ostree::ObjectType::Commit, c, gio::Cancellable::NONE)
+        .with_context(|| format!("looking up commit {c}"))?
+    {
+        return Ok(Presence::Missing);
+    }
+    let (_, state) = repo
+        .load_commit(c)
+        .with_context(|| format!("loading commit {c}"))?;
+    Ok(if state.contains(ostree::RepoCommitState::PARTIAL) {
+        Presence::Partial
+    } else {
+        Presence::Complete
+    })
 }
 
 /// Whether `refname` exists.
@@ -62,14 +154,43 @@ pub fn commit_info(repo: &ostree::Repo, checksum: &str) -> Result<CommitInfo> {
     })
 }
 
+/// Checks that `commit` may be deployed as `refname`: when it carries `ostree.ref-binding`,
+/// the list must name `refname`. (libostree checks the same on every pull of a ref; this
+/// covers commits that were already in the repository.) Commits without the metadata, from
+/// tools that do not write it, are accepted, as libostree does.
+pub fn check_ref_binding(repo: &ostree::Repo, commit: &str, refname: &str) -> Result<()> {
+    let (variant, _) = repo
+        .load_commit(commit)
+        .with_context(|| format!("loading commit {commit}"))?;
+    let meta = glib::VariantDict::new(Some(&variant.child_value(0)));
+    let Some(bound) = meta
+        .lookup::<Vec<String>>(REF_BINDING)
+        .with_context(|| format!("commit {commit}: {REF_BINDING} is not a list of refs"))?
+    else {
+        return Ok(());
+    };
+    if bound.iter().any(|r| r == refname) {
+        return Ok(());
+    }
+    bail!(
+        "commit {commit} is bound to {} ({REF_BINDING}), not to {refname}, the ref being \
+         followed; refusing it. To follow that ref instead, use `stratum rebase REMOTE:REF`",
+        bound.join(", ")
+    )
+}
+
 /// Commits the directory `dir` as a new commit on `refname`, with `version` metadata, in one
 /// transaction: either the ref moves to the complete commit or nothing changes.
+///
+/// `timestamp` (seconds since the epoch) is the commit's time, by default now. Clients
+/// compare it to refuse downgrades, so a build's timestamp must grow with its age.
 pub fn commit_dir(
     repo: &ostree::Repo,
     dir: &Path,
     refname: &str,
     version: Option<&str>,
     subject: &str,
+    timestamp: Option<u64>,
 ) -> Result<String> {
     let parent = repo.resolve_rev(refname, true)?.map(|s| s.to_string());
     repo.prepare_transaction(gio::Cancellable::NONE)?;
@@ -92,15 +213,33 @@ pub fn commit_dir(
             meta.insert("version", v);
         }
         meta.insert("ostree.bootable", true);
+        // The refs (and collection) the commit is published under, as `ostree commit
+        // --bind-ref` records them: libostree refuses to pull it under any other ref, so a
+        // mirror cannot pass one branch's build off as another's.
+        meta.insert(REF_BINDING, &[refname][..]);
+        if let Some(collection) = repo.collection_id() {
+            meta.insert(COLLECTION_BINDING, collection.as_str());
+        }
         let meta = meta.end();
-        let csum = repo.write_commit(
-            parent.as_deref(),
-            Some(subject),
-            None,
-            Some(&meta),
-            &root,
-            gio::Cancellable::NONE,
-        )?;
+        let csum = match timestamp {
+            Some(t) => repo.write_commit_with_time(
+                parent.as_deref(),
+                Some(subject),
+                None,
+                Some(&meta),
+                &root,
+                t,
+                gio::Cancellable::NONE,
+            )?,
+            None => repo.write_commit(
+                parent.as_deref(),
+                Some(subject),
+                None,
+                Some(&meta),
+                &root,
+                gio::Cancellable::NONE,
+            )?,
+        };
         repo.transaction_set_ref(None, refname, Some(csum.as_str()));
         repo.commit_transaction(gio::Cancellable::NONE)?;
         Ok(csum.to_string())
@@ -270,4 +409,79 @@ fn diff_dir(a: &gio::File, b: &gio::File, path: &str, d: &mut TreeDiff) -> Resul
         d.added.push(format!("{path}/{name}"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checksums() {
+        let c = "0123456789abcdef".repeat(4);
+        assert_eq!(Checksum::parse(&c).unwrap().as_str(), c);
+        for bad in [
+            "",
+            "deadbeef",
+            &c[1..],
+            &format!("{c}0"),
+            &c.to_uppercase(),
+            &c.replace('0', "g"),
+            &format!("../{}", &c[3..]),
+        ] {
+            assert!(Checksum::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn revisions_are_checked_before_libostree() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = open_or_create(&dir.path().join("repo"), ostree::RepoMode::Bare).unwrap();
+        let tree = dir.path().join("tree");
+        std::fs::create_dir(&tree).unwrap();
+        std::fs::write(tree.join("f"), "f").unwrap();
+        let c = commit_dir(&repo, &tree, "os/x", Some("1"), "s", Some(1)).unwrap();
+        assert_eq!(resolve(&repo, "os/x").unwrap(), c);
+        assert_eq!(resolve(&repo, &c[..12]).unwrap(), c);
+        assert_eq!(resolve(&repo, &c).unwrap(), c);
+        let other = if c.starts_with('0') { "1" } else { "0" }.repeat(64);
+        assert_eq!(
+            resolve(&repo, &other).unwrap(),
+            other,
+            "full checksums pass as they are"
+        );
+        for bad in [
+            "zz",
+            "../x",
+            "src:",
+            "os/y",
+            &other[..8],
+            "DEADBEEF",
+            "a b",
+            "",
+        ] {
+            let e = resolve(&repo, bad).unwrap_err();
+            assert!(format!("{e}").contains(bad), "{bad:?}: {e}");
+        }
+        // Of 17 commits, two share their first digit: that digit is ambiguous.
+        let mut commits = vec![c.clone()];
+        for i in 0..16 {
+            let subject = format!("s{i}");
+            commits.push(commit_dir(&repo, &tree, "os/x", None, &subject, Some(1)).unwrap());
+        }
+        let shared = commits
+            .iter()
+            .map(|c| &c[..1])
+            .find(|p| commits.iter().filter(|c| c.starts_with(*p)).count() > 1)
+            .unwrap();
+        let e = format!("{}", resolve(&repo, shared).unwrap_err());
+        assert!(e.contains("more than one"), "{e}");
+        assert_eq!(
+            commit_presence(&repo, &Checksum::parse(&c).unwrap()).unwrap(),
+            Presence::Complete
+        );
+        assert_eq!(
+            commit_presence(&repo, &Checksum::parse(&other).unwrap()).unwrap(),
+            Presence::Missing
+        );
+    }
 }

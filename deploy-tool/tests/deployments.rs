@@ -409,23 +409,14 @@ fn deploy_by_version_rebase_and_immutable_roots() {
         flags.split_whitespace().next().unwrap_or("").contains('i'),
         "not immutable: {flags}"
     );
-    // Rebase to another ref of the same remote: the origin follows it from now on.
-    let other = env.dir.path().join("root-other");
-    let _ = other;
-    let out = Command::new("ostree")
-        .args(["refs", "--repo"])
-        .arg(&env.src)
-        .args(["--create=os/y", "os/x"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // Rebase to another ref of the same remote: the origin follows it from now on. (The
+    // commit is built for os/y: one built for os/x is refused under os/y, see trust.rs.)
+    let other = env.fake_os_root("y", &["var/lib"], &[("etc/motd", "motd y\n")]);
+    let y = env.compose_ref(&other, "os/y", Some("y"), &[]);
     ok(env.stratum(&["rebase", "src:os/y", "--apply-now"]));
     assert_eq!(env.status()["deployments"][0]["origin"], "src:os/y");
-    assert_ne!(env.checksums()[0], v1);
+    assert_eq!(env.checksums()[0], y);
+    assert_ne!(y, v1);
 }
 
 #[test]

@@ -209,13 +209,15 @@ fn new_env() -> (Env, Keys, String) {
     )
 }
 
-/// `stratum install to-filesystem` of the source repository's `os/x`, following remote `src`.
+/// `stratum install to-filesystem` of the source repository's `os/x`, following remote `src`
+/// (with `gpg_import` as its keys, else `--no-sign-verify`).
 fn install(env: &Env, url: &str, gpg_import: Option<&Path>) -> Output {
     let mut args: Vec<&OsStr> = ["--ref", "os/x", "--remote"].map(OsStr::new).to_vec();
     let remote = format!("src={url}");
     args.push(OsStr::new(&remote));
-    if let Some(k) = gpg_import {
-        args.extend([OsStr::new("--remote-gpg-import"), k.as_os_str()]);
+    match gpg_import {
+        Some(k) => args.extend([OsStr::new("--remote-gpg-import"), k.as_os_str()]),
+        None => args.push(OsStr::new("--no-sign-verify")),
     }
     env.install_to_filesystem(args)
 }

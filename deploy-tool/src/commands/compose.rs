@@ -17,6 +17,10 @@ pub enum ComposeCmd {
     /// missing at boot by tmpfiles.d);
     /// /home /root /opt /srv /mnt /usr/local become symlinks into /var. ROOTFS itself is not
     /// modified. REPO is created when missing; on any error it is left unchanged.
+    ///
+    /// SOURCE_DATE_EPOCH, when set, is the commit's timestamp (and the initramfs members'
+    /// time); otherwise the commit takes the time now. Clients refuse to upgrade to a commit
+    /// older than the one they run, so timestamps must grow from build to build.
     Rootfs(ComposeRootfsOpts),
 }
 

@@ -2,10 +2,11 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 
 use super::Globals;
+use crate::install::{FollowRemote, RemoteTrust};
 
 /// Install an image onto a new disk or directory
 #[derive(Debug, Subcommand)]
@@ -37,9 +38,13 @@ pub struct InstallSource {
     /// --remote updates=https://example.com/repo
     #[arg(long, value_name = "NAME=URL")]
     pub remote: Option<String>,
-    /// GPG public keys that sign the remote's commits (verification is off without them)
+    /// GPG public keys that sign the remote's commits: its commits must carry a valid
+    /// signature by one of them. --remote needs this or --no-sign-verify
     #[arg(long, value_name = "FILE", requires = "remote")]
     pub remote_gpg_import: Option<PathBuf>,
+    /// Accept unsigned commits from the --remote (no signature verification)
+    #[arg(long, requires = "remote", conflicts_with = "remote_gpg_import")]
+    pub no_sign_verify: bool,
     /// Print the result as JSON
     #[arg(long)]
     pub json: bool,
@@ -113,7 +118,23 @@ fn install_options(g: &Globals, s: &InstallSource) -> Result<crate::install::Ins
             let (name, url) = r
                 .split_once('=')
                 .with_context(|| format!("--remote {r}: expected NAME=URL"))?;
-            Some((name.to_string(), url.to_string()))
+            // Checked here, before anything is written, as well as when the remote is added.
+            crate::remote::validate_name(name).with_context(|| format!("--remote {r}"))?;
+            crate::remote::validate_url(url).with_context(|| format!("--remote {r}"))?;
+            let trust = match (&s.remote_gpg_import, s.no_sign_verify) {
+                (Some(keys), _) => RemoteTrust::GpgKeys(keys.clone()),
+                (None, true) => RemoteTrust::Unverified,
+                (None, false) => bail!(
+                    "--remote {r}: give the public keys that sign the remote's commits with \
+                     --remote-gpg-import FILE, or accept unsigned commits explicitly with \
+                     --no-sign-verify"
+                ),
+            };
+            Some(FollowRemote {
+                name: name.to_string(),
+                url: url.to_string(),
+                trust,
+            })
         }
         None => None,
     };
@@ -123,7 +144,6 @@ fn install_options(g: &Globals, s: &InstallSource) -> Result<crate::install::Ins
         stateroot,
         kargs: s.kargs.clone(),
         remote,
-        remote_gpg_keys: s.remote_gpg_import.clone(),
     })
 }
 
@@ -146,8 +166,35 @@ mod tests {
                 json: false,
                 remote: None,
                 remote_gpg_import: None,
+                no_sign_verify: false,
             };
             assert!(install_options(&g, &s).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_remote_needs_keys_or_no_sign_verify() {
+        let g = Globals {
+            sysroot: None,
+            stateroot: None,
+            no_wait: false,
+        };
+        let source = |keys: Option<&str>, no_sign_verify| InstallSource {
+            repo: "r".into(),
+            refname: "x".into(),
+            kargs: vec![],
+            json: false,
+            remote: Some("u=https://example.com/repo".into()),
+            remote_gpg_import: keys.map(Into::into),
+            no_sign_verify,
+        };
+        let e = install_options(&g, &source(None, false)).unwrap_err();
+        assert!(format!("{e}").contains("--no-sign-verify"), "{e}");
+        let trust = |s| install_options(&g, &s).unwrap().remote.unwrap().trust;
+        assert!(matches!(trust(source(None, true)), RemoteTrust::Unverified));
+        assert!(matches!(
+            trust(source(Some("k.asc"), false)),
+            RemoteTrust::GpgKeys(k) if k == std::path::Path::new("k.asc")
+        ));
     }
 }

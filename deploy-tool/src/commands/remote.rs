@@ -27,9 +27,11 @@ pub enum RemoteCmd {
 
 #[derive(Debug, clap::Args)]
 pub struct RemoteAddOpts {
-    /// The remote's name, used as REMOTE in REMOTE:REF
+    /// The remote's name, used as REMOTE in REMOTE:REF: ASCII letters, digits, '.', '_' and
+    /// '-', not starting with '.' or '-'
     pub name: String,
-    /// The repository URL
+    /// The repository URL: file:///ABSOLUTE/PATH, http://HOST[:PORT][/PATH] or
+    /// https://HOST[:PORT][/PATH]
     pub url: String,
     /// Require valid GPG signatures on commits (default)
     #[arg(long, overrides_with = "no_sign_verify")]

@@ -17,6 +17,10 @@ pub struct UpgradeOpts {
     /// Exit 77 when there is no update (for scripts)
     #[arg(long)]
     pub unchanged_exit_77: bool,
+    /// Deploy the ref's commit even when it is older (by commit timestamp) than the deployed
+    /// one. Without it an older commit is refused: a mirror could be replaying an old build
+    #[arg(long)]
+    pub allow_downgrade: bool,
     #[command(flatten)]
     pub new: NewDeploymentOpts,
 }
@@ -24,7 +28,8 @@ pub struct UpgradeOpts {
 /// Deploy a given commit or version of the origin's ref
 #[derive(Debug, clap::Args)]
 pub struct DeployOpts {
-    /// A commit checksum or ref
+    /// A commit: its full checksum (fetched from the origin's remote when missing), a unique
+    /// prefix of a commit in the local repository, or a local REF or REMOTE:REF
     #[arg(required_unless_present = "version", conflicts_with = "version")]
     pub rev: Option<String>,
     /// The commit with this version on the origin ref's history
@@ -54,6 +59,7 @@ pub fn upgrade(g: &Globals, o: &UpgradeOpts) -> Result<i32> {
         check: o.check,
         preview: o.preview,
         stage: o.new.stage(g),
+        allow_downgrade: o.allow_downgrade,
     };
     run(
         g,
@@ -99,7 +105,10 @@ fn run(
     let stateroot = session.stateroot(&st);
     let r = update::update(&st, &stateroot, target, opts)?;
     report(&r, target, o)?;
-    let unchanged = matches!(r, UpdateResult::NoChange { .. });
+    let unchanged = matches!(
+        r,
+        UpdateResult::NoChange { .. } | UpdateResult::Older { .. }
+    );
     Ok(if unchanged && exit_77 {
         EXIT_UNCHANGED
     } else {
@@ -148,6 +157,19 @@ fn report(r: &UpdateResult, target: &Target, o: &NewDeploymentOpts) -> Result<()
                 }
             }
         }
+        UpdateResult::Older {
+            from,
+            to,
+            version,
+            from_timestamp,
+            to_timestamp,
+        } => eprintln!(
+            "No update: the ref's commit {to} ({}, built {}) is older than the deployed {from} \
+             (built {}); `stratum upgrade --allow-downgrade` would deploy it.",
+            version.as_deref().unwrap_or("no version"),
+            update::format_time(*to_timestamp),
+            update::format_time(*from_timestamp),
+        ),
         UpdateResult::Deployed(d) => {
             let how = if d.staged { "Staged" } else { "Deployed" };
             eprintln!(

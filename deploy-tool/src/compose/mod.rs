@@ -60,6 +60,7 @@ pub fn compose_rootfs(opts: &ComposeOptions) -> Result<ComposeResult> {
             );
         }
     }
+    let epoch = source_date_epoch()?;
     let kernel = layout::select_kernel(&opts.rootfs, opts.kver.as_deref())?;
     // It becomes a file name in /boot and a line of every boot entry.
     crate::bootset::entry::validate_kver(&kernel.kver)?;
@@ -88,7 +89,7 @@ pub fn compose_rootfs(opts: &ComposeOptions) -> Result<ComposeResult> {
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
-            source_date_epoch: source_date_epoch(),
+            source_date_epoch: epoch.unwrap_or(0),
             zstd_level: 3,
         };
         let report = stratum_initramfs::build(&bopts, &out)
@@ -114,6 +115,7 @@ pub fn compose_rootfs(opts: &ComposeOptions) -> Result<ComposeResult> {
         &opts.refname,
         opts.version.as_deref(),
         &subject,
+        epoch,
     )?;
     eprintln!(
         "Committed {commit} ({}) in {:.1} s",
@@ -129,11 +131,16 @@ pub fn compose_rootfs(opts: &ComposeOptions) -> Result<ComposeResult> {
     })
 }
 
-fn source_date_epoch() -> u64 {
-    std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
+/// `SOURCE_DATE_EPOCH` (reproducible-builds.org): the commit's timestamp and the
+/// initramfs members' modification time (0 when unset; the commit then takes the time now).
+fn source_date_epoch() -> Result<Option<u64>> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) => v
+            .parse()
+            .map(Some)
+            .with_context(|| format!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds")),
+        Err(_) => Ok(None),
+    }
 }
 
 /// A staging copy of a root filesystem, removed on drop.

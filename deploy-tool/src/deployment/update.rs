@@ -6,6 +6,7 @@ use ostree::{gio, glib};
 
 use super::{DeployOutcome, NewDeployment};
 use crate::counting::BootState;
+use crate::repo::{Checksum, Presence};
 use crate::state::State;
 
 /// What to deploy.
@@ -30,6 +31,8 @@ pub struct UpdateOptions {
     pub preview: bool,
     /// Stage (finalize at shutdown) rather than write the boot set now.
     pub stage: bool,
+    /// Let an upgrade deploy a commit older than the deployed one.
+    pub allow_downgrade: bool,
 }
 
 /// What happened.
@@ -45,6 +48,17 @@ pub enum UpdateResult {
         version: Option<String>,
         #[serde(skip_serializing_if = "Option::is_none")]
         diff: Option<crate::repo::TreeDiff>,
+    },
+    /// The ref's commit is older than the deployed one: not an update (`--check`/`--preview`
+    /// without `allow_downgrade`).
+    Older {
+        from: String,
+        to: String,
+        version: Option<String>,
+        #[serde(rename = "from-timestamp")]
+        from_timestamp: u64,
+        #[serde(rename = "to-timestamp")]
+        to_timestamp: u64,
     },
     /// A new deployment was made.
     Deployed(DeployOutcome),
@@ -69,9 +83,12 @@ pub fn update(
     let base_origin = st.origin_of(&base)?;
     let mut origin = base_origin.clone();
     if let Target::Rebase(refspec) = target {
-        if refspec.is_empty() {
-            bail!("rebase needs REMOTE:REF or REF");
-        }
+        ostree::parse_refspec(refspec).map_err(|e| {
+            anyhow::anyhow!(
+                "invalid ref {refspec:?}: rebase needs REMOTE:REF or REF ({})",
+                e.message()
+            )
+        })?;
         origin.refspec = Some(refspec.clone());
     }
     let (remote, refname) = origin
@@ -84,23 +101,29 @@ pub fn update(
         Target::Upgrade | Target::Rebase(_) => {
             fetch(&repo, remote.as_deref(), &refname, None, commit_only)?
         }
-        Target::Rev(rev) => match crate::repo::resolve(&repo, rev) {
-            Ok(c) => c,
-            Err(_) if remote.is_some() => {
-                fetch(&repo, remote.as_deref(), &refname, Some(rev), commit_only)?
+        Target::Rev(rev) => {
+            let c = Checksum::parse(&crate::repo::resolve(&repo, rev)?)?;
+            match (crate::repo::commit_presence(&repo, &c)?, remote.as_deref()) {
+                (Presence::Complete, _) => c.to_string(),
+                (_, Some(_)) => fetch(&repo, remote.as_deref(), &refname, Some(&c), commit_only)?,
+                (_, None) => bail!(
+                    "commit {c} is not (or only partly) in the local repository, and the \
+                     deployment's origin ({refname}) names no remote to fetch it from"
+                ),
             }
-            Err(e) => return Err(e),
-        },
+        }
         Target::Version(v) => {
             let head = fetch_history(&repo, remote.as_deref(), &refname)?;
-            let found = crate::repo::find_version(&repo, &head, v)?;
+            let found = Checksum::parse(&crate::repo::find_version(&repo, &head, v)?)?;
             // The history was fetched as commit metadata only; now fetch that commit's tree.
             if remote.is_some() && !commit_only {
                 fetch(&repo, remote.as_deref(), &refname, Some(&found), false)?;
             }
-            found
+            found.to_string()
         }
     };
+    // What is deployed must have been published under the ref the deployment follows.
+    crate::repo::check_ref_binding(&repo, &new, &refname)?;
     let unchanged = match target {
         Target::Upgrade => {
             new == merge.checksum
@@ -113,6 +136,35 @@ pub fn update(
     };
     if unchanged {
         return Ok(UpdateResult::NoChange { checksum: new });
+    }
+    // A mirror can serve an old, validly signed build to hold a machine on it (or bring it
+    // back to a known flaw): an upgrade never goes back in time unless asked to (OSTree's
+    // rule, by commit timestamp). `deploy` and `rebase` name their target and may.
+    if matches!(target, Target::Upgrade) && !opts.allow_downgrade {
+        let info = crate::repo::commit_info(&repo, &new)?;
+        if let Some(newer) = newest_deployed(&repo, [&merge.checksum, &base.checksum])?
+            .filter(|d| d.timestamp > info.timestamp)
+        {
+            if opts.check || opts.preview {
+                return Ok(UpdateResult::Older {
+                    from: newer.checksum,
+                    to: new,
+                    version: info.version,
+                    from_timestamp: newer.timestamp,
+                    to_timestamp: info.timestamp,
+                });
+            }
+            bail!(
+                "the ref's commit {new} ({}, built {}) is older than the deployed {} ({}, built \
+                 {}); refusing to downgrade. To go back to it on purpose, run \
+                 `stratum upgrade --allow-downgrade`",
+                info.version.as_deref().unwrap_or("no version"),
+                format_time(info.timestamp),
+                newer.checksum,
+                newer.version.as_deref().unwrap_or("no version"),
+                format_time(newer.timestamp),
+            );
+        }
     }
     // A commit that already failed to boot here is not deployed again by an upgrade; only an
     // explicit `deploy` of it is.
@@ -151,32 +203,68 @@ pub fn update(
     Ok(UpdateResult::Deployed(outcome))
 }
 
-/// Makes `refname` (or `rev` of it) available locally: pulls from `remote` when there is one.
+/// Of the deployed commits `checksums` (the merge deployment's, the one that boots next),
+/// the one with the newest timestamp.
+fn newest_deployed<'a>(
+    repo: &ostree::Repo,
+    checksums: impl IntoIterator<Item = &'a String>,
+) -> Result<Option<crate::repo::CommitInfo>> {
+    let mut newest: Option<crate::repo::CommitInfo> = None;
+    for c in checksums {
+        let info = crate::repo::commit_info(repo, c)
+            .with_context(|| format!("reading the deployed commit {c} to compare timestamps"))?;
+        if newest.as_ref().is_none_or(|n| info.timestamp > n.timestamp) {
+            newest = Some(info);
+        }
+    }
+    Ok(newest)
+}
+
+/// A commit timestamp for people, in UTC.
+pub fn format_time(timestamp: u64) -> String {
+    i64::try_from(timestamp)
+        .ok()
+        .and_then(|t| glib::DateTime::from_unix_utc(t).ok())
+        .and_then(|d| d.format("%Y-%m-%d %H:%M:%S UTC").ok())
+        .map(|s| s.to_string())
+        .unwrap_or_else(|| format!("@{timestamp}"))
+}
+
+/// Makes `refname` (or its commit `rev`) available locally: pulls from `remote` when there is
+/// one. Only a full checksum may name the commit: libostree aborts the process on anything
+/// else in `override-commit-ids`.
 fn fetch(
     repo: &ostree::Repo,
     remote: Option<&str>,
     refname: &str,
-    rev: Option<&str>,
+    rev: Option<&Checksum>,
     commit_only: bool,
 ) -> Result<String> {
     let Some(remote) = remote else {
-        return crate::repo::resolve(repo, rev.unwrap_or(refname));
+        return match rev {
+            Some(c) => Ok(c.to_string()),
+            None => crate::repo::resolve(repo, refname),
+        };
     };
     if rev.is_none() && !commit_only {
         return crate::remote::pull(repo, remote, refname);
     }
     let opts = glib::VariantDict::new(None);
     opts.insert("refs", &vec![refname.to_string()][..]);
-    if let Some(r) = rev {
-        opts.insert("override-commit-ids", &vec![r.to_string()][..]);
+    if let Some(c) = rev {
+        opts.insert("override-commit-ids", &vec![c.to_string()][..]);
     }
     if commit_only {
         opts.insert("flags", ostree::RepoPullFlags::COMMIT_ONLY.bits() as i32);
     }
     repo.pull_with_options(remote, &opts.end(), None, gio::Cancellable::NONE)
-        .with_context(|| format!("pulling {} from remote {remote}", rev.unwrap_or(refname)))?;
+        .with_context(|| match rev {
+            Some(c) => format!("pulling commit {c} of {refname} from remote {remote}"),
+            None => format!("pulling {refname} from remote {remote}"),
+        })
+        .map_err(|e| crate::remote::explain_pull_error(e, remote, refname))?;
     match rev {
-        Some(r) => crate::repo::resolve(repo, r),
+        Some(c) => Ok(c.to_string()),
         None => crate::repo::resolve(repo, &format!("{remote}:{refname}")),
     }
 }
@@ -191,6 +279,7 @@ fn fetch_history(repo: &ostree::Repo, remote: Option<&str>, refname: &str) -> Re
     opts.insert("depth", -1i32);
     opts.insert("flags", ostree::RepoPullFlags::COMMIT_ONLY.bits() as i32);
     repo.pull_with_options(remote, &opts.end(), None, gio::Cancellable::NONE)
-        .with_context(|| format!("pulling the history of {refname} from {remote}"))?;
+        .with_context(|| format!("pulling the history of {refname} from {remote}"))
+        .map_err(|e| crate::remote::explain_pull_error(e, remote, refname))?;
     crate::repo::resolve(repo, &format!("{remote}:{refname}"))
 }

@@ -20,10 +20,26 @@ pub struct InstallOptions {
     pub stateroot: String,
     /// Kernel arguments besides `ostree=` (and, for disks, `root=`/`rw`, added first).
     pub kargs: Vec<String>,
-    /// A remote `(name, url)` the installed system follows: the origin becomes `NAME:REF`.
-    pub remote: Option<(String, String)>,
-    /// GPG keys for that remote; when given, its commits must be signed.
-    pub remote_gpg_keys: Option<PathBuf>,
+    /// A remote the installed system follows: the origin becomes `NAME:REF`.
+    pub remote: Option<FollowRemote>,
+}
+
+/// A remote an installed system follows for updates.
+#[derive(Debug, Clone)]
+pub struct FollowRemote {
+    pub name: String,
+    pub url: String,
+    pub trust: RemoteTrust,
+}
+
+/// How a followed remote's commits are verified. There is no default: an installer chooses
+/// a key, or chooses to accept unsigned commits.
+#[derive(Debug, Clone)]
+pub enum RemoteTrust {
+    /// Commits must carry a valid GPG signature by a key of this keyring file.
+    GpgKeys(PathBuf),
+    /// Commits are not signature-checked.
+    Unverified,
 }
 
 /// The result of an install.
@@ -46,8 +62,11 @@ pub fn to_filesystem(dest: &Path, opts: &InstallOptions, fstab: &str) -> Result<
     let commit = crate::repo::pull_local(&repo, &opts.repo, &opts.refname)?;
     let info = crate::repo::commit_info(&repo, &commit)?;
     let refspec = match &opts.remote {
-        Some((name, url)) => {
-            let keys = opts.remote_gpg_keys.as_deref();
+        Some(FollowRemote { name, url, trust }) => {
+            let keys = match trust {
+                RemoteTrust::GpgKeys(k) => Some(k.as_path()),
+                RemoteTrust::Unverified => None,
+            };
             crate::remote::add(&repo, name, url, keys.is_some(), keys)?;
             // The commit is known under the remote's ref only, so later pulls move it and
             // pruning can drop what the remote no longer offers.

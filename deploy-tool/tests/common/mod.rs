@@ -87,11 +87,24 @@ impl Env {
     /// `stratum compose rootfs --keep-initramfs` of `root` into the source repository
     /// (ref `os/x`), with `--version` when given; the new commit.
     pub fn compose_root(&self, root: &Path, version: Option<&str>) -> String {
+        self.compose_ref(root, "os/x", version, &[])
+    }
+
+    /// `stratum compose rootfs --keep-initramfs` of `root` into the source repository on
+    /// `refname`, with `--version` when given and the environment `env`; the new commit.
+    pub fn compose_ref(
+        &self,
+        root: &Path,
+        refname: &str,
+        version: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> String {
         let mut c = Command::new(env!("CARGO_BIN_EXE_stratum"));
-        c.args(["compose", "rootfs", "--keep-initramfs", "--ref", "os/x"]);
+        c.args(["compose", "rootfs", "--keep-initramfs", "--ref", refname]);
         if let Some(version) = version {
             c.args(["--version", version]);
         }
+        c.envs(env.iter().copied());
         let out = c.arg("--repo").arg(&self.src).arg(root).output().unwrap();
         ok(out).trim().to_string()
     }
@@ -99,6 +112,13 @@ impl Env {
     /// Composes a version of the fake OS (kernel + initramfs kept as given) into the source
     /// repository: the base tree, the extra directories `dirs`, then `files` (parents made).
     pub fn compose_fake_os(&self, version: &str, dirs: &[&str], files: &[(&str, &str)]) -> String {
+        let root = self.fake_os_root(version, dirs, files);
+        self.compose_root(&root, Some(version))
+    }
+
+    /// Writes the root filesystem of a version of the fake OS (see [`Env::compose_fake_os`])
+    /// into the temporary directory; returns its path.
+    pub fn fake_os_root(&self, version: &str, dirs: &[&str], files: &[(&str, &str)]) -> PathBuf {
         let root = self.dir.path().join(format!("root-{version}"));
         let modules = format!("usr/lib/modules/{FAKE_KVER}");
         for d in ["etc", &modules, "usr/bin", "boot"].iter().chain(dirs) {
@@ -120,7 +140,7 @@ impl Env {
             fs::create_dir_all(root.join(p).parent().unwrap()).unwrap();
             fs::write(root.join(p), c).unwrap();
         }
-        self.compose_root(&root, Some(version))
+        root
     }
 
     /// `stratum install to-filesystem ARGS --repo SRC SYSROOT`, unchecked.
@@ -139,7 +159,7 @@ impl Env {
     }
 
     /// Installs the source repository's `os/x` with kargs `root=UUID=1234 quiet`, following
-    /// it as remote `src`.
+    /// it as remote `src` (unsigned commits accepted).
     pub fn install_following_src(&self) {
         let url = format!("src=file://{}", self.src.display());
         ok(self.install_to_filesystem([
@@ -151,6 +171,7 @@ impl Env {
             "os/x",
             "--remote",
             &url,
+            "--no-sign-verify",
         ]));
     }
 

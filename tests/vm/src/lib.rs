@@ -196,7 +196,8 @@ impl Project {
         kargs: &[&str],
     ) -> Result<serde_json::Value> {
         let mut cmd = Command::new(self.stratum());
-        // The installed system follows the test disk's repository for updates.
+        // The installed system follows the test disk's repository for updates; its commits
+        // are not signed.
         cmd.args([
             "install",
             "to-disk",
@@ -205,6 +206,7 @@ impl Project {
             "3G",
             "--remote",
             TEST_REMOTE,
+            "--no-sign-verify",
         ])
         .arg("--repo")
         .arg(repo)
