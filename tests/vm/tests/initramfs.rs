@@ -31,11 +31,25 @@ fn image() -> Result<Image> {
         .map_err(|e| anyhow::anyhow!("building the test image: {e}"))
 }
 
-/// Boots `scenario` on a fresh copy of the image; returns the results.
-fn boot(name: &str, scenario: &str) -> Result<(QemuOutcome, stratum_vmtests::Results)> {
+/// Boots `scenario` on a fresh copy of the image, with the image's repository on the test
+/// disk when `with_repo` (the guest's remote); returns the results.
+fn boot(
+    name: &str,
+    scenario: &str,
+    with_repo: bool,
+) -> Result<(QemuOutcome, stratum_vmtests::Results)> {
     let img = image()?;
     let dir = project().workdir(name)?;
-    let (out, test) = img.boot_scenario(&dir, scenario, &[], |q| {
+    let repo = dir.join("repo");
+    if with_repo {
+        img.link_repo(&repo)?;
+    }
+    let trees: Vec<(&str, &std::path::Path)> = if with_repo {
+        vec![("repo", repo.as_path())]
+    } else {
+        Vec::new()
+    };
+    let (out, test) = img.boot_scenario(&dir, scenario, &trees, |q| {
         q.timeout = q.timeout.max(Duration::from_secs(600));
     })?;
     eprintln!("{name}: finished in {:.0} s", out.elapsed.as_secs_f64());
@@ -43,17 +57,16 @@ fn boot(name: &str, scenario: &str) -> Result<(QemuOutcome, stratum_vmtests::Res
     Ok((out, r))
 }
 
-/// After `initramfs --enable`: the regenerated image booted; the same inputs again are
-/// served from the cache.
+/// After `initramfs --enable`: the regenerated image booted; an upgrade whose kernel,
+/// modules and init are unchanged is served from the cache.
 const ENABLE_BOOT_2: &str = r#"
 boot_2() {
     cp /run/stratum/boot.json "$out/boot-2.boot_json"
     result failed_units "$(systemctl --failed --no-legend --plain)"
     result multi_user "$(systemctl is-active multi-user.target)"
-    # Same inputs again: served from the cache.
+    # The same initramfs inputs again: served from the cache.
     t0=$(date +%s%N)
-    stratum deploy "$(stratum status --json --booted | sed -n 's/.*"checksum": "\([0-9a-f]*\)".*/\1/p' | head -1)" \
-        2> "$out/boot-2.deploy_err"; result deploy_rc $?
+    stratum upgrade 2> "$out/boot-2.deploy_err"; result deploy_rc $?
     result deploy_ms $(( ($(date +%s%N) - t0) / 1000000 ))
     cat "$out/boot-2.deploy_err"
 }
@@ -61,7 +74,13 @@ boot_2() {
 
 fn enable_boots_regenerated() -> Result<()> {
     let scenario = initramfs_enable_boot_1("") + ENABLE_BOOT_2;
-    let (out, r) = boot("initramfs-enable", &scenario)?;
+    // The update changes one file; kernel, modules and init stay the same.
+    image()?.compose_update(
+        &project(),
+        "2.0",
+        &[("usr/share/stratum-test/release", "2.0\n")],
+    )?;
+    let (out, r) = boot("initramfs-enable", &scenario, true)?;
     check("initramfs-enable", &out, || {
         ensure!(r.boots() == 2, "expected 2 boots, ran {}", r.boots());
         let err = r.get(1, "enable_err");
@@ -99,7 +118,7 @@ fn enable_boots_regenerated() -> Result<()> {
             r.get(2, "failed_units")
         );
         let err2 = r.get(2, "deploy_err");
-        ensure!(r.get(2, "deploy_rc") == "0", "deploy failed:\n{err2}");
+        ensure!(r.get(2, "deploy_rc") == "0", "upgrade failed:\n{err2}");
         ensure!(
             initramfs_digest(&err2, "cache hit").as_deref() == Some(digest.as_str()),
             "second deployment was not served from the cache:\n{err2}"
@@ -128,7 +147,7 @@ boot_2() {
 "#;
 
 fn etc_tracked_file_reported() -> Result<()> {
-    let (out, r) = boot("initramfs-etc", ETC)?;
+    let (out, r) = boot("initramfs-etc", ETC, false)?;
     check("initramfs-etc", &out, || {
         ensure!(r.boots() == 2, "expected 2 boots, ran {}", r.boots());
         ensure!(r.get(1, "track_rc") == "0", "initramfs-etc --track failed");
