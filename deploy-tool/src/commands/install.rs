@@ -1,4 +1,5 @@
-//! `stratum install to-disk|to-filesystem`: a new sysroot from an image.
+//! `stratum install`: layer packages (`install PKG…`, see [`super::packages`]), or write a
+//! new sysroot from an image (`install to-disk|to-filesystem`).
 
 use std::path::PathBuf;
 
@@ -7,6 +8,16 @@ use clap::Subcommand;
 
 use super::Globals;
 use crate::install::{FollowRemote, RemoteTrust};
+
+/// `install`: packages, or a subcommand that installs an image.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct InstallArgs {
+    #[command(subcommand)]
+    pub target: Option<InstallCmd>,
+    #[command(flatten)]
+    pub packages: super::packages::InstallPackagesOpts,
+}
 
 /// Install an image onto a new disk or directory
 #[derive(Debug, Subcommand)]
