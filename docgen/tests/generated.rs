@@ -287,3 +287,31 @@ fn bash_completion_loads_and_completes_verbs_and_options() {
         .join("bash-completion/completions/stratum-initramfs")
         .is_file());
 }
+
+/// Every `man:` page the systemd units and the dracut module name is generated.
+#[test]
+fn units_name_pages_that_exist() {
+    let (_d, out) = generate();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut named = 0;
+    for dir in ["systemd", "dracut"] {
+        for e in std::fs::read_dir(src.join(dir)).unwrap() {
+            let p = e.unwrap().path();
+            for line in read(&p).lines() {
+                let Some(docs) = line.strip_prefix("Documentation=") else {
+                    continue;
+                };
+                for page in docs
+                    .split_whitespace()
+                    .filter_map(|d| d.strip_prefix("man:"))
+                {
+                    let (name, section) = page.trim_end_matches(')').split_once('(').unwrap();
+                    let file = out.join(format!("man/man{section}/{name}.{section}"));
+                    assert!(file.is_file(), "{}: {page} is not generated", p.display());
+                    named += 1;
+                }
+            }
+        }
+    }
+    assert!(named >= 4, "{named}");
+}
