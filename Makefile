@@ -19,7 +19,8 @@ export STRATUM_CACHE ?= $(HOME)/.cache/stratum
 
 # Build and test dependencies (Debian 12 package names).
 DEB_PACKAGES := libostree-dev ostree pkg-config qemu-system-x86 ovmf debootstrap fdisk \
-	mtools dosfstools grub-efi-amd64-bin e2fsprogs cpio zstd kmod gnupg systemd
+	mtools dosfstools grub-efi-amd64-bin e2fsprogs cpio zstd kmod gnupg systemd \
+	groff-base
 
 .PHONY: all deps build man build-failpoints install test test-unit test-vm demo bench clean
 
