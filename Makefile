@@ -13,14 +13,16 @@ DESTDIR ?=
 TARGET := x86_64-unknown-linux-gnu
 RELEASE := target/release
 STATIC := target/$(TARGET)/release
+# Man pages and shell completions, laid out as $(PREFIX)/share.
+SHARE := target/share
 export STRATUM_CACHE ?= $(HOME)/.cache/stratum
 
 # Build and test dependencies (Debian 12 package names).
 DEB_PACKAGES := libostree-dev ostree pkg-config qemu-system-x86 ovmf debootstrap fdisk bubblewrap \
 	mtools dosfstools grub-efi-amd64-bin e2fsprogs cpio zstd kmod gnupg systemd \
-	dpkg-dev apt-utils
+	dpkg-dev apt-utils groff-base
 
-.PHONY: all deps build build-failpoints install test test-unit test-vm demo bench clean
+.PHONY: all deps build man build-failpoints install test test-unit test-vm demo bench clean
 
 all: build
 
@@ -38,6 +40,14 @@ build: deps
 	$(CARGO) build --release --locked -p stratum -p stratum-initramfs
 	RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build --release --locked \
 		-p stratum-prepare-root --target $(TARGET)
+	$(MAKE) man
+
+# Man pages (section 8: every command and subcommand; section 5: configuration files) and
+# bash, zsh and fish completions, generated from the command-line definitions by
+# stratum-docgen (docgen/), with the written text of docgen/man/. Needs no root and no sysroot.
+man:
+	rm -rf $(SHARE)
+	$(CARGO) run --release --locked -q -p stratum-docgen -- $(SHARE)
 
 # The crash tests' stratum, which honours FAILPOINTS=name=panic: the same program built with
 # the failpoints feature as the example target stratum-failpoints, so that it lands in
@@ -67,9 +77,15 @@ install:
 		ln -sf ../stratum-ssh-host-keys.service $(DESTDIR)$(PREFIX)/lib/systemd/system/$$w/; done
 	for f in $$(ls dracut 2>/dev/null); do \
 		install -D -m 0755 dracut/$$f $(DESTDIR)$(PREFIX)/lib/dracut/modules.d/50stratum/$$f; done
+	# man/man5, man/man8, bash-completion/completions, zsh/vendor-completions,
+	# fish/vendor_completions.d: the paths each shell's package looks in.
+	test -d $(SHARE)/man || { echo "$(SHARE) is missing: run make build (or make man)" >&2; exit 1; }
+	cd $(SHARE) && for f in $$(find . -type f | sort); do \
+		install -D -m 0644 $$f $(DESTDIR)$(PREFIX)/share/$${f#./}; done
 
 test-unit: build build-failpoints
-	$(CARGO) test --release --locked -p stratum-prepare-root -p stratum -p stratum-initramfs
+	$(CARGO) test --release --locked -p stratum-prepare-root -p stratum -p stratum-initramfs \
+		-p stratum-docgen
 
 test-vm: build build-failpoints
 	$(CARGO) test --release --locked -p stratum-vmtests -- --test-threads=1
