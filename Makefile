@@ -2,6 +2,7 @@
 #
 #   make demo        boot a freshly composed Debian image in QEMU and show what Stratum did
 #   make test        every test: unit, host integration, VM boots
+#   make soak        power cuts at random moments of every boot-set operation, in QEMU
 #   make install DESTDIR=ROOT   install Stratum into an OS root (as image builders do)
 #
 # The targets install the Debian packages they need (apt-get, only when missing).
@@ -11,15 +12,17 @@ CARGO ?= cargo
 PREFIX ?= /usr
 DESTDIR ?=
 TARGET := x86_64-unknown-linux-gnu
-RELEASE := target/release
-STATIC := target/$(TARGET)/release
+# Cargo's target directory: $CARGO_TARGET_DIR when set, as cargo itself does.
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+RELEASE := $(TARGET_DIR)/release
+STATIC := $(TARGET_DIR)/$(TARGET)/release
 export STRATUM_CACHE ?= $(HOME)/.cache/stratum
 
 # Build and test dependencies (Debian 12 package names).
 DEB_PACKAGES := libostree-dev ostree pkg-config qemu-system-x86 ovmf debootstrap fdisk \
-	mtools dosfstools grub-efi-amd64-bin e2fsprogs cpio zstd kmod gnupg systemd
+	mtools dosfstools grub-efi-amd64-bin e2fsprogs cpio zstd kmod gnupg systemd qemu-utils
 
-.PHONY: all deps build build-failpoints install test test-unit test-vm demo bench clean
+.PHONY: all deps build build-failpoints install test test-unit test-vm soak demo bench clean
 
 all: build
 
@@ -69,6 +72,12 @@ test-vm: build build-failpoints
 	$(CARGO) test --release --locked -p stratum-vmtests -- --test-threads=1
 
 test: test-unit test-vm
+
+# Power-cut soak (not part of `make test`): SOAK_CUTS cuts per operation kind (default 9),
+# SOAK_SEED=N replays a run, SOAK_KINDS=upgrade,kargs,... picks kinds. The report is printed
+# and saved as target/soak-report.txt.
+soak: build
+	$(CARGO) run --release --locked -p stratum-vmtests --bin stratum-soak
 
 demo: build
 	$(CARGO) run --release --locked -p stratum-vmtests --bin stratum-demo
