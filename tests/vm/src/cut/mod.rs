@@ -341,7 +341,7 @@ impl Rig {
         );
         ensure!(!check.timed_out, "the check boot did not finish (timeout)");
         let r = test.results(&dir.join("results"))?;
-        let c = check_results(&r).context("after the cut")?;
+        let c = check_results(&r, op.check_boots()).context("after the cut")?;
         let side = op.classify(self, &c)?;
         let problems = fsck(disk, &self.partitions, dir)?;
         ensure!(problems.is_empty(), "{}", problems.join("\n"));

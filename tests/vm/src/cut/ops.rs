@@ -57,7 +57,7 @@ impl Op {
     /// the single cuts of `make test` draw their moment from.
     pub fn typical(self) -> Duration {
         Duration::from_millis(match self {
-            Op::Upgrade => 20_000,
+            Op::Upgrade => 40_000,
             Op::Kargs => 3_000,
             Op::Rollback => 3_000,
             Op::Cleanup => 3_000,
@@ -110,8 +110,9 @@ impl Op {
         format!("{BEGIN} {}", self.key())
     }
 
-    /// `boot_1` of the cut boot. Operations finalized at shutdown end with the reboot (their
-    /// span runs to QEMU's exit); the others print the end line.
+    /// The scenario: `boot_1` runs the operation in the cut boot, `boot_2` is the check boot.
+    /// Operations finalized at shutdown end with the reboot (their span runs to QEMU's exit);
+    /// the others print the end line.
     pub(super) fn cut_boot(self) -> String {
         let op = match self {
             Op::Upgrade => {
@@ -126,10 +127,20 @@ impl Op {
             Op::Initramfs => {
                 "cut_begin initramfs; stratum initramfs --enable; result op_rc $?; request_reboot"
             }
-            // The operation is a service of the boot itself (its drop-in prints the lines).
-            Op::Bless => ":",
+            // The operation is a service of the boot itself (its drop-in prints the lines),
+            // which runs before the scenario: a cut may come before the scenario's first boot.
+            Op::Bless => "check_boot",
         };
-        format!("boot_1() {{ {op}; }}\n")
+        format!("boot_1() {{ {op}; }}\nboot_2() {{ check_boot; }}\n")
+    }
+
+    /// The scenario boots a check boot may be: the blessing is cut before or after the cut
+    /// boot's scenario runs.
+    pub(super) fn check_boots(self) -> &'static [u32] {
+        match self {
+            Op::Bless => &[1, 2],
+            _ => &[2],
+        }
     }
 
     /// Which side the check boot is on, or why it is neither.
