@@ -17,13 +17,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+pub mod cut;
 mod qemu;
-pub use qemu::{Boot, Qemu, QemuOutcome};
+pub use qemu::{Boot, CutReport, PowerCut, Qemu, QemuOutcome};
 
 /// Paths of the project and its build outputs.
 #[derive(Debug, Clone)]
 pub struct Project {
     pub root: PathBuf,
+    /// Cargo's target directory: `$CARGO_TARGET_DIR` when set (as for cargo and the
+    /// Makefile), else `target/` in the project.
+    pub target: PathBuf,
     pub cache: PathBuf,
     pub artifacts: PathBuf,
 }
@@ -39,11 +43,16 @@ impl Project {
             None => PathBuf::from(std::env::var_os("HOME").context("HOME is not set")?)
                 .join(".cache/stratum"),
         };
+        let target = match std::env::var_os("CARGO_TARGET_DIR") {
+            Some(t) => root.join(t),
+            None => root.join("target"),
+        };
         let artifacts = root.join("target/vm-artifacts");
         fs::create_dir_all(&artifacts)?;
         fs::create_dir_all(&cache)?;
         Ok(Project {
             root,
+            target,
             cache,
             artifacts,
         })
@@ -51,13 +60,13 @@ impl Project {
 
     /// The `stratum` binary built by `make build`.
     pub fn stratum(&self) -> PathBuf {
-        self.root.join("target/release/stratum")
+        self.target.join("release/stratum")
     }
 
     /// `stratum` built with the `failpoints` feature by `make build-failpoints`: the only build
     /// that honours `FAILPOINTS` (the one `make install` ships ignores it).
     pub fn stratum_failpoints(&self) -> PathBuf {
-        self.root.join("target/release/examples/stratum-failpoints")
+        self.target.join("release/examples/stratum-failpoints")
     }
 
     /// Replaces `/usr/bin/stratum` in a guest root by the failpoints build, for scenarios that
@@ -320,7 +329,7 @@ impl Results {
     }
 }
 
-fn tree_size(dir: &Path) -> Result<u64> {
+pub(crate) fn tree_size(dir: &Path) -> Result<u64> {
     let out = run_output(Command::new("du").args(["-sb", "--"]).arg(dir))?;
     Ok(out
         .split_whitespace()
