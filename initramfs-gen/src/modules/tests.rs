@@ -102,6 +102,28 @@ fn broken_index_is_reported() {
     assert!(matches!(err.downcast_ref(), Some(ResolveError::Cycle(_))));
 }
 
+/// A hostile modules.dep whose chain of dependencies is 100000 modules long overflowed the
+/// stack (found by the `modules` fuzz target); it is an error now, and a chain of the
+/// longest length followed still resolves.
+#[test]
+fn deep_dependency_chain_is_an_error() {
+    let chain = |n: usize| {
+        let mut dep: String = (0..n)
+            .map(|i| format!("m{i}.ko: m{}.ko\n", i + 1))
+            .collect();
+        dep.push_str(&format!("m{n}.ko:\n"));
+        ModuleDb::parse(Path::new("/nowhere"), &dep, "", "", "")
+    };
+    let err = chain(100_000).resolve(&["m0"]).unwrap_err();
+    assert!(
+        matches!(err.downcast_ref(), Some(ResolveError::TooDeep { module }) if module == "m0"),
+        "{err:#}"
+    );
+    let r = chain(MAX_DEP_DEPTH - 1).resolve(&["m0"]).unwrap();
+    assert_eq!(r.modules.len(), MAX_DEP_DEPTH);
+    assert_eq!(r.modules[0].name, format!("m{}", MAX_DEP_DEPTH - 1));
+}
+
 /// A Debian root with a real kernel, built by the VM tests' rootfs script, if cached.
 pub(crate) fn real_root() -> Option<(PathBuf, String)> {
     let roots: Vec<PathBuf> = match std::env::var_os("STRATUM_TEST_ROOTFS") {
