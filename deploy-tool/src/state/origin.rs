@@ -83,6 +83,10 @@ impl Origin {
 }
 
 fn load(text: &str) -> Result<glib::KeyFile> {
+    // The glib binding passes the text as a C string and panics on a NUL inside it.
+    if text.contains('\0') {
+        anyhow::bail!("parsing origin key file: it contains a NUL byte");
+    }
     let kf = glib::KeyFile::new();
     kf.load_from_data(text, glib::KeyFileFlags::KEEP_COMMENTS)
         .context("parsing origin key file")?;
@@ -136,5 +140,8 @@ mod tests {
     #[test]
     fn corrupt_origin_is_an_error() {
         assert!(Origin::parse("refspec=x\n[[[").is_err());
+        // A NUL byte made the glib binding panic (found by the `origin` fuzz target).
+        let nul = "[origin]\nrefspec=stratum:stratum/x86_sie\0\0\u{b0}nt]\npinned=true\n";
+        assert!(Origin::parse(nul).is_err());
     }
 }
