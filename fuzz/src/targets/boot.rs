@@ -78,8 +78,13 @@ impl Read for Device<'_> {
             return Ok(0);
         }
         let n = buf.len().min((DEVICE_LEN - self.pos) as usize);
-        for (i, b) in buf[..n].iter_mut().enumerate() {
-            *b = self.data[((self.pos + i as u64) % self.data.len() as u64) as usize];
+        let mut done = 0;
+        while done < n {
+            // Copied a repetition at a time: GPT tables are read megabytes at once.
+            let at = ((self.pos + done as u64) % self.data.len() as u64) as usize;
+            let k = (n - done).min(self.data.len() - at);
+            buf[done..done + k].copy_from_slice(&self.data[at..at + k]);
+            done += k;
         }
         self.pos += n as u64;
         Ok(n)
