@@ -267,8 +267,10 @@ impl ModuleDb {
             let Some((path, deps)) = line.split_once(':') else {
                 continue;
             };
+            // The name comes from the trimmed path too, or `a.ko :` would be module "a.ko ".
+            let path = path.trim();
             let entry = Entry {
-                path: path.trim().to_string(),
+                path: path.to_string(),
                 deps: deps.split_whitespace().map(str::to_string).collect(),
             };
             // depmod writes one entry per name; if not, the first (highest priority) wins.

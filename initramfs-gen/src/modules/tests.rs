@@ -102,6 +102,24 @@ fn broken_index_is_reported() {
     assert!(matches!(err.downcast_ref(), Some(ResolveError::Cycle(_))));
 }
 
+/// A space before the colon made the module's name "x.ko.xz " while its path was trimmed,
+/// so two entries with one path were both resolved and written (found by the `modules`
+/// fuzz target).
+#[test]
+fn names_come_from_trimmed_paths() {
+    let db = ModuleDb::parse(
+        Path::new("/nowhere"),
+        "k/x.ko.xz :\nk/x.ko.xz:\n",
+        "",
+        "",
+        "",
+    );
+    assert!(db.has_module("x"));
+    let r = db.resolve(&["x"]).unwrap();
+    assert_eq!(db.dep_lines(&r), vec!["k/x.ko:"]);
+    assert!(db.resolve(&["x.ko.xz "]).is_err());
+}
+
 /// A hostile modules.dep whose chain of dependencies is 100000 modules long overflowed the
 /// stack (found by the `modules` fuzz target); it is an error now, and a chain of the
 /// longest length followed still resolves.
