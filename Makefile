@@ -4,6 +4,7 @@
 #   make test        every test: unit, host integration, VM boots
 #   make soak        power cuts at random moments of every boot-set operation, in QEMU
 #   make install DESTDIR=ROOT   install Stratum into an OS root (as image builders do)
+#   make fuzz        every parser of outside input under libFuzzer, 10^6 inputs each
 #
 # The targets install the Debian packages they need (apt-get, only when missing).
 
@@ -25,7 +26,8 @@ DEB_PACKAGES := libostree-dev ostree pkg-config qemu-system-x86 ovmf debootstrap
 	mtools dosfstools grub-efi-amd64-bin e2fsprogs cpio zstd kmod gnupg systemd qemu-utils \
 	dpkg-dev apt-utils groff-base
 
-.PHONY: all deps build man build-failpoints install test test-unit test-vm soak demo bench clean
+.PHONY: all deps build man build-failpoints install test test-unit test-vm soak demo bench clean \
+	fuzz fuzz-build fuzz-smoke
 
 all: build
 
@@ -86,7 +88,7 @@ install:
 	cd $(SHARE) && for f in $$(find . -type f | sort); do \
 		install -D -m 0644 $$f $(DESTDIR)$(PREFIX)/share/$${f#./}; done
 
-test-unit: build build-failpoints
+test-unit: build build-failpoints fuzz-smoke
 	$(CARGO) test --release --locked -p stratum-prepare-root -p stratum -p stratum-initramfs \
 		-p stratum-docgen
 
@@ -121,6 +123,31 @@ bench: build
 	$(CARGO) bench --locked -p stratum --bench deploy
 	$(CARGO) bench --locked -p stratum-initramfs --bench generic
 	$(CARGO) run --release --locked -p stratum-vmtests --bin stratum-boot-bench -- --runs 3
+
+# Fuzzing (docs/security.md, "Fuzzing"). libFuzzer, built from source by libfuzzer-sys (a C++
+# compiler), drives the targets of fuzz/; rustc's sanitizer-coverage instrumentation (stable
+# -C flags) guides it, with comparisons traced, debug assertions and overflow checks on. The
+# instrumented build has its own target directory, and --target keeps build scripts out of it.
+FUZZ_PACKAGES := g++ python3 util-linux xz-utils zstd
+FUZZ_TARGET_DIR ?= target/fuzz
+FUZZ_OUT ?= $(FUZZ_TARGET_DIR)/runs
+# Targets to run (default: all); FUZZ_RUNS, FUZZ_TIMEOUT, FUZZ_RSS_MB, FUZZ_AS_MB: see fuzz/run.sh.
+FUZZ_TARGETS ?=
+FUZZ_RUSTFLAGS := -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
+	-Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
+	-Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing -Cdebug-assertions -Coverflow-checks
+
+fuzz-build: deps
+	$(MAKE) deps EXTRA_PACKAGES="$(FUZZ_PACKAGES)"
+	RUSTFLAGS='$(FUZZ_RUSTFLAGS)' CARGO_TARGET_DIR=$(FUZZ_TARGET_DIR) $(CARGO) build --release \
+		--locked -p stratum-fuzz --features libfuzzer --bin stratum-fuzz --target $(TARGET)
+
+fuzz: fuzz-build
+	fuzz/run.sh $(FUZZ_TARGET_DIR)/$(TARGET)/release/stratum-fuzz $(FUZZ_OUT) $(FUZZ_TARGETS)
+
+# A few seconds per target, from a fixed random seed: part of `make test`.
+fuzz-smoke:
+	$(CARGO) test --release --locked -p stratum-fuzz
 
 clean:
 	$(CARGO) clean

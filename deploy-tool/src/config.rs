@@ -62,25 +62,27 @@ impl Config {
         for file in files(root)? {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
-            let f: Fragment =
-                toml::from_str(&text).with_context(|| format!("parsing {}", file.display()))?;
-            if let Some(t) = f.boot_tries {
-                if t > MAX_BOOT_TRIES {
-                    anyhow::bail!(
-                        "{}: boot-tries = {t}: at most {MAX_BOOT_TRIES} are supported",
-                        file.display()
-                    );
-                }
-                c.boot_tries = t;
-            }
-            if let Some(o) = f.on_failure {
-                c.on_failure = o;
-            }
-            if let Some(t) = f.health_check_timeout {
-                c.health_check_timeout = t;
-            }
+            c.apply(&file.display().to_string(), &text)?;
         }
         Ok(c)
+    }
+
+    /// Applies one file's settings (`text`, named `name` in errors) over these.
+    pub fn apply(&mut self, name: &str, text: &str) -> Result<()> {
+        let f: Fragment = toml::from_str(text).with_context(|| format!("parsing {name}"))?;
+        if let Some(t) = f.boot_tries {
+            if t > MAX_BOOT_TRIES {
+                anyhow::bail!("{name}: boot-tries = {t}: at most {MAX_BOOT_TRIES} are supported");
+            }
+            self.boot_tries = t;
+        }
+        if let Some(o) = f.on_failure {
+            self.on_failure = o;
+        }
+        if let Some(t) = f.health_check_timeout {
+            self.health_check_timeout = t;
+        }
+        Ok(())
     }
 }
 

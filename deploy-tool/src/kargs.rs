@@ -393,20 +393,25 @@ impl std::fmt::Display for Kargs {
     }
 }
 
-/// The text put in the editor's file for `--editor`.
+/// The text put in the editor's file for `--editor`. A first argument starting with `#`
+/// gets an empty quoted prefix (`""#x` reads as `#x`), so its line is not taken for a comment.
 pub fn editor_text(k: &Kargs) -> String {
+    let line = k.to_string();
+    // A comment is a line whose first character is `#`: an argument line that starts with
+    // one is indented.
+    let indent = if line.starts_with('#') { " " } else { "" };
     format!(
-        "{k}\n# Edit the kernel arguments above (several lines are joined with spaces).\n\
+        "{indent}{line}\n# Edit the kernel arguments above (several lines are joined with spaces).\n\
          # Lines starting with '#' are ignored. ostree= is added by stratum; root= must stay.\n\
          # An empty result aborts.\n"
     )
 }
 
-/// Reads back the editor's file: comment lines dropped, lines joined.
+/// Reads back the editor's file: comment lines (starting with `#`) dropped, lines joined.
 pub fn parse_editor_text(text: &str) -> Result<Kargs> {
     let joined = text
         .lines()
-        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter(|l| !l.starts_with('#'))
         .collect::<Vec<_>>()
         .join(" ");
     if joined.contains('\0') {
@@ -644,5 +649,15 @@ mod tests {
         assert!(parse_editor_text("a \"b\n").is_err());
         assert!(parse_editor_text("a -- b").is_err());
         assert!(parse_editor_text("a =b").is_err());
+    }
+
+    /// A first argument starting with `#` was read back as a comment line and lost (found by
+    /// the `kargs` fuzz target with the arguments `#`).
+    #[test]
+    fn editor_text_keeps_a_first_argument_starting_with_hash() {
+        for line in ["#", "#x=1 root=UUID=1", "#a=\"b c\" quiet"] {
+            let x = k(line);
+            assert_eq!(parse_editor_text(&editor_text(&x)).unwrap(), x, "{line}");
+        }
     }
 }

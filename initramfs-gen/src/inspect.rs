@@ -411,7 +411,7 @@ pub fn list(path: &Path) -> Result<Vec<Entry>> {
 }
 
 mod summary;
-pub use summary::{inspect, ArchiveSummary, Summary, MAX_KERNEL_VERSIONS};
+pub use summary::{inspect, summarize, ArchiveSummary, Summary, MAX_KERNEL_VERSIONS};
 
 #[cfg(test)]
 mod tests;

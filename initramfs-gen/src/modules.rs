@@ -46,7 +46,17 @@ pub enum ResolveError {
     /// `modules.dep` has a cycle (depmod refuses to write one, so the file is corrupt).
     #[error("dependency cycle in modules.dep: {0}")]
     Cycle(String),
+    /// A chain of dependencies longer than [`MAX_DEP_DEPTH`]: no kernel has one, and
+    /// following it would exhaust the stack.
+    #[error("modules.dep: {module} needs a chain of more than {MAX_DEP_DEPTH} modules")]
+    TooDeep {
+        /// The module at the start of the chain.
+        module: String,
+    },
 }
+
+/// The longest chain of module dependencies followed (real kernels' are under 20 long).
+pub const MAX_DEP_DEPTH: usize = 256;
 
 /// The kernel's module name for a requested name: `-` and `_` are the same to the kernel.
 pub fn normalize(name: &str) -> String {
@@ -257,8 +267,10 @@ impl ModuleDb {
             let Some((path, deps)) = line.split_once(':') else {
                 continue;
             };
+            // The name comes from the trimmed path too, or `a.ko :` would be module "a.ko ".
+            let path = path.trim();
             let entry = Entry {
-                path: path.trim().to_string(),
+                path: path.to_string(),
                 deps: deps.split_whitespace().map(str::to_string).collect(),
             };
             // depmod writes one entry per name; if not, the first (highest priority) wins.
@@ -478,6 +490,11 @@ impl ModuleDb {
         let Some(entry) = self.modules.get(name) else {
             return Ok(false); // only reached for names `lookup` vouched for
         };
+        if walk.chain.len() >= MAX_DEP_DEPTH {
+            return Err(ResolveError::TooDeep {
+                module: walk.chain.first().cloned().unwrap_or_default(),
+            });
+        }
         walk.chain.push(name.to_string());
         // Soft pre-dependencies: best effort, unknown names and cycles are skipped.
         for soft in self.softdep_pre.get(name).into_iter().flatten() {

@@ -127,7 +127,7 @@ impl Origin {
 
     /// Serializes to key-file text.
     pub fn to_text(&self) -> String {
-        let kf = self
+        let mut kf = self
             .raw
             .as_deref()
             .and_then(|t| load(t).ok())
@@ -158,7 +158,16 @@ impl Origin {
         if self.pinned {
             kf.set_boolean(PIN_GROUP, "pinned", true);
         } else if kf.has_group(PIN_GROUP) {
-            let _ = kf.remove_key(PIN_GROUP, "pinned");
+            // A key written twice (by hand, or in a repeated group) is kept twice by GLib,
+            // which reads the last and removes only that one: remove, write and read again
+            // until no copy is left.
+            while kf.has_key(PIN_GROUP, "pinned").unwrap_or(false) {
+                let _ = kf.remove_key(PIN_GROUP, "pinned");
+                match load(&kf.to_data()) {
+                    Ok(again) => kf = again,
+                    Err(_) => break,
+                }
+            }
             if kf.keys(PIN_GROUP).map(|k| k.is_empty()).unwrap_or(true) {
                 let _ = kf.remove_group(PIN_GROUP);
             }
@@ -186,6 +195,10 @@ fn list_value(items: &[String]) -> String {
 }
 
 fn load(text: &str) -> Result<glib::KeyFile> {
+    // The glib binding passes the text as a C string and panics on a NUL inside it.
+    if text.contains('\0') {
+        anyhow::bail!("parsing origin key file: it contains a NUL byte");
+    }
     let kf = glib::KeyFile::new();
     kf.load_from_data(text, glib::KeyFileFlags::KEEP_COMMENTS)
         .context("parsing origin key file")?;
@@ -218,6 +231,22 @@ mod tests {
         assert!(o.pinned);
         o.pinned = false;
         assert!(!o.to_text().contains("libostree-transient"));
+    }
+
+    /// Unpinning an origin whose pin is written twice left the first copy, so the
+    /// deployment stayed pinned (found by the `origin` fuzz target).
+    #[test]
+    fn unpinning_removes_every_copy_of_the_pin() {
+        for text in [
+            "[libostree-transient]\npinned=true\n[x]\na=1\n[libostree-transient]\npinned=true\n",
+            "[origin]\nrefspec=r\n[libostree-transient]\npinned=true\npinned=true\nkeep=1\n",
+        ] {
+            let mut o = Origin::parse(text).unwrap();
+            assert!(o.pinned);
+            o.pinned = false;
+            let t = o.to_text();
+            assert!(!Origin::parse(&t).unwrap().pinned, "{text:?} -> {t:?}");
+        }
     }
 
     #[test]
@@ -258,5 +287,8 @@ mod tests {
     #[test]
     fn corrupt_origin_is_an_error() {
         assert!(Origin::parse("refspec=x\n[[[").is_err());
+        // A NUL byte made the glib binding panic (found by the `origin` fuzz target).
+        let nul = "[origin]\nrefspec=stratum:stratum/x86_sie\0\0\u{b0}nt]\npinned=true\n";
+        assert!(Origin::parse(nul).is_err());
     }
 }

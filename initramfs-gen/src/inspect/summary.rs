@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::io::BufReader;
+use std::io::{BufRead, BufReader};
 use std::ops::ControlFlow;
 use std::path::Path;
 
@@ -81,6 +81,13 @@ pub fn inspect(path: &Path) -> Result<Summary> {
         .metadata()
         .with_context(|| format!("reading {}", path.display()))?
         .len();
+    summarize(&mut BufReader::new(file), size)
+        .with_context(|| format!("reading {}", path.display()))
+}
+
+/// Summarise the initramfs read from `r`, whose size is `size` bytes (what [`inspect`] does
+/// with a file; also the entry point of the fuzz driver).
+pub fn summarize(r: &mut dyn BufRead, size: u64) -> Result<Summary> {
     let mut archives: Vec<ArchiveSummary> = Vec::new();
     let mut kvers = BTreeSet::new();
     let (mut members, mut module_files, mut has_init) = (0, 0, false);
@@ -122,8 +129,7 @@ pub fn inspect(path: &Path) -> Result<Summary> {
         }
         Ok(ControlFlow::Continue(()))
     };
-    let walked = walk(&mut BufReader::new(file), &mut count)
-        .with_context(|| format!("reading {}", path.display()))?;
+    let walked = walk(r, &mut count)?;
     // Archives without members (only a trailer) have not been seen yet.
     while archives.len() < walked.compression.len() {
         archives.push(ArchiveSummary::new(archives.len()));

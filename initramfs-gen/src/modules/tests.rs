@@ -102,6 +102,46 @@ fn broken_index_is_reported() {
     assert!(matches!(err.downcast_ref(), Some(ResolveError::Cycle(_))));
 }
 
+/// A space before the colon made the module's name "x.ko.xz " while its path was trimmed,
+/// so two entries with one path were both resolved and written (found by the `modules`
+/// fuzz target).
+#[test]
+fn names_come_from_trimmed_paths() {
+    let db = ModuleDb::parse(
+        Path::new("/nowhere"),
+        "k/x.ko.xz :\nk/x.ko.xz:\n",
+        "",
+        "",
+        "",
+    );
+    assert!(db.has_module("x"));
+    let r = db.resolve(&["x"]).unwrap();
+    assert_eq!(db.dep_lines(&r), vec!["k/x.ko:"]);
+    assert!(db.resolve(&["x.ko.xz "]).is_err());
+}
+
+/// A hostile modules.dep whose chain of dependencies is 100000 modules long overflowed the
+/// stack (found by the `modules` fuzz target); it is an error now, and a chain of the
+/// longest length followed still resolves.
+#[test]
+fn deep_dependency_chain_is_an_error() {
+    let chain = |n: usize| {
+        let mut dep: String = (0..n)
+            .map(|i| format!("m{i}.ko: m{}.ko\n", i + 1))
+            .collect();
+        dep.push_str(&format!("m{n}.ko:\n"));
+        ModuleDb::parse(Path::new("/nowhere"), &dep, "", "", "")
+    };
+    let err = chain(100_000).resolve(&["m0"]).unwrap_err();
+    assert!(
+        matches!(err.downcast_ref(), Some(ResolveError::TooDeep { module }) if module == "m0"),
+        "{err:#}"
+    );
+    let r = chain(MAX_DEP_DEPTH - 1).resolve(&["m0"]).unwrap();
+    assert_eq!(r.modules.len(), MAX_DEP_DEPTH);
+    assert_eq!(r.modules[0].name, format!("m{}", MAX_DEP_DEPTH - 1));
+}
+
 /// A Debian root with a real kernel, built by the VM tests' rootfs script, if cached.
 pub(crate) fn real_root() -> Option<(PathBuf, String)> {
     let roots: Vec<PathBuf> = match std::env::var_os("STRATUM_TEST_ROOTFS") {

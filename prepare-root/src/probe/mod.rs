@@ -179,15 +179,17 @@ pub enum RootSpec {
     PartLabel(String),
 }
 
-/// Undoes udev's `\xNN` escaping in `/dev/disk/by-label/` names.
+/// Undoes udev's `\xNN` escaping in `/dev/disk/by-label/` names. Works on bytes: the text
+/// after `\x` comes from the kernel command line and need not be two ASCII characters.
 fn unescape_udev(s: &str) -> String {
+    let hex = |c: u8| char::from(c).to_digit(16);
     let mut out = Vec::new();
     let b = s.as_bytes();
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1] == b'x' {
-            if let Ok(v) = u8::from_str_radix(&s[i + 2..i + 4], 16) {
-                out.push(v);
+        if let [b'\\', b'x', hi, lo, ..] = b[i..] {
+            if let (Some(hi), Some(lo)) = (hex(hi), hex(lo)) {
+                out.push((hi * 16 + lo) as u8);
                 i += 4;
                 continue;
             }
@@ -416,6 +418,16 @@ mod tests {
         assert_eq!(
             RootSpec::parse("/dev/disk/by-partuuid/q"),
             PartUuid("q".into())
+        );
+        // Not escapes: kept as written. `\x2` followed by a multi-byte character made
+        // prepare-root panic (slicing inside the character; found by the `cmdline` fuzz target).
+        for kept in ["my\\x2\u{e9}root", "\\x+f", "\\x\u{e9}", "a\\x4"] {
+            let by = format!("/dev/disk/by-label/{kept}");
+            assert_eq!(RootSpec::parse(&by), Label(kept.into()), "{by}");
+        }
+        assert_eq!(
+            RootSpec::parse("/dev/disk/by-label/\\x41\\x2f\\x\u{e9}"),
+            Label("A/\\x\u{e9}".into())
         );
 
         let dev = DeviceIds {
