@@ -11,13 +11,16 @@ CARGO ?= cargo
 PREFIX ?= /usr
 DESTDIR ?=
 TARGET := x86_64-unknown-linux-gnu
-RELEASE := target/release
-STATIC := target/$(TARGET)/release
+# Cargo's target directory: $CARGO_TARGET_DIR when set, as cargo itself does.
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+RELEASE := $(TARGET_DIR)/release
+STATIC := $(TARGET_DIR)/$(TARGET)/release
 export STRATUM_CACHE ?= $(HOME)/.cache/stratum
 
 # Build and test dependencies (Debian 12 package names).
 DEB_PACKAGES := libostree-dev ostree pkg-config qemu-system-x86 ovmf debootstrap fdisk \
-	mtools dosfstools grub-efi-amd64-bin e2fsprogs cpio zstd kmod gnupg systemd
+	mtools dosfstools grub-efi-amd64-bin e2fsprogs cpio zstd kmod gnupg systemd \
+	dpkg-dev apt-utils
 
 .PHONY: all deps build build-failpoints install test test-unit test-vm demo bench clean
 

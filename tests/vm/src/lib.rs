@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+pub mod aptrepo;
 mod qemu;
 pub use qemu::{Boot, Qemu, QemuOutcome};
 
@@ -24,6 +25,9 @@ pub use qemu::{Boot, Qemu, QemuOutcome};
 #[derive(Debug, Clone)]
 pub struct Project {
     pub root: PathBuf,
+    /// Cargo's target directory: `$CARGO_TARGET_DIR` when set (as for cargo and the
+    /// Makefile), else `target/` in the project.
+    pub target: PathBuf,
     pub cache: PathBuf,
     pub artifacts: PathBuf,
 }
@@ -39,11 +43,16 @@ impl Project {
             None => PathBuf::from(std::env::var_os("HOME").context("HOME is not set")?)
                 .join(".cache/stratum"),
         };
+        let target = match std::env::var_os("CARGO_TARGET_DIR") {
+            Some(t) => root.join(t),
+            None => root.join("target"),
+        };
         let artifacts = root.join("target/vm-artifacts");
         fs::create_dir_all(&artifacts)?;
         fs::create_dir_all(&cache)?;
         Ok(Project {
             root,
+            target,
             cache,
             artifacts,
         })
@@ -51,13 +60,13 @@ impl Project {
 
     /// The `stratum` binary built by `make build`.
     pub fn stratum(&self) -> PathBuf {
-        self.root.join("target/release/stratum")
+        self.target.join("release/stratum")
     }
 
     /// `stratum` built with the `failpoints` feature by `make build-failpoints`: the only build
     /// that honours `FAILPOINTS` (the one `make install` ships ignores it).
     pub fn stratum_failpoints(&self) -> PathBuf {
-        self.root.join("target/release/examples/stratum-failpoints")
+        self.target.join("release/examples/stratum-failpoints")
     }
 
     /// Replaces `/usr/bin/stratum` in a guest root by the failpoints build, for scenarios that
@@ -317,6 +326,28 @@ impl Results {
             .unwrap_or_default()
             .trim()
             .to_string()
+    }
+
+    /// Fails unless observation `name` of boot `n` is `expected`, saying what it was.
+    pub fn expect(&self, n: u32, name: &str, expected: &str) -> Result<()> {
+        let got = self.get(n, name);
+        if got != expected {
+            bail!("boot {n}: {name} is {got:?}, expected {expected:?}");
+        }
+        Ok(())
+    }
+
+    /// Fails unless the command recorded as exit status `rc` (`result RC $?`) of boot `n`
+    /// succeeded, with its stderr (observation `err`) in the message.
+    pub fn expect_success(&self, n: u32, rc: &str, err: &str, what: &str) -> Result<()> {
+        let status = self.get(n, rc);
+        if status != "0" {
+            bail!(
+                "boot {n}: {what} failed (exit status {status:?}):\n{}",
+                self.get(n, err)
+            );
+        }
+        Ok(())
     }
 }
 
