@@ -18,7 +18,7 @@ STATIC := $(TARGET_DIR)/$(TARGET)/release
 export STRATUM_CACHE ?= $(HOME)/.cache/stratum
 
 # Build and test dependencies (Debian 12 package names).
-DEB_PACKAGES := libostree-dev ostree pkg-config qemu-system-x86 ovmf debootstrap fdisk \
+DEB_PACKAGES := libostree-dev ostree pkg-config qemu-system-x86 ovmf debootstrap fdisk bubblewrap \
 	mtools dosfstools grub-efi-amd64-bin e2fsprogs cpio zstd kmod gnupg systemd \
 	dpkg-dev apt-utils
 
@@ -62,6 +62,11 @@ install:
 	install -d $(DESTDIR)$(PREFIX)/lib/systemd/system/multi-user.target.wants
 	for u in stratum-finalize-staged.path stratum-boot-complete.service; do \
 		ln -sf ../$$u $(DESTDIR)$(PREFIX)/lib/systemd/system/multi-user.target.wants/$$u; done
+	# Machine-specific SSH host keys, made before sshd starts (the unit does nothing
+	# without openssh-server).
+	for w in ssh.service.wants sshd.service.wants; do \
+		install -d $(DESTDIR)$(PREFIX)/lib/systemd/system/$$w; \
+		ln -sf ../stratum-ssh-host-keys.service $(DESTDIR)$(PREFIX)/lib/systemd/system/$$w/; done
 	for f in $$(ls dracut 2>/dev/null); do \
 		install -D -m 0755 dracut/$$f $(DESTDIR)$(PREFIX)/lib/dracut/modules.d/50stratum/$$f; done
 

@@ -7,8 +7,8 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    self, boot_complete, cleanup, compose, initramfs, initramfs_etc, install, kargs, pin, remote,
-    rollback, status, update, Globals,
+    self, boot_complete, cleanup, compose, initramfs, initramfs_etc, install, kargs, packages, pin,
+    remote, rollback, status, update, Globals,
 };
 
 /// Image-based OS updates: compose images, install them, deploy, roll back.
@@ -35,9 +35,26 @@ pub enum Command {
     /// Build images (commits) from root filesystems
     #[command(subcommand)]
     Compose(compose::ComposeCmd),
-    /// Install an image onto a new disk or directory
+    /// Layer Debian packages (PKG or ./FILE.deb) on the image, as a new deployment; or, with
+    /// `to-disk`/`to-filesystem`, install an image onto a new disk or directory.
+    ///
+    /// Packages come from the repositories in /etc/apt/sources.list.d, resolved by apt
+    /// against the image's own package database (base packages stay as they are). The
+    /// request is recorded and replayed on every new base image, so layered packages survive
+    /// upgrades. The deployment is staged (applied at shutdown) on a booted system.
+    Install(install::InstallArgs),
+    /// Remove layered packages (the new deployment is the base image plus what remains)
+    Uninstall(packages::UninstallOpts),
+    /// Remove, replace or restore packages of the base image
     #[command(subcommand)]
-    Install(install::InstallCmd),
+    Override(packages::OverrideCmd),
+    /// Fetch the package indexes of the configured repositories
+    RefreshMd,
+    /// Search the configured repositories for packages
+    Search(packages::SearchOpts),
+    /// List the packages of a commit, or compare two (added, removed, upgraded, downgraded)
+    #[command(subcommand)]
+    Db(packages::DbCmd),
     /// Manage the remotes updates are pulled from
     #[command(subcommand)]
     Remote(remote::RemoteCmd),
@@ -76,7 +93,15 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<i32> {
     match &cli.command {
         Command::Status(o) => status::run(g, o),
         Command::Compose(c) => compose::run(c),
-        Command::Install(c) => install::run(g, c),
+        Command::Install(a) => match &a.target {
+            Some(c) => install::run(g, c),
+            None => packages::install(g, &a.packages),
+        },
+        Command::Uninstall(o) => packages::uninstall(g, o),
+        Command::Override(c) => packages::override_cmd(g, c),
+        Command::RefreshMd => packages::refresh_md(g),
+        Command::Search(o) => packages::search(g, o),
+        Command::Db(c) => packages::db(g, c),
         Command::Remote(c) => remote::run(g, c),
         Command::Upgrade(o) => update::upgrade(g, o),
         Command::Deploy(o) => update::deploy(g, o),
@@ -118,10 +143,30 @@ mod tests {
             "console=ttyS0",
         ])
         .unwrap();
-        let Command::Install(install::InstallCmd::ToDisk(o)) = cli.command else {
+        let Command::Install(install::InstallArgs {
+            target: Some(install::InstallCmd::ToDisk(o)),
+            ..
+        }) = cli.command
+        else {
             panic!()
         };
         assert_eq!(o.source.kargs, vec!["console=ttyS0"]);
         assert_eq!(o.size, "4G");
+    }
+
+    #[test]
+    fn parses_install_of_packages() {
+        let cli =
+            Cli::try_parse_from(["stratum", "install", "htop", "./x.deb", "--dry-run"]).unwrap();
+        let Command::Install(install::InstallArgs {
+            target: None,
+            packages,
+        }) = cli.command
+        else {
+            panic!()
+        };
+        assert_eq!(packages.packages, vec!["htop", "./x.deb"]);
+        assert!(packages.change.dry_run);
+        assert!(Cli::try_parse_from(["stratum", "install"]).is_err());
     }
 }

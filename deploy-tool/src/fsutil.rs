@@ -87,6 +87,27 @@ pub fn remove_any(path: &Path) -> Result<()> {
     }
 }
 
+/// The SHA-256 (hex) of the files' contents, one after the other.
+pub fn sha256_files(paths: &[&Path]) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    for path in paths {
+        let mut f = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        loop {
+            let n = f
+                .read(&mut buf)
+                .with_context(|| format!("reading {}", path.display()))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
 /// Copies a directory tree preserving modes, ownership, timestamps, symlinks and xattrs
 /// (`cp -a`). Used where the copy must not share inodes with its source, e.g. a deployment's
 /// writable `/etc`, whose files would otherwise be hardlinks into the repository.

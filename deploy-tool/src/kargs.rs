@@ -2,9 +2,13 @@
 //! libostree's `OstreeKernelArgs`).
 //!
 //! Parsing is the boot contract's own parser ([`Cmdline`]), so what is written is read back
-//! exactly as `stratum-prepare-root` and the kernel read it: double quotes group words and are
-//! removed, values may contain `=`, keys may repeat. Keys are compared exactly, as libostree
-//! does (the kernel's `-`/`_` equivalence is not applied when editing).
+//! exactly as `stratum-prepare-root` and the kernel read it: double quotes group words and the
+//! kernel's quote removal applies, values may contain `=`, keys may repeat. Keys are compared
+//! exactly, as libostree does (the kernel's `-`/`_` equivalence is not applied when editing).
+//!
+//! Every argument is kept in its canonical text, the one the kernel receives (`"k=a b"` for
+//! `k="a b"`), and must pass [`entry::validate_karg`], so that no change is accepted that the
+//! boot path would alter.
 //!
 //! The rules, as libostree and rpm-ostree apply them:
 //! - `--delete K` removes `K`'s only argument whatever its value; when `K` has several, it
@@ -21,8 +25,10 @@
 //!   the fix of its issue #4718).
 //! - Order of application: delete, replace, append, append-if-missing, delete-if-present.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use stratum_prepare_root::cmdline::{Cmdline, Param};
+
+use crate::bootset::entry::{self, is_reserved};
 
 /// The kernel arguments of one deployment, in order, without `ostree=`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -30,8 +36,6 @@ pub struct Kargs {
     params: Vec<Param>,
 }
 
-/// Arguments only the writer may set (it adds `ostree=` to every entry).
-const RESERVED: &[&str] = &[stratum_prepare_root::KARG_OSTREE];
 /// Arguments that may be changed but not removed: without them the system cannot boot.
 const REQUIRED: &[&str] = &["root"];
 
@@ -85,20 +89,21 @@ impl Edits {
     }
 }
 
-/// Rejects what cannot be one kernel argument in a BLS `options` line.
-fn check_chars(what: &str, s: &str) -> Result<()> {
-    if s.contains(['\n', '\r', '\0']) {
-        bail!("{what} {s:?} contains a newline or NUL; a kernel argument is one line of text");
-    }
-    if s.matches('"').count() % 2 == 1 {
-        bail!("{what} {s:?} has an unbalanced double quote");
-    }
-    Ok(())
+/// Checks that `p`, written canonically, reaches the kernel exactly (`given` is what the
+/// administrator or the image wrote, for the message).
+fn check_passes(given: &str, p: &Param) -> Result<()> {
+    let text = p.to_string();
+    entry::validate_karg(&text).with_context(|| {
+        if text == given {
+            format!("kernel argument {given:?} is refused")
+        } else {
+            format!("kernel argument {given:?} (written {text}) is refused")
+        }
+    })
 }
-
 /// Parses one argument as given on the command line (`K`, `K=V`, `K="a b"`).
 pub fn parse_one(arg: &str) -> Result<Param> {
-    check_chars("kernel argument", arg)?;
+    entry::check_input("kernel argument", arg)?;
     let c = Cmdline::parse(arg);
     let mut params: Vec<&Param> = c.iter().collect();
     if !c.init_args().is_empty() || arg.split_whitespace().any(|w| w == "--") {
@@ -116,6 +121,7 @@ pub fn parse_one(arg: &str) -> Result<Param> {
     if p.key.is_empty() {
         bail!("kernel argument {arg:?} has an empty key");
     }
+    check_passes(arg, &p)?;
     Ok(p)
 }
 
@@ -127,13 +133,8 @@ pub fn check_settable(arg: &str) -> Result<Param> {
     Ok(p)
 }
 
-/// Whether `key` is written by the boot-set writer alone (`ostree=`).
-pub fn is_reserved(key: &str) -> bool {
-    RESERVED.contains(&key)
-}
-
 fn reserved(p: &Param) -> Result<()> {
-    if RESERVED.contains(&p.key.as_str()) {
+    if is_reserved(&p.key) {
         bail!(
             "{}= is written by stratum itself and cannot be edited",
             p.key
@@ -154,25 +155,31 @@ impl Kargs {
     /// Parses a whole command line (an `options` line, `/proc/cmdline`, an edited file).
     /// Fails on what the writer could not write back faithfully.
     pub fn parse(s: &str) -> Result<Kargs> {
-        check_chars("kernel command line", s)?;
+        entry::check_input("kernel command line", s)?;
         let c = Cmdline::parse(s);
         if !c.init_args().is_empty() {
             bail!("`--` (arguments for init) is not supported in kernel arguments");
         }
         let params: Vec<Param> = c.iter().cloned().collect();
-        if let Some(p) = params.iter().find(|p| p.key.is_empty()) {
-            bail!("kernel argument {p} has an empty key");
+        for p in &params {
+            if p.key.is_empty() {
+                bail!("kernel argument {p} has an empty key");
+            }
+            check_passes(&p.to_string(), p)?;
         }
         Ok(Kargs { params })
     }
 
-    /// From a deployment's list (each element one argument as the writer stores it).
-    pub fn from_list(list: &[String]) -> Result<Kargs> {
-        let mut params = Vec::new();
-        for a in list {
-            params.push(parse_one(a)?);
+    /// From a deployment's list (each element one argument as the writer stores it). Not
+    /// checked again, so that an argument written by an older version or by OSTree can still
+    /// be deleted; the writer checks what it writes.
+    pub fn from_list(list: &[String]) -> Kargs {
+        Kargs {
+            params: list
+                .iter()
+                .flat_map(|a| Cmdline::parse(a).iter().cloned().collect::<Vec<_>>())
+                .collect(),
         }
-        Ok(Kargs { params })
     }
 
     /// The list the writer stores (quoted where needed, so parsing gives it back).
@@ -363,11 +370,7 @@ impl Kargs {
     /// A replacement (editor result, imported command line) must not carry `ostree=` and
     /// must keep `root=` when there was one.
     pub fn check_result(&self, new: &Kargs) -> Result<()> {
-        if let Some(p) = new
-            .params
-            .iter()
-            .find(|p| RESERVED.contains(&p.key.as_str()))
-        {
+        if let Some(p) = new.params.iter().find(|p| is_reserved(&p.key)) {
             bail!("{p}: ostree= is written by stratum itself and cannot be edited");
         }
         for key in REQUIRED {
@@ -434,7 +437,7 @@ mod tests {
         assert_eq!(edit("a=1", |x| x.append("a=1")).unwrap(), "a=1 a=1");
         assert_eq!(
             edit("rw", |x| x.append("foo=\"a b\"")).unwrap(),
-            "rw foo=\"a b\""
+            "rw \"foo=a b\""
         );
         assert_eq!(
             edit("rw", |x| x.append("rootflags=data=ordered")).unwrap(),
@@ -563,8 +566,73 @@ mod tests {
     fn list_round_trip() {
         let x = k("root=UUID=1 foo=\"a b\" k= rw");
         let l = x.to_list();
-        assert_eq!(l, vec!["root=UUID=1", "foo=\"a b\"", "k=", "rw"]);
-        assert_eq!(Kargs::from_list(&l).unwrap(), x);
+        assert_eq!(l, vec!["root=UUID=1", "\"foo=a b\"", "k=", "rw"]);
+        assert_eq!(Kargs::from_list(&l), x);
+    }
+
+    /// What an administrator may write, and the text the kernel then receives (and which the
+    /// entry's `options` line holds).
+    #[test]
+    fn awkward_values_are_kept_as_the_kernel_receives_them() {
+        for (given, stored) in [
+            (r#"q="a b""#, r#""q=a b""#),
+            (r#""q=a b""#, r#""q=a b""#),
+            (r#"q="ab""#, "q=ab"),
+            (r"q=it\'s", r"q=it\'s"),
+            (r#"q=say\"hi\""#, r#"q=say\"hi\""#),
+            (r"q=C:\\dir", r"q=C:\\dir"),
+            (r#""q=x \'y\' \"z\" \\ w""#, r#""q=x \'y\' \"z\" \\ w""#),
+            ("q=$HOME;#x`y`", "q=$HOME;#x`y`"),
+            ("q=é日本", "q=é日本"),
+            (r#"q="voilà x""#, r#""q=voilà x""#),
+        ] {
+            assert_eq!(
+                edit("rw", |x| x.append(given)).unwrap(),
+                format!("rw {stored}")
+            );
+            // The stored text is read back as the same argument.
+            let back = k(&format!("rw {stored}"));
+            assert_eq!(back.to_list(), vec!["rw", stored], "{given}");
+            // And deleted by what was given.
+            assert_eq!(
+                edit(&format!("rw {stored}"), |x| x.delete(given)).unwrap(),
+                "rw"
+            );
+        }
+    }
+
+    /// What cannot reach the kernel exactly through GRUB 2.06 is refused, saying why.
+    #[test]
+    fn values_the_boot_path_would_alter_are_refused() {
+        for (given, why) in [
+            (r"q=C:\dir", "backslash"),
+            ("q=it's", "backslash before every"),
+            (r#"q=a"b"c"#, "backslash before every"),
+            (r#"q="a "b" c""#, "backslash before every"),
+            (r#""q=a\" b\"""#, "2 kernel arguments"),
+            ("q=voilà", "0xA0"),
+            ("q=\u{a0}", "0xA0"),
+            (r#"q="voilà""#, "0xA0"),
+            (r"q=\\x41", "Fedora"),
+            ("q=\"a\tb\"", "control"),
+            (r#"q=""x""#, "double quote"),
+        ] {
+            let e = format!("{:#}", edit("rw", |x| x.append(given)).unwrap_err());
+            assert!(e.contains(why), "{given}: {e}");
+        }
+        // A whole command line (editor, /proc/cmdline) is held to the same rule.
+        assert!(Kargs::parse(r"rw q=C:\dir").is_err());
+        assert!(parse_editor_text("rw q=voilà\n").is_err());
+    }
+
+    #[test]
+    fn arguments_stored_earlier_can_be_deleted() {
+        let old = Kargs::from_list(&["rw".into(), r"q=C:\dir".into()]);
+        let edits = Edits {
+            delete: vec!["q".into()],
+            ..Default::default()
+        };
+        assert_eq!(old.edited(&edits).unwrap().to_string(), "rw");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! | [`compose`] | root directory -> postprocessed tree -> commit |
 //! | [`install`] | a new sysroot (directory or GPT disk image) from a commit |
 //! | [`deployment`] | the one new-deployment pipeline, finalize, rollback/cleanup/pin |
+//! | [`layering`] | Debian packages on the base: requests, apt, package cache, sandbox |
 //! | [`counting`] | boot counting: trials, health checks, boot-complete, the boot-set commit |
 //! | [`state`] | the one reader of a sysroot's state: boot set, booted, staged, origins |
 //! | [`bootset`] | the entry codec, the GRUB writer and formats, durability, garbage |
@@ -29,6 +30,7 @@ pub mod deployment;
 pub mod fsutil;
 pub mod install;
 pub mod kargs;
+pub mod layering;
 pub mod lock;
 pub mod remote;
 pub mod repo;

@@ -154,6 +154,67 @@ pub fn commit_info(repo: &ostree::Repo, checksum: &str) -> Result<CommitInfo> {
     })
 }
 
+/// Commit metadata of a layered commit: the base commit it was made from (`s`).
+pub const BASE_COMMIT: &str = "stratum.base-commit";
+
+/// The metadata dictionary of `checksum`.
+pub fn commit_metadata(repo: &ostree::Repo, checksum: &str) -> Result<glib::VariantDict> {
+    let (commit, _) = repo
+        .load_commit(checksum)
+        .with_context(|| format!("loading commit {checksum}"))?;
+    Ok(glib::VariantDict::new(Some(&commit.child_value(0))))
+}
+
+/// The base commit of `checksum`: the image it was layered on, or itself when it is not a
+/// layered commit. Reads only metadata, so it works after the base's objects are pruned.
+pub fn base_commit(repo: &ostree::Repo, checksum: &str) -> Result<String> {
+    let meta = commit_metadata(repo, checksum)?;
+    Ok(meta
+        .lookup::<String>(BASE_COMMIT)
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| checksum.to_string()))
+}
+
+/// The contents of the file at `path` (relative, no leading `/`) in `commit`, `None` when
+/// there is no such file.
+pub fn read_file(repo: &ostree::Repo, commit: &str, path: &str) -> Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    let (root, _) = repo
+        .read_commit(commit, gio::Cancellable::NONE)
+        .with_context(|| format!("reading commit {commit}"))?;
+    let f = root
+        .resolve_relative_path(path)
+        .downcast::<ostree::RepoFile>()
+        .map_err(|_| anyhow::anyhow!("not a repository file"))?;
+    if let Err(e) = f.ensure_resolved() {
+        if e.matches(gio::IOErrorEnum::NotFound) {
+            return Ok(None);
+        }
+        return Err(e).with_context(|| format!("reading /{path} in commit {commit}"));
+    }
+    match f.query_info(
+        "standard::type",
+        gio::FileQueryInfoFlags::NOFOLLOW_SYMLINKS,
+        gio::Cancellable::NONE,
+    ) {
+        Ok(i) if i.file_type() == gio::FileType::Regular => {}
+        Ok(_) => return Ok(None),
+        Err(e) if e.matches(gio::IOErrorEnum::NotFound) => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading /{path} in commit {commit}")),
+    }
+    let (stream, _, _) = repo
+        .load_file(&f.checksum(), gio::Cancellable::NONE)
+        .with_context(|| format!("loading /{path} of commit {commit}"))?;
+    let mut out = Vec::new();
+    if let Some(s) = stream {
+        s.into_read()
+            .read_to_end(&mut out)
+            .with_context(|| format!("reading /{path} of commit {commit}"))?;
+    }
+    Ok(Some(out))
+}
+
 /// Checks that `commit` may be deployed as `refname`: when it carries `ostree.ref-binding`,
 /// the list must name `refname`. (libostree checks the same on every pull of a ref; this
 /// covers commits that were already in the repository.) Commits without the metadata, from
@@ -193,10 +254,56 @@ pub fn commit_dir(
     timestamp: Option<u64>,
 ) -> Result<String> {
     let parent = repo.resolve_rev(refname, true)?.map(|s| s.to_string());
+    let meta = glib::VariantDict::new(None);
+    if let Some(v) = version {
+        meta.insert("version", v);
+    }
+    meta.insert("ostree.bootable", true);
+    // The refs (and collection) the commit is published under, as `ostree commit
+    // --bind-ref` records them: libostree refuses to pull it under any other ref, so a
+    // mirror cannot pass one branch's build off as another's.
+    meta.insert(REF_BINDING, &[refname][..]);
+    if let Some(collection) = repo.collection_id() {
+        meta.insert(COLLECTION_BINDING, collection.as_str());
+    }
+    write_commit(
+        repo,
+        dir,
+        &NewCommit {
+            parent: parent.as_deref(),
+            subject,
+            metadata: meta.end(),
+            timestamp,
+            refname: Some(refname),
+            devino: None,
+        },
+    )
+}
+
+/// A commit to write with [`write_commit`].
+pub struct NewCommit<'a> {
+    pub parent: Option<&'a str>,
+    pub subject: &'a str,
+    /// The commit metadata (`a{sv}`).
+    pub metadata: glib::Variant,
+    /// Seconds since the epoch [default: now].
+    pub timestamp: Option<u64>,
+    /// The ref to point at the commit, in the same transaction.
+    pub refname: Option<&'a str>,
+    /// Files checked out with this cache are not read again (their checksums are known).
+    pub devino: Option<&'a ostree::RepoDevInoCache>,
+}
+
+/// Writes the directory `dir` as a commit in one transaction: a complete commit (and its
+/// ref) or nothing.
+pub fn write_commit(repo: &ostree::Repo, dir: &Path, c: &NewCommit) -> Result<String> {
     repo.prepare_transaction(gio::Cancellable::NONE)?;
     let result = (|| -> Result<String> {
         let mtree = ostree::MutableTree::new();
         let modifier = ostree::RepoCommitModifier::new(ostree::RepoCommitModifierFlags::NONE, None);
+        if let Some(cache) = c.devino {
+            modifier.set_devino_cache(cache);
+        }
         repo.write_directory_to_mtree(
             &gio::File::for_path(dir),
             &mtree,
@@ -208,39 +315,28 @@ pub fn commit_dir(
         let root = root
             .downcast::<ostree::RepoFile>()
             .map_err(|_| anyhow::anyhow!("write_mtree did not return a repository file"))?;
-        let meta = glib::VariantDict::new(None);
-        if let Some(v) = version {
-            meta.insert("version", v);
-        }
-        meta.insert("ostree.bootable", true);
-        // The refs (and collection) the commit is published under, as `ostree commit
-        // --bind-ref` records them: libostree refuses to pull it under any other ref, so a
-        // mirror cannot pass one branch's build off as another's.
-        meta.insert(REF_BINDING, &[refname][..]);
-        if let Some(collection) = repo.collection_id() {
-            meta.insert(COLLECTION_BINDING, collection.as_str());
-        }
-        let meta = meta.end();
-        let csum = match timestamp {
+        let csum = match c.timestamp {
             Some(t) => repo.write_commit_with_time(
-                parent.as_deref(),
-                Some(subject),
+                c.parent,
+                Some(c.subject),
                 None,
-                Some(&meta),
+                Some(&c.metadata),
                 &root,
                 t,
                 gio::Cancellable::NONE,
             )?,
             None => repo.write_commit(
-                parent.as_deref(),
-                Some(subject),
+                c.parent,
+                Some(c.subject),
                 None,
-                Some(&meta),
+                Some(&c.metadata),
                 &root,
                 gio::Cancellable::NONE,
             )?,
         };
-        repo.transaction_set_ref(None, refname, Some(csum.as_str()));
+        if let Some(r) = c.refname {
+            repo.transaction_set_ref(None, r, Some(csum.as_str()));
+        }
         repo.commit_transaction(gio::Cancellable::NONE)?;
         Ok(csum.to_string())
     })();
@@ -272,12 +368,49 @@ pub fn checkout(repo: &ostree::Repo, commit: &str, dest: &Path) -> Result<()> {
     // No per-file fsync: the caller syncs the whole filesystem once before the checkout is
     // renamed into place (what OSTree does too; fsyncing thousands of files one by one costs
     // far more than one syncfs).
-    let opts = ostree::RepoCheckoutAtOptions {
-        mode: ostree::RepoCheckoutMode::None,
-        no_copy_fallback: false,
-        enable_fsync: false,
-        ..Default::default()
-    };
+    checkout_with(
+        repo,
+        commit,
+        dest,
+        ostree::RepoCheckoutAtOptions {
+            mode: ostree::RepoCheckoutMode::None,
+            no_copy_fallback: false,
+            enable_fsync: false,
+            ..Default::default()
+        },
+    )
+}
+
+/// Checks `commit` out into the existing tree `dest`, as hardlinks, adding its files: a
+/// file that exists already must be identical, or this fails naming it. `devino` learns the
+/// checksums of the files linked, so committing the tree later does not read them again.
+pub fn checkout_union(
+    repo: &ostree::Repo,
+    commit: &str,
+    dest: &Path,
+    devino: &ostree::RepoDevInoCache,
+) -> Result<()> {
+    checkout_with(
+        repo,
+        commit,
+        dest,
+        ostree::RepoCheckoutAtOptions {
+            mode: ostree::RepoCheckoutMode::None,
+            overwrite_mode: ostree::RepoCheckoutOverwriteMode::UnionIdentical,
+            no_copy_fallback: true,
+            enable_fsync: false,
+            devino_to_csum_cache: Some(devino.clone()),
+            ..Default::default()
+        },
+    )
+}
+
+fn checkout_with(
+    repo: &ostree::Repo,
+    commit: &str,
+    dest: &Path,
+    opts: ostree::RepoCheckoutAtOptions,
+) -> Result<()> {
     repo.checkout_at(
         Some(&opts),
         libc_at_fdcwd(),
@@ -285,7 +418,7 @@ pub fn checkout(repo: &ostree::Repo, commit: &str, dest: &Path) -> Result<()> {
         commit,
         gio::Cancellable::NONE,
     )
-    .with_context(|| format!("checking out {commit} to {}", dest.display()))
+    .with_context(|| format!("checking out {commit} into {}", dest.display()))
 }
 
 fn libc_at_fdcwd() -> i32 {

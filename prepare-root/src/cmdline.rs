@@ -1,10 +1,17 @@
-//! Parser for the kernel command line (`/proc/cmdline`), following the kernel's own rules.
+//! Parser for the kernel command line (`/proc/cmdline`), following the kernel's own rules
+//! (`next_arg` in its `lib/cmdline.c`, `parse_args` in `kernel/params.c`), byte for byte.
 //!
-//! Parameters are separated by whitespace; double quotes group text containing spaces and may
-//! start in the middle of a word (`foo="a b"`); they are removed from the result. A bare `--`
-//! ends the kernel's parameters: everything after it belongs to init. Keys may repeat, values
-//! may contain `=` (the split is at the first one), and `-` and `_` are equivalent in keys, as
-//! the kernel treats them in parameter names.
+//! - Parameters are separated by the bytes the kernel's `isspace` accepts: ASCII whitespace
+//!   and 0xA0 (Latin-1 no-break space, which is also the second byte of UTF-8 characters such
+//!   as `à` = C3 A0).
+//! - A double quote switches quoting on or off wherever it is, and a space inside quotes does
+//!   not separate. The kernel removes only a quote that opens the parameter (`"foo=a b"`) or
+//!   its value (`foo="a b"`), each with the parameter's last byte when that is a quote too;
+//!   any other quote stays in the value. There are no escapes: a backslash is an ordinary
+//!   byte.
+//! - A bare `--` (also written `"--"`) ends the kernel's parameters: everything after it
+//!   belongs to init. Keys may repeat, values may contain `=` (the split is at the first one),
+//!   and `-` and `_` are equivalent in keys, as the kernel treats them in parameter names.
 
 use std::fmt;
 
@@ -24,6 +31,12 @@ pub struct Cmdline {
     init_args: Vec<String>,
 }
 
+/// Whether the kernel's `isspace` accepts `b` (its `lib/ctype.c` table): ASCII whitespace and
+/// 0xA0.
+pub fn is_kernel_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | 0xa0)
+}
+
 /// Compares parameter names the way the kernel does: `-` and `_` are the same character.
 fn key_eq(a: &str, b: &str) -> bool {
     a.len() == b.len()
@@ -33,57 +46,99 @@ fn key_eq(a: &str, b: &str) -> bool {
         })
 }
 
-/// Splits `s` into words, honouring double quotes; returns (word, was_quoted_anywhere).
-fn split_words(s: &str) -> Vec<(String, bool)> {
-    let mut words = Vec::new();
-    let mut cur = String::new();
-    let mut in_word = false;
-    let mut in_quote = false;
-    let mut quoted = false;
-    for c in s.chars() {
-        if c == '"' {
+/// The kernel's `next_arg`: splits the parameter at the start of `s` (no leading spaces) into
+/// its key and value, with the kernel's quote removal. Returns the rest of `s`, spaces skipped.
+fn next_arg(s: &[u8]) -> (&[u8], Option<&[u8]>, &[u8]) {
+    let (mut arg, quoted) = match s.strip_prefix(b"\"") {
+        Some(rest) => (rest, true),
+        None => (s, false),
+    };
+    let mut in_quote = quoted;
+    let mut equals = None;
+    let mut end = arg.len();
+    for (i, &b) in arg.iter().enumerate() {
+        if is_kernel_space(b) && !in_quote {
+            end = i;
+            break;
+        }
+        if b == b'=' && equals.is_none() {
+            equals = Some(i);
+        }
+        if b == b'"' {
             in_quote = !in_quote;
-            in_word = true;
-            quoted = true;
-        } else if c.is_whitespace() && !in_quote {
-            if in_word {
-                words.push((std::mem::take(&mut cur), quoted));
-            }
-            in_word = false;
-            quoted = false;
-        } else {
-            cur.push(c);
-            in_word = true;
         }
     }
-    if in_word {
-        words.push((cur, quoted));
-    }
-    words
+    let rest = arg.get(end + 1..).unwrap_or_default();
+    arg = &arg[..end];
+    // The kernel cuts the parameter's last byte when it is a quote and the value or the whole
+    // parameter opened with one; it does so once even when both did.
+    let mut cut_last = quoted;
+    let (key, value) = match equals {
+        None => (arg, None),
+        Some(e) => {
+            let mut v = &arg[e + 1..];
+            if let Some(unquoted) = v.strip_prefix(b"\"") {
+                v = unquoted;
+                cut_last = true;
+            }
+            (&arg[..e], Some(v))
+        }
+    };
+    let cut = |x: &'_ [u8]| -> usize {
+        if cut_last && arg.last() == Some(&b'"') && !x.is_empty() {
+            x.len() - 1
+        } else {
+            x.len()
+        }
+    };
+    let (key, value) = match value {
+        // The last byte is the value's (or, for `k="`, the opening quote already removed).
+        Some(v) if !v.is_empty() => (key, Some(&v[..cut(v)])),
+        Some(v) => (key, Some(v)),
+        None => (&key[..cut(key)], None),
+    };
+    let skip = rest
+        .iter()
+        .position(|&b| !is_kernel_space(b))
+        .unwrap_or(rest.len());
+    (key, value, &rest[skip..])
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
 }
 
 impl Cmdline {
-    /// Parses a command line; never fails (the kernel accepts anything too).
+    /// Parses a command line as the kernel does; never fails (the kernel accepts anything
+    /// too). Bytes that are not UTF-8 become U+FFFD.
     pub fn parse(s: &str) -> Cmdline {
         let mut out = Cmdline::default();
-        let mut words = split_words(s).into_iter();
-        for (word, quoted) in words.by_ref() {
-            if word == "--" && !quoted {
-                break;
+        let mut rest = s.as_bytes();
+        let skip = rest
+            .iter()
+            .position(|&b| !is_kernel_space(b))
+            .unwrap_or(rest.len());
+        rest = &rest[skip..];
+        let mut after_dashes = false;
+        while !rest.is_empty() {
+            let (key, value, next) = next_arg(rest);
+            rest = next;
+            if after_dashes {
+                out.init_args.push(match value {
+                    Some(v) => format!("{}={}", text(key), text(v)),
+                    None => text(key),
+                });
+                continue;
             }
-            let param = match word.split_once('=') {
-                Some((k, v)) => Param {
-                    key: k.to_string(),
-                    value: Some(v.to_string()),
-                },
-                None => Param {
-                    key: word,
-                    value: None,
-                },
-            };
-            out.params.push(param);
+            if key == b"--" && value.is_none() {
+                after_dashes = true;
+                continue;
+            }
+            out.params.push(Param {
+                key: text(key),
+                value: value.map(text),
+            });
         }
-        out.init_args = words.map(|(w, _)| w).collect();
         out
     }
 
@@ -133,22 +188,23 @@ impl Cmdline {
     }
 }
 
-/// Quotes a word if it contains whitespace or is empty, so that parsing it again gives it back.
-fn quote(s: &str) -> String {
-    if s.is_empty() || s == "--" || s.chars().any(char::is_whitespace) {
-        format!("\"{s}\"")
-    } else {
-        s.to_string()
-    }
+fn has_kernel_space(s: &str) -> bool {
+    s.bytes().any(is_kernel_space)
 }
 
+/// The text of a parameter as the kernel reads it back: as it is, or in double quotes as a
+/// whole (`"key=a b"`) when it contains a space. The quotes go around the whole parameter, not
+/// the value, because that is the only form GRUB's `linux` command produces.
 impl fmt::Display for Param {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let quote = self.key.is_empty()
+            || self.key == "--"
+            || has_kernel_space(&self.key)
+            || self.value.as_deref().is_some_and(has_kernel_space);
+        let q = if quote { "\"" } else { "" };
         match &self.value {
-            None => f.write_str(&quote(&self.key)),
-            // `key=` already means an empty value; no quotes needed.
-            Some(v) if v.is_empty() => write!(f, "{}=", quote(&self.key)),
-            Some(v) => write!(f, "{}={}", quote(&self.key), quote(v)),
+            None => write!(f, "{q}{}{q}", self.key),
+            Some(v) => write!(f, "{q}{}={v}{q}", self.key),
         }
     }
 }
@@ -158,7 +214,20 @@ impl fmt::Display for Cmdline {
         let mut words: Vec<String> = self.params.iter().map(|p| p.to_string()).collect();
         if !self.init_args.is_empty() {
             words.push("--".to_string());
-            words.extend(self.init_args.iter().map(|a| quote(a)));
+            words.extend(self.init_args.iter().map(|a| {
+                match a.split_once('=') {
+                    Some((k, v)) => Param {
+                        key: k.to_string(),
+                        value: Some(v.to_string()),
+                    }
+                    .to_string(),
+                    None => Param {
+                        key: a.clone(),
+                        value: None,
+                    }
+                    .to_string(),
+                }
+            }));
         }
         f.write_str(&words.join(" "))
     }
@@ -189,13 +258,42 @@ mod tests {
         }
     }
 
+    /// What the kernel's `next_arg` makes of each input: (key, value) per parameter.
     #[test]
-    fn quotes() {
-        let c = Cmdline::parse(r#""foo=a b" bar="c d e" x=y"z w"v"#);
-        assert_eq!(c.get("foo"), Some("a b"));
-        assert_eq!(c.get("bar"), Some("c d e"));
-        assert_eq!(c.get("x"), Some("yz wv"));
-        assert_eq!(c.iter().count(), 3);
+    fn quotes_as_the_kernel_removes_them() {
+        type Want<'a> = &'a [(&'a str, Option<&'a str>)];
+        let table: &[(&str, Want)] = &[
+            (r#""foo=a b""#, &[("foo", Some("a b"))]),
+            (r#"bar="c d e""#, &[("bar", Some("c d e"))]),
+            // Quotes elsewhere group but stay in the value.
+            (r#"x=y"z w"v"#, &[("x", Some(r#"y"z w"v"#))]),
+            (r#"k="a"b"#, &[("k", Some(r#"a"b"#))]),
+            (r#""k="v"""#, &[("k", Some(r#"v""#))]),
+            (r#""k""#, &[("k", None)]),
+            (r#"k="""#, &[("k", Some(""))]),
+            (r#"k=""#, &[("k", Some(""))]),
+            (r#""k k"=v"#, &[(r#"k k""#, Some("v"))]),
+            // No escapes: a backslash is a byte like any other, and \" still toggles quoting.
+            (
+                r#"k=a\"b c\"d e"#,
+                &[("k", Some(r#"a\"b c\"d"#)), ("e", None)],
+            ),
+            (r"k=C:\\x\'y", &[("k", Some(r"C:\\x\'y"))]),
+            // An odd quote swallows the rest of the line.
+            (r#"a=" b c"#, &[("a", Some(" b c"))]),
+            // 0xA0 separates, as ASCII whitespace does; inside quotes it does not.
+            ("k=voilà z", &[("k", Some("voil\u{FFFD}")), ("z", None)]),
+            ("\"k=voilà z\"", &[("k", Some("voilà z"))]),
+            (" \t a \n", &[("a", None)]),
+        ];
+        for (input, want) in table {
+            let c = Cmdline::parse(input);
+            let got: Vec<(&str, Option<&str>)> = c
+                .iter()
+                .map(|p| (p.key.as_str(), p.value.as_deref()))
+                .collect();
+            assert_eq!(&got, want, "{input:?}");
+        }
     }
 
     #[test]
@@ -204,10 +302,12 @@ mod tests {
         assert_eq!(c.iter().count(), 1);
         assert_eq!(c.init_args(), &["single", "a b", "x=1"]);
         assert!(!c.has("x"));
-        // A quoted "--" is a normal parameter.
+        // The kernel removes the quotes before it compares with "--".
         let c = Cmdline::parse("\"--\" a");
-        assert_eq!(c.iter().count(), 2);
-        assert!(c.init_args().is_empty());
+        assert_eq!(c.iter().count(), 0);
+        assert_eq!(c.init_args(), &["a"]);
+        // "--=x" is a parameter.
+        assert_eq!(Cmdline::parse("--=x").iter().count(), 1);
     }
 
     #[test]
@@ -249,15 +349,17 @@ mod tests {
     #[test]
     fn round_trip() {
         for s in [
-            r#"root=UUID=x foo="a b" "k k"=v ro -- single "c d""#,
-            "a=  b=\"\" \"--\" -- --",
+            r#"root=UUID=x foo="a b" "k k=v" ro -- single "c d""#,
+            "a=  b=\"\" -- --",
             "x=1=2 y",
+            r#"q=\"a\" "w=\"x\" y" z=C:\\d"#,
         ] {
             let c = Cmdline::parse(s);
             let again = Cmdline::parse(&c.to_string());
             assert_eq!(c, again, "{s} -> {c}");
         }
-        let c = Cmdline::parse("foo=\"a b\" e=");
-        assert_eq!(c.to_string(), "foo=\"a b\" e=");
+        // Spaces are quoted around the whole parameter, as GRUB writes it.
+        let c = Cmdline::parse("foo=\"a b\" e= \"g=h\"");
+        assert_eq!(c.to_string(), "\"foo=a b\" e= g=h");
     }
 }

@@ -9,8 +9,13 @@
 //!
 //! Everything that goes into an entry is checked here before anything is written:
 //! - kernel versions become file names and a line of the entry: letters, digits and `._+~-`;
-//! - kernel arguments are one word each without control characters (a newline would inject
-//!   lines into the entry and the GRUB menu);
+//! - kernel arguments ([`validate_karg`]): each is stored as the exact text the kernel must
+//!   receive, the same in the entry's `options` line, in `/proc/cmdline` after a GRUB boot and
+//!   after a systemd-boot boot. It must be one argument as the kernel reads it, written
+//!   canonically (double quotes around the whole argument when it has a space, as GRUB writes
+//!   them), without control characters (a newline would inject lines into the entry and the
+//!   GRUB menu), and a text that GRUB 2.06's `linux` command can produce (see
+//!   [`super::grubcfg::linux_word`]);
 //! - the whole command line must fit the kernel's limit. On x86 the kernel keeps at most
 //!   `COMMAND_LINE_SIZE - 1` = 2047 bytes, and GRUB 2.06's `linux` command truncates what it
 //!   passes to that size *after* prepending `BOOT_IMAGE=<path> `, silently. A longer line is
@@ -23,8 +28,11 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use stratum_prepare_root::cmdline::Cmdline;
 
-use super::bls;
+use super::{bls, grubcfg};
 use crate::sysroot::{parse_deploy_name, Deployment, Sysroot};
+
+/// Arguments only this codec writes: `ostree=` names the deployment to boot.
+const RESERVED: &[&str] = &[stratum_prepare_root::KARG_OSTREE];
 
 /// The longest kernel command line the kernel keeps on x86 (`COMMAND_LINE_SIZE` is 2048,
 /// including the terminating NUL).
@@ -120,8 +128,52 @@ pub fn validate_kver(kver: &str) -> Result<()> {
     Ok(())
 }
 
-/// Checks one kernel argument as it will be written: a non-empty word without control
-/// characters.
+/// Whether `key` is written by this codec alone (`ostree=`).
+pub fn is_reserved(key: &str) -> bool {
+    RESERVED.contains(&key)
+}
+
+/// Whether `c`'s UTF-8 encoding contains the byte 0xA0, which the kernel takes for a space
+/// (`à` is C3 A0, the no-break space C2 A0).
+fn has_a0(c: char) -> bool {
+    c.encode_utf8(&mut [0; 4]).bytes().any(|b| b == 0xa0)
+}
+
+fn a0_reason(c: char) -> String {
+    format!(
+        "{c:?} (U+{:04X}) is encoded in UTF-8 with the byte 0xA0, which the kernel takes for a \
+         space",
+        c as u32
+    )
+}
+
+/// Checks text given for kernel arguments (one argument, or a whole command line) before it
+/// is parsed: one line of text, balanced double quotes, and no character whose encoding the
+/// kernel would split.
+pub fn check_input(what: &str, s: &str) -> Result<()> {
+    if s.contains(['\n', '\r', '\0']) {
+        bail!("{what} {s:?} contains a newline or NUL; a kernel argument is one line of text");
+    }
+    if s.matches('"').count() % 2 == 1 {
+        bail!("{what} {s:?} has an unbalanced double quote");
+    }
+    let mut in_quote = false;
+    for c in s.chars() {
+        if c == '"' {
+            in_quote = !in_quote;
+        } else if !in_quote && has_a0(c) {
+            bail!(
+                "{what} {s:?}: {}, so it would split the argument there",
+                a0_reason(c)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Checks one kernel argument as it will be written: the exact text the kernel must receive.
+/// This is the one rule for every argument, whoever asks for it (`stratum kargs`,
+/// `install --karg`, an image's `kargs.d`) and whichever loader passes it on.
 pub fn validate_karg(arg: &str) -> Result<()> {
     if arg.is_empty() {
         bail!("empty kernel argument");
@@ -129,6 +181,41 @@ pub fn validate_karg(arg: &str) -> Result<()> {
     if let Some(c) = arg.chars().find(|c| c.is_control()) {
         bail!("kernel argument {arg:?} contains the control character {c:?}");
     }
+    if !arg.contains(' ') {
+        if let Some(c) = arg.chars().find(|&c| has_a0(c)) {
+            bail!(
+                "kernel argument {arg:?} cannot be passed through GRUB: {}, and GRUB 2.06 puts \
+                 quotes only around an argument with an ASCII space",
+                a0_reason(c)
+            );
+        }
+    }
+    if arg.matches('"').count() % 2 == 1 {
+        bail!(
+            "kernel argument {arg:?} has an odd number of double quotes: the kernel would read \
+             the arguments after it as part of it"
+        );
+    }
+    let read = Cmdline::parse(arg);
+    let mut words: Vec<String> = read.iter().map(ToString::to_string).collect();
+    if !read.init_args().is_empty() {
+        words.push("--".into());
+        words.extend(read.init_args().iter().cloned());
+    }
+    if words.len() != 1 || words[0] != arg {
+        let hint = if arg.contains(' ') && arg.trim_matches('"').contains('"') {
+            " (a double quote inside an argument with a space ends the kernel's quoting)"
+        } else {
+            ""
+        };
+        bail!(
+            "kernel argument {arg:?} is not one argument as the kernel reads it: the kernel \
+             would read {}{hint}",
+            words.join(" and ")
+        );
+    }
+    grubcfg::linux_word(arg)
+        .with_context(|| format!("kernel argument {arg:?} cannot be passed through GRUB"))?;
     Ok(())
 }
 
@@ -140,7 +227,7 @@ pub fn command_line(bootversion: u8, d: &Deployment) -> Result<Vec<String>> {
     for a in &d.kargs {
         validate_karg(a).with_context(|| format!("deployment {}", d.name()))?;
         let key = a.split_once('=').map_or(a.as_str(), |(k, _)| k);
-        if crate::kargs::is_reserved(key) {
+        if is_reserved(key) {
             bail!(
                 "deployment {}: {key}= is written by stratum itself",
                 d.name()
@@ -310,5 +397,62 @@ mod tests {
         assert!(command_line(0, &d).is_ok());
         d.kargs.last_mut().unwrap().push('y');
         assert!(command_line(0, &d).is_err());
+    }
+
+    #[test]
+    fn kernel_arguments_follow_one_rule() {
+        for ok in [
+            "rw",
+            "root=UUID=1",
+            "k=",
+            r#""q=a b""#,
+            r#""q=a  b""#,
+            r"q=it\'s",
+            r#"q=say\"hi\""#,
+            r"q=C:\\dir\\",
+            r#""q=p \"q\" r""#,
+            "q=$x;#y`z`{}|&<>*?[]",
+            "q=é日本€",
+            r#""q=voilà x""#,
+        ] {
+            validate_karg(ok).unwrap_or_else(|e| panic!("{ok}: {e:#}"));
+        }
+        for (bad, why) in [
+            ("", "empty"),
+            ("a\nb", "control"),
+            ("a\tb", "control"),
+            ("q=voilà", "0xA0"),
+            (r#""q=voilà""#, "0xA0"),
+            (r#"q=a"b"#, "odd number"),
+            // Not canonical: the kernel reads it as q=a b, written "q=a b".
+            (r#"q="a b""#, "kernel would read"),
+            ("a b", "kernel would read"),
+            (r#""q=a\" b\"""#, "ends the kernel's quoting"),
+            ("--", "kernel would read"),
+            (r"q=C:\dir", "backslash"),
+            ("q=it's", "backslash before every"),
+            (r"q=\\x41", "Fedora"),
+        ] {
+            let e = format!("{:#}", validate_karg(bad).unwrap_err());
+            assert!(e.contains(why), "{bad:?}: {e}");
+        }
+        let mut d = dep();
+        d.kargs.push(r"q=C:\dir".into());
+        assert!(to_entry(&d, 0, "t", 1).is_err());
+    }
+
+    #[test]
+    fn input_is_checked_before_parsing() {
+        check_input("x", r#"q="voilà x" r"#).unwrap();
+        for (bad, why) in [
+            ("a\nb", "newline"),
+            ("a\0b", "NUL"),
+            (r#"q="a"#, "unbalanced"),
+            ("q=voilà", "0xA0"),
+            ("q=\u{a0}", "0xA0"),
+        ] {
+            let e = format!("{:#}", check_input("x", bad).unwrap_err());
+            assert!(e.contains(why), "{bad:?}: {e}");
+        }
     }
 }

@@ -62,6 +62,15 @@ pub fn collect(sysroot: &Sysroot, keep: &Keep, bootversion: u8) -> Result<()> {
     let repo = crate::repo::open(&sysroot.repo_path())?;
     let mut protect: Vec<String> = keep.live.iter().map(|d| d.checksum.clone()).collect();
     protect.extend(keep.also.iter().map(|d| d.checksum.clone()));
+    // A layered deployment is made again from its base (a new base keeps requests, but
+    // `initramfs --enable` or a changed request rebuilds on the same one): keep the bases.
+    let bases: Vec<String> = protect
+        .iter()
+        .filter_map(|c| crate::repo::base_commit(&repo, c).ok())
+        .filter(|b| !protect.contains(b))
+        .collect();
+    protect.extend(bases);
+    protect.dedup();
     let released = crate::repo::set_deployment_refs(&repo, bootversion, &protect)?;
     // Pruning walks every reachable object; skip it when no commit lost its protection
     // and nothing was removed (rollback, kernel arguments), as nothing can be freed.

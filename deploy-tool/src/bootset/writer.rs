@@ -100,7 +100,7 @@ pub fn write_boot_set(
             timeout_secs: opts.grub_timeout_secs,
             prelude: opts.prelude.clone(),
         },
-    );
+    )?;
     fs::write(gen.join("grub.cfg"), cfg).context("writing grub.cfg")?;
     crate::failpoint("bootloader::after-generation")?;
 

@@ -1,4 +1,5 @@
-//! `stratum install to-disk|to-filesystem`: a new sysroot from an image.
+//! `stratum install`: layer packages (`install PKG…`, see [`super::packages`]), or write a
+//! new sysroot from an image (`install to-disk|to-filesystem`).
 
 use std::path::PathBuf;
 
@@ -7,6 +8,16 @@ use clap::Subcommand;
 
 use super::Globals;
 use crate::install::{FollowRemote, RemoteTrust};
+
+/// `install`: packages, or a subcommand that installs an image.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct InstallArgs {
+    #[command(subcommand)]
+    pub target: Option<InstallCmd>,
+    #[command(flatten)]
+    pub packages: super::packages::InstallPackagesOpts,
+}
 
 /// Install an image onto a new disk or directory
 #[derive(Debug, Subcommand)]
@@ -108,9 +119,16 @@ fn print(json: bool, r: &crate::install::InstallResult, plain: &str) -> Result<i
 }
 
 fn install_options(g: &Globals, s: &InstallSource) -> Result<crate::install::InstallOptions> {
-    for k in &s.kargs {
-        crate::kargs::check_settable(k).with_context(|| format!("--karg {k:?}"))?;
-    }
+    // Kept in the text the kernel receives (`"k=a b"` for `k="a b"`), as `stratum kargs` does.
+    let kargs = s
+        .kargs
+        .iter()
+        .map(|k| {
+            crate::kargs::check_settable(k)
+                .map(|p| p.to_string())
+                .with_context(|| format!("--karg {k:?}"))
+        })
+        .collect::<Result<Vec<_>>>()?;
     let stateroot = g.stateroot.clone().unwrap_or_else(|| "default".to_string());
     crate::sysroot::validate_stateroot(&stateroot)?;
     let remote = match &s.remote {
@@ -142,7 +160,7 @@ fn install_options(g: &Globals, s: &InstallSource) -> Result<crate::install::Ins
         repo: s.repo.clone(),
         refname: s.refname.clone(),
         stateroot,
-        kargs: s.kargs.clone(),
+        kargs,
         remote,
     })
 }
@@ -158,7 +176,14 @@ mod tests {
             stateroot: None,
             no_wait: false,
         };
-        for bad in ["a\nb", "", "ostree=/x"] {
+        for bad in [
+            "a\nb",
+            "",
+            "ostree=/x",
+            r"k=C:\dir",
+            "k=voilà",
+            r#"k="a "b" c""#,
+        ] {
             let s = InstallSource {
                 repo: "r".into(),
                 refname: "x".into(),
@@ -170,6 +195,20 @@ mod tests {
             };
             assert!(install_options(&g, &s).is_err(), "{bad:?}");
         }
+        // Stored as the kernel receives it.
+        let s = InstallSource {
+            repo: "r".into(),
+            refname: "x".into(),
+            kargs: vec![r#"q="a b""#.into(), "rw".into()],
+            json: false,
+            remote: None,
+            remote_gpg_import: None,
+            no_sign_verify: false,
+        };
+        assert_eq!(
+            install_options(&g, &s).unwrap().kargs,
+            vec![r#""q=a b""#.to_string(), "rw".to_string()]
+        );
     }
 
     #[test]

@@ -144,8 +144,7 @@ fn apply(g: &Globals, req: &Request) -> Result<Outcome> {
     let _lock = session.begin()?;
     let st = session.state()?;
     let (i, d) = target(&st, req.deploy_index)?;
-    let old = Kargs::from_list(&d.kargs)
-        .with_context(|| format!("the current kernel arguments of {}", d.name()))?;
+    let old = Kargs::from_list(&d.kargs);
     let base = if req.import_proc_cmdline {
         proc_cmdline(&st)?
     } else {

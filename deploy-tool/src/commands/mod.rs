@@ -10,6 +10,7 @@ pub mod initramfs;
 pub mod initramfs_etc;
 pub mod install;
 pub mod kargs;
+pub mod packages;
 pub mod pin;
 pub mod remote;
 pub mod rollback;

@@ -64,6 +64,30 @@ pub struct DeploymentStatus {
     pub bootcsum: String,
     /// GRUB fell back from this deployment after its tries were spent.
     pub failed: bool,
+    /// The base commit of a layered deployment (rpm-ostree's `base-checksum`).
+    #[serde(rename = "base-checksum", skip_serializing_if = "Option::is_none")]
+    pub base_checksum: Option<String>,
+    /// `[packages] requested` of the origin.
+    #[serde(rename = "requested-packages")]
+    pub requested_packages: Vec<String>,
+    /// `[packages] requested-local`, as `NAME_VERSION_ARCH`.
+    #[serde(rename = "requested-local-packages")]
+    pub requested_local_packages: Vec<String>,
+    /// `[overrides] remove`.
+    #[serde(rename = "requested-base-removals")]
+    pub requested_base_removals: Vec<String>,
+    /// Base packages this deployment's commit removed, by name.
+    #[serde(rename = "base-removals")]
+    pub base_removals: Vec<String>,
+    /// Base packages replaced by local files: `OLD_NVA NEW_NVA`.
+    #[serde(rename = "base-local-replacements")]
+    pub base_local_replacements: Vec<String>,
+    /// Packages the layered commit added, as `NAME_VERSION_ARCH`.
+    #[serde(rename = "layered-packages")]
+    pub layered_packages: Vec<String>,
+    /// Requests the base image satisfies already (inactive).
+    #[serde(rename = "inactive-requests")]
+    pub inactive_requests: Vec<String>,
 }
 
 /// The whole status.
@@ -103,6 +127,14 @@ pub fn read(st: &State) -> Status {
             .and_then(|r| crate::repo::commit_info(r, &d.checksum).ok())
             .unwrap_or_default();
         let origin = st.origin_of(d).ok();
+        let recorded = repo
+            .as_ref()
+            .and_then(|r| crate::layering::recorded(r, &d.checksum).ok())
+            .unwrap_or_default();
+        let pk = origin
+            .as_ref()
+            .map(|o| o.packages.clone())
+            .unwrap_or_default();
         // The boot-set index: staged rows come before the boot set proper.
         let boot_index = i - usize::from(st.staged.is_some() && !is_staged);
         out.push(DeploymentStatus {
@@ -124,6 +156,14 @@ pub fn read(st: &State) -> Status {
             failed: BootState::load(sysroot, &d.stateroot)
                 .failure_of(d)
                 .is_some(),
+            base_checksum: recorded.base.clone(),
+            requested_packages: pk.requested.iter().cloned().collect(),
+            requested_local_packages: pk.requested_local.values().cloned().collect(),
+            requested_base_removals: pk.remove.iter().cloned().collect(),
+            base_removals: recorded.removed.clone(),
+            base_local_replacements: recorded.replaced.clone(),
+            layered_packages: recorded.layered.clone(),
+            inactive_requests: recorded.inactive.clone(),
         });
     }
     let stateroots: Vec<String> = deployments.iter().map(|d| d.stateroot.clone()).collect();
@@ -232,7 +272,54 @@ pub fn render(status: &Status, verbose: bool) -> String {
         if let Some(o) = &d.origin {
             let _ = writeln!(s, "{:>17}: {o}", "Origin");
         }
+        if let Some(b) = &d.base_checksum {
+            let _ = writeln!(s, "{:>17}: {b}", "BaseCommit");
+        }
         let _ = writeln!(s, "{:>17}: {}", "Kernel", d.kernel);
+        let active: Vec<&String> = d
+            .requested_packages
+            .iter()
+            .filter(|p| !d.inactive_requests.contains(p))
+            .collect();
+        let lists: [(&str, Vec<String>); 4] = [
+            (
+                "LayeredPackages",
+                active.iter().map(|p| p.to_string()).collect(),
+            ),
+            ("LocalPackages", d.requested_local_packages.clone()),
+            ("RemovedBasePackages", d.requested_base_removals.clone()),
+            (
+                "LocalOverrides",
+                d.base_local_replacements
+                    .iter()
+                    .map(|r| match r.split_once(' ') {
+                        Some((old, new)) => {
+                            let v = |nva: &str| nva.split('_').nth(1).unwrap_or("").to_string();
+                            format!(
+                                "{} {} -> {}",
+                                old.split('_').next().unwrap_or(old),
+                                v(old),
+                                v(new)
+                            )
+                        }
+                        None => r.clone(),
+                    })
+                    .collect(),
+            ),
+        ];
+        for (label, items) in lists {
+            if !items.is_empty() {
+                let _ = writeln!(s, "{label:>17}: {}", items.join(" "));
+            }
+        }
+        if verbose && !d.inactive_requests.is_empty() {
+            let _ = writeln!(
+                s,
+                "{:>17}: {} (in the base image already)",
+                "InactiveRequests",
+                d.inactive_requests.join(" ")
+            );
+        }
         if verbose {
             let _ = writeln!(s, "{:>17}: {}", "BootCsum", d.bootcsum);
             let _ = writeln!(s, "{:>17}: {}", "Kernel arguments", d.kargs.join(" "));

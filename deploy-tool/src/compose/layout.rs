@@ -21,6 +21,10 @@ use anyhow::{bail, Context, Result};
 pub const FACTORY_VAR: &str = "usr/share/factory/var";
 /// The generated `tmpfiles.d` snippet.
 pub const TMPFILES_CONF: &str = "usr/lib/tmpfiles.d/stratum-var.conf";
+/// dpkg's database in an image (`/var/lib/dpkg` links here).
+pub const DPKG_DB: &str = "usr/lib/sysimage/dpkg";
+/// The target of the `/var/lib/dpkg` symlink.
+pub const DPKG_DB_LINK: &str = "../../usr/lib/sysimage/dpkg";
 
 /// Top-level directories that OSTree systems keep in `/var`, and where they go.
 const VAR_LINKS: &[(&str, &str, &str)] = &[
@@ -133,6 +137,7 @@ pub fn apply(root: &Path, kernel: &Kernel, keep_initramfs: bool) -> Result<()> {
         link_into_var(root, path, vardir, target)?;
     }
     remove_root_kernel_links(root)?;
+    move_dpkg_database(root)?;
     factory_var(root)?;
     for (dir, mode) in EMPTY_DIRS {
         empty_dir(root, dir, *mode)?;
@@ -223,6 +228,36 @@ fn remove_root_kernel_links(root: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Moves dpkg's database from `/var/lib/dpkg` into `/usr` ([`DPKG_DB`]), leaving a symlink:
+/// each deployment then carries the database of exactly what it contains.
+fn move_dpkg_database(root: &Path) -> Result<()> {
+    let var_db = root.join("var/lib/dpkg");
+    let Ok(m) = fs::symlink_metadata(&var_db) else {
+        return Ok(());
+    };
+    if !m.is_dir() {
+        return Ok(());
+    }
+    let db = root.join(DPKG_DB);
+    if db.exists() {
+        bail!(
+            "{} has both /var/lib/dpkg and /{DPKG_DB}; remove one",
+            root.display()
+        );
+    }
+    fs::create_dir_all(db.parent().context("database parent")?)?;
+    fs::rename(&var_db, &db).context("moving the dpkg database into /usr")?;
+    symlink(DPKG_DB_LINK, &var_db).context("linking /var/lib/dpkg")
+}
+
+/// Makes `/var` of an image that was already laid out the factory `/var` again (after package
+/// layering changed it): the old factory copy and snippet are replaced.
+pub fn refresh_factory_var(root: &Path) -> Result<()> {
+    crate::fsutil::remove_any(&root.join(FACTORY_VAR))?;
+    crate::fsutil::remove_any(&root.join(TMPFILES_CONF))?;
+    factory_var(root)
 }
 
 /// Moves `/var`'s contents to the factory directory and writes the tmpfiles.d snippet that
@@ -349,6 +384,7 @@ mod tests {
             "usr/lib/modules/6.1.0-1-amd64/kernel",
             "etc",
             "var/lib/dpkg",
+            "var/lib/apt/mirrors",
             "var/cache",
             "var/opt",
             "opt/vendor",
@@ -369,6 +405,11 @@ mod tests {
         fs::write(r.join("var/lib/dpkg/status"), "pkgs").unwrap();
         fs::create_dir_all(r.join("var/lib/dpkg/info")).unwrap();
         for i in 0..BUNDLE_MIN_FILES {
+            fs::write(
+                r.join(format!("var/lib/apt/mirrors/p{i}.list")),
+                format!("{i}"),
+            )
+            .unwrap();
             fs::write(
                 r.join(format!("var/lib/dpkg/info/p{i}.list")),
                 format!("{i}"),
@@ -451,25 +492,29 @@ mod tests {
         assert!(fs::symlink_metadata(r.join("vmlinuz")).is_err());
         assert_eq!(fs::read_dir(r.join("dev")).unwrap().count(), 0);
         let conf = fs::read_to_string(r.join(TMPFILES_CONF)).unwrap();
+        // dpkg's database is in /usr, /var/lib/dpkg points to it.
         assert!(
-            conf.contains("C /var/lib/dpkg/status - - - - /usr/share/factory/var/lib/dpkg/status"),
+            conf.contains("L /var/lib/dpkg - - - - ../../usr/lib/sysimage/dpkg\n"),
             "{conf}"
         );
+        assert_eq!(
+            fs::read_to_string(r.join(DPKG_DB).join("status")).unwrap(),
+            "pkgs"
+        );
+        assert!(r.join(DPKG_DB).join("info/p0.list").is_file());
         // A directory of many files is one recursive copy.
         assert!(
-            conf.contains("C /var/lib/dpkg/info - - - - /usr/share/factory/var/lib/dpkg/info\n"),
+            conf.contains(
+                "C /var/lib/apt/mirrors - - - - /usr/share/factory/var/lib/apt/mirrors\n"
+            ),
             "{conf}"
         );
-        assert!(!conf.contains("/info/p"), "{conf}");
+        assert!(!conf.contains("/mirrors/p"), "{conf}");
         assert!(conf.contains("d /var/roothome 0755 "), "{conf}");
         assert!(conf.contains("C /var/roothome/.bashrc"), "{conf}");
         assert!(conf.contains("L /var/run - - - - /run"), "{conf}");
         assert!(conf.contains("d /var/usrlocal/bin"), "{conf}");
         assert!(conf.contains("d /var/opt/vendor"), "{conf}");
-        assert_eq!(
-            fs::read_to_string(r.join(FACTORY_VAR).join("lib/dpkg/status")).unwrap(),
-            "pkgs"
-        );
     }
 
     /// The snippet, run by the real systemd-tmpfiles on an empty /var, recreates the image's

@@ -93,7 +93,45 @@ pub fn cleanup(st: &State, pending: bool, rollback: bool) -> Result<Vec<String>>
     } else {
         counting::commit::write(st, &list)?;
     }
+    drop_unused_packages(st, &list)?;
     Ok(removed)
+}
+
+/// Drops package-cache entries that no deployment left (the boot set `list`, the booted and
+/// the staged one) was made of, and prunes their objects.
+fn drop_unused_packages(st: &State, list: &[Deployment]) -> Result<()> {
+    let repo = crate::repo::open(&st.sysroot.repo_path())?;
+    let mut used = std::collections::BTreeSet::new();
+    let staged = staged::read(&st.sysroot)
+        .ok()
+        .flatten()
+        .map(|s| s.deployment());
+    for d in list.iter().chain(st.booted.iter()).chain(staged.iter()) {
+        used.extend(crate::layering::recorded(&repo, &d.checksum)?.cache);
+    }
+    // Local files stay while an origin requests them: a new base needs them again.
+    for d in list.iter().chain(st.booted.iter()) {
+        if let Ok(o) = st.origin_of(d) {
+            for sha in o
+                .packages
+                .requested_local
+                .keys()
+                .chain(o.packages.replace_local.keys())
+            {
+                if let Some(c) =
+                    crate::layering::cache::lookup(&repo, &crate::layering::cache::local_ref(sha))?
+                {
+                    used.insert(c.commit);
+                }
+            }
+        }
+    }
+    let dropped = crate::layering::cache::drop_unused(&repo, &used)?;
+    if dropped > 0 {
+        eprintln!("Dropped {dropped} package(s) no deployment uses from the package cache");
+        gc::prune(&repo)?;
+    }
+    Ok(())
 }
 
 /// Pins or unpins the deployment at `index` (status order).

@@ -4,11 +4,9 @@
 //! a crash never leaves a half-built deployment under a name the boot set could refer to.
 
 use std::fs;
-use std::io::Read;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use sha2::{Digest, Sha256};
 
 use crate::fsutil;
 use crate::state::origin::Origin;
@@ -155,20 +153,7 @@ pub fn find_kver(root: &Path) -> Result<String> {
 
 /// OSTree's boot checksum: SHA-256 over the kernel and then the initramfs.
 pub fn boot_checksum(moddir: &Path) -> Result<String> {
-    let mut h = Sha256::new();
-    for name in ["vmlinuz", "initramfs.img"] {
-        let path = moddir.join(name);
-        let mut f = fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-        let mut buf = vec![0u8; 1 << 16];
-        loop {
-            let n = f.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-        }
-    }
-    Ok(hex::encode(h.finalize()))
+    fsutil::sha256_files(&[&moddir.join("vmlinuz"), &moddir.join("initramfs.img")])
 }
 
 #[cfg(test)]

@@ -133,7 +133,7 @@ mod tests {
                  match-architectures = [\"x86_64\", \"aarch64\"]\n";
         assert_eq!(
             parse_file("10.toml", t, "x86_64").unwrap(),
-            v(&["console=ttyS0,115200", "foo=\"a b\""])
+            v(&["console=ttyS0,115200", "\"foo=a b\""])
         );
         assert!(parse_file("10.toml", t, "s390x").unwrap().is_empty());
         assert_eq!(
@@ -151,6 +151,8 @@ mod tests {
             "kargs = [\"\"]",
             "kargs = [\"a\\nb\"]",
             "kargs = [\"ostree=/x\"]",
+            "kargs = ['k=C:\\dir']",
+            "kargs = ['k=voilà']",
             "not toml",
         ] {
             let e = parse_file("/x/50-bad.toml", bad, "x86_64").unwrap_err();

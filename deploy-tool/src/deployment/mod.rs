@@ -2,8 +2,9 @@
 //! `rebase`, `initramfs --enable/--disable`, finalize at shutdown).
 //!
 //! ```text
-//! checkout -> kernel-argument defaults (kargs.d) -> /etc merge -> initramfs -> overlays
-//!          -> stage (record for shutdown) or write the boot set
+//! layered packages (a layered commit on the base) -> checkout -> kernel-argument defaults
+//!   (kargs.d) -> /etc merge -> initramfs -> overlays -> stage (record for shutdown) or
+//!   write the boot set
 //! ```
 //!
 //! Until the new deployment is in a boot set (or staged), nothing refers to it: one guard
@@ -59,6 +60,9 @@ pub struct DeployOutcome {
     pub etc_added: usize,
     #[serde(rename = "etc-removed")]
     pub etc_removed: usize,
+    /// What package layering did (absent when the origin requests no packages).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub packages: Option<crate::layering::Report>,
     #[serde(skip)]
     pub new: Option<Deployment>,
 }
@@ -96,6 +100,24 @@ pub fn deploy(st: &State, nd: NewDeployment) -> Result<DeployOutcome> {
     let merge = st.merge_deployment(nd.stateroot);
     let repo = crate::repo::open(&sysroot.repo_path())?;
     sysroot.init(nd.stateroot)?;
+    // The origin's package requests, replayed on the base image of the commit given (which
+    // is itself layered when a deployment is made again, e.g. by `initramfs --enable`).
+    let base = crate::repo::base_commit(&repo, nd.commit)?;
+    let packages = if origin.packages.is_empty() {
+        None
+    } else {
+        let ctx = crate::layering::Layering {
+            sysroot,
+            repo: &repo,
+            stateroot: nd.stateroot,
+            config_root: merge.as_ref().map(|m| sysroot.deployment_root(m)),
+        };
+        Some(crate::layering::layer(&ctx, &base, &origin.packages)?)
+    };
+    let commit = packages
+        .as_ref()
+        .and_then(|p| p.commit.clone())
+        .unwrap_or(base);
     let kargs = match nd.kargs {
         Some(k) => k,
         None => merge.as_ref().map(|m| m.kargs.clone()).unwrap_or_default(),
@@ -105,7 +127,7 @@ pub fn deploy(st: &State, nd: NewDeployment) -> Result<DeployOutcome> {
         &repo,
         &checkout::Checkout {
             stateroot: nd.stateroot,
-            commit: nd.commit,
+            commit: &commit,
             origin: &origin,
             kargs,
         },
@@ -138,7 +160,16 @@ pub fn deploy(st: &State, nd: NewDeployment) -> Result<DeployOutcome> {
     crate::failpoint("deploy::after-etc-merge")?;
     // The initramfs the origin asks for (changes the bootcsum), then the /etc overlay; a
     // staged deployment gets its overlay at finalize, from the /etc it has then.
-    let settings = initramfs::settings_of(sysroot, &dep)?;
+    let mut settings = initramfs::settings_of(sysroot, &dep)?;
+    if let Some(p) = packages.as_ref().filter(|p| !p.initramfs_inputs.is_empty()) {
+        if !settings.regenerate {
+            eprintln!(
+                "Regenerating the initramfs: layered {} bring kernel modules or firmware",
+                p.initramfs_inputs.join(", ")
+            );
+            settings.regenerate = true;
+        }
+    }
     if settings.regenerate {
         initramfs::regenerate(sysroot, &mut dep, &settings)?;
     }
@@ -152,6 +183,7 @@ pub fn deploy(st: &State, nd: NewDeployment) -> Result<DeployOutcome> {
         etc_modified: diff.modified.len(),
         etc_added: diff.added.len(),
         etc_removed: diff.removed.len(),
+        packages,
         new: Some(dep.clone()),
     };
     // Only a complete new deployment replaces the staged one: a failure above keeps it.

@@ -61,7 +61,7 @@ pub enum UpdateResult {
         to_timestamp: u64,
     },
     /// A new deployment was made.
-    Deployed(DeployOutcome),
+    Deployed(Box<DeployOutcome>),
 }
 
 /// Runs an update of `target` in `stateroot` (the caller holds the sysroot lock).
@@ -124,15 +124,20 @@ pub fn update(
     };
     // What is deployed must have been published under the ref the deployment follows.
     crate::repo::check_ref_binding(&repo, &new, &refname)?;
+    // Layered deployments are compared by the base commit they were made from.
+    let based_on = |c: &str| crate::repo::base_commit(&repo, c).is_ok_and(|b| b == new);
     let unchanged = match target {
         Target::Upgrade => {
-            new == merge.checksum
-                || st.deployments.first().is_some_and(|d| d.checksum == new)
-                || st.staged.as_ref().is_some_and(|s| s.checksum == new)
+            based_on(&merge.checksum)
+                || st
+                    .deployments
+                    .first()
+                    .is_some_and(|d| based_on(&d.checksum))
+                || st.staged.as_ref().is_some_and(|s| based_on(&s.checksum))
         }
         // What boots next is that commit already, following the same ref: another
         // deployment of it would only push the rollback out of the boot set.
-        _ => new == base.checksum && origin.refspec == base_origin.refspec,
+        _ => based_on(&base.checksum) && origin.refspec == base_origin.refspec,
     };
     if unchanged {
         return Ok(UpdateResult::NoChange { checksum: new });
@@ -200,7 +205,7 @@ pub fn update(
             customize: None,
         },
     )?;
-    Ok(UpdateResult::Deployed(outcome))
+    Ok(UpdateResult::Deployed(Box::new(outcome)))
 }
 
 /// Of the deployed commits `checksums` (the merge deployment's, the one that boots next),

@@ -4,6 +4,8 @@
 //! Each test file compiles this module on its own and uses only part of it.
 #![allow(dead_code)]
 
+pub mod debian;
+
 use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::process::ExitStatusExt;
@@ -246,4 +248,11 @@ pub fn ok(out: Output) -> String {
 pub fn err(out: Output) -> String {
     assert!(!out.status.success(), "stratum succeeded unexpectedly");
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The stderr (progress and messages) of a `stratum` run that must have succeeded.
+pub fn ok_stderr(out: Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "stratum failed: {stderr}");
+    stderr
 }

@@ -1,0 +1,574 @@
+//! APT, isolated: the resolver and downloader of package layering.
+//!
+//! apt-get runs with a configuration of its own (`APT_CONFIG`) in which every path is set:
+//! the repositories are the deployment's `/etc/apt/sources.list.d` (deb822 `.sources` and
+//! one-line `.list` files, with `Signed-By` keys read from the deployment), the package
+//! database is a copy of the new base's `status` with every base package on hold, indexes and
+//! downloads live in Stratum's cache. Nothing of the running system's APT state is read or
+//! written, so resolving for a new base never depends on what happens to be installed here.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use super::deb822::{self, Paragraph};
+use super::dpkgdb::{self, PackageId};
+
+/// Where APT's isolated state lives, and the configuration it reads.
+#[derive(Debug, Clone)]
+pub struct Apt {
+    /// The deployment whose `/etc/apt` names the repositories (its root).
+    pub config_root: PathBuf,
+    /// The deployment's `/etc`.
+    pub etc: PathBuf,
+    /// Indexes and downloads (`/var/cache/stratum/apt` of the stateroot).
+    pub cache: PathBuf,
+    /// A private scratch directory.
+    pub scratch: PathBuf,
+}
+
+/// What apt decided for a request.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Resolution {
+    /// Packages to install, in apt's unpack order (Pre-Depends first).
+    pub install: Vec<PackageId>,
+    /// Installed packages apt would replace: (name, installed version, new version).
+    pub changed: Vec<(String, String, String)>,
+    /// Packages apt would remove.
+    pub remove: Vec<String>,
+}
+
+/// A request to resolve.
+#[derive(Debug, Default, Clone)]
+pub struct Request<'a> {
+    /// Package names (or `name=version`) to install.
+    pub install: Vec<String>,
+    /// Base packages to remove.
+    pub remove: Vec<String>,
+    /// Status paragraphs of packages already chosen (local `.deb` files), treated as
+    /// installed so apt resolves their dependencies.
+    pub preinstalled: Vec<&'a Paragraph>,
+    /// Base packages that may change (overridden).
+    pub unlocked: Vec<String>,
+}
+
+impl Apt {
+    fn lists(&self) -> PathBuf {
+        self.cache.join("lists")
+    }
+
+    /// Writes the isolated configuration for a resolution against `status` (a path).
+    fn configure(&self, status: &Path) -> Result<PathBuf> {
+        let conf_dir = self.scratch.join("apt");
+        let parts = conf_dir.join("sources.list.d");
+        let _ = fs::remove_dir_all(&conf_dir);
+        for d in [
+            parts.clone(),
+            conf_dir.join("apt.conf.d"),
+            conf_dir.join("preferences.d"),
+            conf_dir.join("log"),
+            self.lists().join("partial"),
+            self.cache.join("archives/partial"),
+        ] {
+            fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+        }
+        let sources = self.write_sources(&parts)?;
+        if sources == 0 {
+            bail!(
+                "no package repositories are configured: add a deb822 .sources file to \
+                 /etc/apt/sources.list.d (see docs/layering.md)"
+            );
+        }
+        let trusted = self.etc.join("apt/trusted.gpg.d");
+        let arch = native_arch()?;
+        let conf = format!(
+            "Dir \"/\";\n\
+             Dir::State \"{state}/\";\n\
+             Dir::State::lists \"{lists}/\";\n\
+             Dir::State::status \"{status}\";\n\
+             Dir::State::extended_states \"{conf}/extended_states\";\n\
+             Dir::Cache \"{cache}/\";\n\
+             Dir::Cache::archives \"{cache}/archives/\";\n\
+             Dir::Cache::pkgcache \"\";\n\
+             Dir::Cache::srcpkgcache \"\";\n\
+             Dir::Etc \"{conf}/\";\n\
+             Dir::Etc::main \"/dev/null\";\n\
+             Dir::Etc::parts \"{conf}/apt.conf.d/\";\n\
+             Dir::Etc::sourcelist \"/dev/null\";\n\
+             Dir::Etc::sourceparts \"{conf}/sources.list.d/\";\n\
+             Dir::Etc::preferences \"/dev/null\";\n\
+             Dir::Etc::preferencesparts \"{conf}/preferences.d/\";\n\
+             Dir::Etc::trusted \"{trusted_main}\";\n\
+             Dir::Etc::trustedparts \"{trusted}/\";\n\
+             Dir::Log \"{conf}/log/\";\n\
+             APT::Architecture \"{arch}\";\n\
+             APT::Architectures {{ \"{arch}\"; }};\n\
+             APT::Install-Recommends \"false\";\n\
+             APT::Install-Suggests \"false\";\n\
+             APT::Get::Assume-Yes \"true\";\n\
+             APT::Sandbox::User \"root\";\n\
+             Acquire::Languages \"none\";\n\
+             Acquire::Retries \"0\";\n\
+             Acquire::http::Timeout \"30\";\n\
+             Debug::NoLocking \"true\";\n\
+             DPkg::Path \"/usr/sbin:/usr/bin:/sbin:/bin\";\n",
+            state = self.cache.display(),
+            lists = self.lists().display(),
+            status = status.display(),
+            conf = conf_dir.display(),
+            cache = self.cache.display(),
+            trusted_main = self.etc.join("apt/trusted.gpg").display(),
+            trusted = trusted.display(),
+        );
+        let path = conf_dir.join("apt.conf");
+        fs::write(&path, conf)?;
+        Ok(path)
+    }
+
+    /// Copies the deployment's sources into `parts`, with key paths resolved inside the
+    /// deployment; returns how many files there were.
+    fn write_sources(&self, parts: &Path) -> Result<usize> {
+        let dir = self.etc.join("apt/sources.list.d");
+        let mut n = 0;
+        let Ok(rd) = fs::read_dir(&dir) else {
+            return Ok(0);
+        };
+        let mut files: Vec<_> = rd.collect::<std::io::Result<_>>()?;
+        files.sort_by_key(|e| e.file_name());
+        for e in files {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let text = fs::read_to_string(e.path())
+                .with_context(|| format!("reading {}", e.path().display()))?;
+            let out = if name.ends_with(".sources") {
+                let mut paras = deb822::parse(&text)
+                    .with_context(|| format!("parsing {}", e.path().display()))?;
+                for p in &mut paras {
+                    if let Some(k) = p.get("Signed-By").map(str::to_string) {
+                        if !k.contains('\n') {
+                            let resolved = k
+                                .split_whitespace()
+                                .map(|path| self.resolve_key(path))
+                                .collect::<Vec<_>>()
+                                .join(" ");
+                            p.set("Signed-By", &resolved, None);
+                        }
+                    }
+                }
+                paras
+                    .iter()
+                    .map(Paragraph::to_text)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            } else if name.ends_with(".list") {
+                self.rewrite_list(&text)
+            } else {
+                continue;
+            };
+            fs::write(parts.join(&name), out)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// `signed-by=` options of one-line sources, resolved like `Signed-By`.
+    fn rewrite_list(&self, text: &str) -> String {
+        let mut out = String::new();
+        for line in text.lines() {
+            let mut l = line.to_string();
+            if let Some(i) = l.find("signed-by=") {
+                let start = i + "signed-by=".len();
+                let end = l[start..]
+                    .find([' ', ']'])
+                    .map(|e| start + e)
+                    .unwrap_or(l.len());
+                let resolved = self.resolve_key(&l[start..end]);
+                l.replace_range(start..end, &resolved);
+            }
+            out.push_str(&l);
+            out.push('\n');
+        }
+        out
+    }
+
+    /// A key path as seen from the deployment: `/etc/…` in its `/etc`, others in its root.
+    fn resolve_key(&self, path: &str) -> String {
+        let Some(rel) = path.strip_prefix('/') else {
+            return path.to_string();
+        };
+        let p = match rel.strip_prefix("etc/") {
+            Some(r) => self.etc.join(r),
+            None => self.config_root.join(rel),
+        };
+        if p.exists() {
+            p.to_string_lossy().into_owned()
+        } else {
+            path.to_string()
+        }
+    }
+
+    fn apt_get(&self, conf: &Path) -> Command {
+        let mut c = Command::new("apt-get");
+        c.env("APT_CONFIG", conf)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .env("LC_ALL", "C.UTF-8")
+            .arg("-q");
+        c
+    }
+
+    /// Fetches the repositories' indexes (`refresh-md`).
+    pub fn refresh(&self, status: &Path) -> Result<()> {
+        let conf = self.configure(status)?;
+        let out = self
+            .apt_get(&conf)
+            .arg("update")
+            .output()
+            .context("running apt-get update")?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // apt-get update exits 0 with W:/E: lines for a repository it could not use.
+        let problems: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("E:") || l.starts_with("Err:") || l.starts_with("W:"))
+            .collect();
+        if !out.status.success() || problems.iter().any(|l| !l.starts_with("W:")) {
+            bail!(
+                "fetching package indexes failed:\n{}\nCheck /etc/apt/sources.list.d (URIs, \
+                 Signed-By keys; an unsigned repository needs `Trusted: yes`)",
+                problems.join("\n")
+            );
+        }
+        for w in problems {
+            eprintln!("{w}");
+        }
+        Ok(())
+    }
+
+    /// Whether indexes have been fetched.
+    pub fn has_indexes(&self) -> bool {
+        fs::read_dir(self.lists())
+            .map(|rd| {
+                rd.flatten()
+                    .any(|e| e.file_name().to_string_lossy().ends_with("Packages"))
+            })
+            .unwrap_or(false)
+    }
+
+    /// Resolves `req` against the base package database `base_status` (text).
+    ///
+    /// Base packages are held, so apt looks for a solution that leaves them as they are; when
+    /// there is none, apt is asked again without holds to name the base package the request
+    /// would change, and why.
+    pub fn resolve(&self, base_status: &str, req: &Request) -> Result<Resolution> {
+        let base = dpkgdb::installed(base_status)?;
+        let held = self.status_copy(base_status, req, true)?;
+        match self.simulate(&held, req) {
+            Ok(r) => {
+                check_base_lock(&base, &r, req)?;
+                Ok(r)
+            }
+            Err(held_err) => {
+                let free = self.status_copy(base_status, req, false)?;
+                match self.simulate(&free, req) {
+                    Ok(r) => {
+                        check_base_lock(&base, &r, req)?;
+                        Err(held_err)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        }
+    }
+
+    /// Writes the status file apt resolves against: the base's, with base packages held
+    /// (when `hold`) and the preinstalled paragraphs added.
+    fn status_copy(&self, base_status: &str, req: &Request, hold: bool) -> Result<PathBuf> {
+        let mut text = String::new();
+        let replaced: Vec<&str> = req
+            .preinstalled
+            .iter()
+            .filter_map(|p| p.get("Package"))
+            .collect();
+        for mut p in deb822::parse(base_status)? {
+            let name = p.get("Package").unwrap_or_default().to_string();
+            if replaced.contains(&name.as_str()) {
+                continue;
+            }
+            if hold
+                && dpkgdb::is_installed(&p)
+                && !req.remove.contains(&name)
+                && !req.unlocked.contains(&name)
+            {
+                p.set("Status", "hold ok installed", None);
+            }
+            text.push_str(&p.to_text());
+            text.push('\n');
+        }
+        for p in &req.preinstalled {
+            let mut p = (*p).clone();
+            p.set("Status", "install ok installed", Some("Package"));
+            text.push_str(&p.to_text());
+            text.push('\n');
+        }
+        let path = self
+            .scratch
+            .join(if hold { "status.held" } else { "status.free" });
+        fs::write(&path, text)?;
+        Ok(path)
+    }
+
+    fn simulate(&self, status: &Path, req: &Request) -> Result<Resolution> {
+        let conf = self.configure(status)?;
+        let mut cmd = self.apt_get(&conf);
+        cmd.args(["--simulate", "--fix-broken", "install"]);
+        cmd.args(&req.install);
+        cmd.args(req.remove.iter().map(|r| format!("{r}-")));
+        let out = cmd.output().context("running apt-get")?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() {
+            bail!(
+                "{}",
+                explain_failure(&stdout, &String::from_utf8_lossy(&out.stderr))
+            );
+        }
+        parse_simulation(&stdout)
+    }
+
+    /// Downloads `ids` into `into` (checked against the signed indexes by apt).
+    pub fn download(&self, base_status: &Path, ids: &[PackageId], into: &Path) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let conf = self.configure(base_status)?;
+        let out = self
+            .apt_get(&conf)
+            .arg("download")
+            .args(
+                ids.iter()
+                    .map(|i| format!("{}:{}={}", i.name, i.arch, i.version)),
+            )
+            .current_dir(into)
+            .output()
+            .context("running apt-get download")?;
+        if !out.status.success() {
+            bail!(
+                "downloading packages failed:\n{}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
+    /// `apt-cache search` in the configured repositories: (name, summary).
+    pub fn search(&self, status: &Path, terms: &[String]) -> Result<Vec<(String, String)>> {
+        let conf = self.configure(status)?;
+        let out = Command::new("apt-cache")
+            .env("APT_CONFIG", &conf)
+            .arg("search")
+            .args(terms)
+            .output()
+            .context("running apt-cache search")?;
+        if !out.status.success() {
+            bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once(" - "))
+            .map(|(n, s)| (n.to_string(), s.to_string()))
+            .collect())
+    }
+}
+
+/// The machine's dpkg architecture.
+pub fn native_arch() -> Result<String> {
+    Ok(
+        crate::cmd::output(Command::new("dpkg").arg("--print-architecture"))?
+            .trim()
+            .to_string(),
+    )
+}
+
+/// Fails when `r` would change a base package that no override unlocks, naming it and why.
+fn check_base_lock(
+    base: &BTreeMap<String, PackageId>,
+    r: &Resolution,
+    req: &Request,
+) -> Result<()> {
+    let mut problems = Vec::new();
+    for (name, from, to) in &r.changed {
+        if base.contains_key(name) && !req.unlocked.contains(name) {
+            let how = if super::version::compare(to, from).is_gt() {
+                "upgrade"
+            } else {
+                "downgrade"
+            };
+            problems.push(format!(
+                "it would {how} the base package {name} ({from} -> {to})"
+            ));
+        }
+    }
+    for name in &r.remove {
+        if base.contains_key(name) && !req.remove.contains(name) {
+            problems.push(format!(
+                "it would remove the base package {name} (a requested package conflicts with \
+                 it or breaks it)"
+            ));
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    bail!(
+        "cannot layer {}: {}. Base packages are locked to the image's versions; to change one \
+         on purpose, use `stratum override remove` or `stratum override replace`",
+        if req.install.is_empty() {
+            "this request".to_string()
+        } else {
+            req.install.join(" ")
+        },
+        problems.join("; ")
+    )
+}
+
+/// Turns apt's error output into a message that says what to do.
+fn explain_failure(stdout: &str, stderr: &str) -> String {
+    let mut lines: Vec<String> = Vec::new();
+    for l in stderr.lines().filter(|l| l.starts_with("E:")) {
+        if let Some(p) = l.strip_prefix("E: Unable to locate package ").or_else(|| {
+            l.strip_prefix("E: Package '")
+                .and_then(|r| r.split('\'').next())
+        }) {
+            lines.push(format!(
+                "package {p} was not found in the configured repositories; check the name \
+                 (`stratum search`) or fetch current indexes (`stratum refresh-md`)"
+            ));
+        } else {
+            lines.push(l.trim_start_matches("E: ").to_string());
+        }
+    }
+    // apt lists unmet dependencies on stdout.
+    let unmet: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains("Depends:") || l.contains("Conflicts:") || l.contains("Breaks:"))
+        .collect();
+    if !unmet.is_empty() {
+        lines.push(format!("apt reports:\n{}", unmet.join("\n")));
+    }
+    if lines.is_empty() {
+        lines.push(format!("apt-get failed:\n{}", stderr.trim()));
+    }
+    lines.join("\n")
+}
+
+/// Parses the `Inst`/`Remv` lines of `apt-get --simulate`.
+pub fn parse_simulation(out: &str) -> Result<Resolution> {
+    let mut r = Resolution::default();
+    for line in out.lines() {
+        let mut t = line.split_whitespace();
+        match t.next() {
+            Some("Inst") => {
+                let name = t.next().context("Inst line without a package")?;
+                let rest: Vec<&str> = t.collect();
+                let mut i = 0;
+                let old = match rest.first() {
+                    Some(s) if s.starts_with('[') => {
+                        i = 1;
+                        Some(s.trim_matches(|c| c == '[' || c == ']').to_string())
+                    }
+                    _ => None,
+                };
+                let version = rest
+                    .get(i)
+                    .and_then(|s| s.strip_prefix('('))
+                    .with_context(|| format!("cannot parse apt's line {line:?}"))?;
+                let arch = rest
+                    .iter()
+                    .rev()
+                    .find_map(|s| s.strip_prefix('[').and_then(|s| s.strip_suffix("])")))
+                    .with_context(|| format!("no architecture in apt's line {line:?}"))?;
+                let name = name.split(':').next().unwrap_or(name);
+                if let Some(old) = old {
+                    r.changed.push((name.to_string(), old, version.to_string()));
+                }
+                r.install.push(PackageId {
+                    name: name.to_string(),
+                    version: version.to_string(),
+                    arch: arch.to_string(),
+                });
+            }
+            Some("Remv") => {
+                let name = t.next().context("Remv line without a package")?;
+                r.remove
+                    .push(name.split(':').next().unwrap_or(name).to_string());
+            }
+            _ => {}
+        }
+    }
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_simulation_lines() {
+        let out = "NOTE: This is only a simulation!\n\
+            Inst libnl-3-200 (3.7.0-0.2+b1 Debian:12.12/oldstable [amd64])\n\
+            Inst htop (3.2.2-2 local [amd64])\n\
+            Inst libc6 [2.36-9] (2.36-9+deb12u4 Debian:12.12/oldstable [amd64])\n\
+            Remv mawk [1.3.4.20200120-3.1]\n\
+            Conf htop (3.2.2-2 local [amd64])\n";
+        let r = parse_simulation(out).unwrap();
+        assert_eq!(r.install.len(), 3);
+        assert_eq!(r.install[1].version, "3.2.2-2");
+        assert_eq!(r.install[1].arch, "amd64");
+        assert_eq!(
+            r.changed,
+            vec![("libc6".into(), "2.36-9".into(), "2.36-9+deb12u4".into())]
+        );
+        assert_eq!(r.remove, vec!["mawk"]);
+    }
+
+    #[test]
+    fn base_lock_names_package_and_reason() {
+        let base = dpkgdb::installed(
+            "Package: libc6\nStatus: install ok installed\nVersion: 2.36-9\nArchitecture: amd64\n\n\
+             Package: mawk\nStatus: install ok installed\nVersion: 1\nArchitecture: amd64\n",
+        )
+        .unwrap();
+        let r = Resolution {
+            install: vec![],
+            changed: vec![("libc6".into(), "2.36-9".into(), "2.36-10".into())],
+            remove: vec!["mawk".into()],
+        };
+        let req = Request {
+            install: vec!["foo".into()],
+            ..Default::default()
+        };
+        let e = check_base_lock(&base, &r, &req).unwrap_err().to_string();
+        assert!(
+            e.contains("upgrade the base package libc6 (2.36-9 -> 2.36-10)"),
+            "{e}"
+        );
+        assert!(e.contains("remove the base package mawk"), "{e}");
+        let req = Request {
+            install: vec!["foo".into()],
+            remove: vec!["mawk".into()],
+            unlocked: vec!["libc6".into()],
+            ..Default::default()
+        };
+        check_base_lock(&base, &r, &req).unwrap();
+    }
+
+    #[test]
+    fn explains_missing_package() {
+        let m = explain_failure("", "E: Unable to locate package nosuchpkg\n");
+        assert!(m.contains("package nosuchpkg was not found"), "{m}");
+    }
+}
