@@ -2,6 +2,7 @@
 #
 #   make demo        boot a freshly composed Debian image in QEMU and show what Stratum did
 #   make test        every test: unit, host integration, VM boots
+#   make soak        power cuts at random moments of every boot-set operation, in QEMU
 #   make install DESTDIR=ROOT   install Stratum into an OS root (as image builders do)
 #
 # The targets install the Debian packages they need (apt-get, only when missing).
@@ -15,14 +16,16 @@ TARGET := x86_64-unknown-linux-gnu
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 RELEASE := $(TARGET_DIR)/release
 STATIC := $(TARGET_DIR)/$(TARGET)/release
+# Man pages and shell completions, laid out as $(PREFIX)/share.
+SHARE := $(TARGET_DIR)/share
 export STRATUM_CACHE ?= $(HOME)/.cache/stratum
 
 # Build and test dependencies (Debian 12 package names).
 DEB_PACKAGES := libostree-dev ostree pkg-config qemu-system-x86 ovmf debootstrap fdisk bubblewrap \
-	mtools dosfstools grub-efi-amd64-bin e2fsprogs cpio zstd kmod gnupg systemd \
-	dpkg-dev apt-utils
+	mtools dosfstools grub-efi-amd64-bin e2fsprogs cpio zstd kmod gnupg systemd qemu-utils \
+	dpkg-dev apt-utils groff-base
 
-.PHONY: all deps build build-failpoints install test test-unit test-vm demo bench clean
+.PHONY: all deps build man build-failpoints install test test-unit test-vm soak demo bench clean
 
 all: build
 
@@ -40,6 +43,14 @@ build: deps
 	$(CARGO) build --release --locked -p stratum -p stratum-initramfs
 	RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build --release --locked \
 		-p stratum-prepare-root --target $(TARGET)
+	$(MAKE) man
+
+# Man pages (section 8: every command and subcommand; section 5: configuration files) and
+# bash, zsh and fish completions, generated from the command-line definitions by
+# stratum-docgen (docgen/), with the written text of docgen/man/. Needs no root and no sysroot.
+man:
+	rm -rf $(SHARE)
+	$(CARGO) run --release --locked -q -p stratum-docgen -- $(SHARE)
 
 # The crash tests' stratum, which honours FAILPOINTS=name=panic: the same program built with
 # the failpoints feature as the example target stratum-failpoints, so that it lands in
@@ -69,14 +80,37 @@ install:
 		ln -sf ../stratum-ssh-host-keys.service $(DESTDIR)$(PREFIX)/lib/systemd/system/$$w/; done
 	for f in $$(ls dracut 2>/dev/null); do \
 		install -D -m 0755 dracut/$$f $(DESTDIR)$(PREFIX)/lib/dracut/modules.d/50stratum/$$f; done
+	# man/man5, man/man8, bash-completion/completions, zsh/vendor-completions,
+	# fish/vendor_completions.d: the paths each shell's package looks in.
+	test -d $(SHARE)/man || { echo "$(SHARE) is missing: run make build (or make man)" >&2; exit 1; }
+	cd $(SHARE) && for f in $$(find . -type f | sort); do \
+		install -D -m 0644 $$f $(DESTDIR)$(PREFIX)/share/$${f#./}; done
 
 test-unit: build build-failpoints
-	$(CARGO) test --release --locked -p stratum-prepare-root -p stratum -p stratum-initramfs
+	$(CARGO) test --release --locked -p stratum-prepare-root -p stratum -p stratum-initramfs \
+		-p stratum-docgen
 
+# The VM scenarios run in two lanes at once, each booting one one-vCPU guest at a time (the
+# machines that run them have two cores); each lane's output is prefixed with its name.
+VM_LANE_A := --test dracut --test fallback --test kargs
+VM_LANE_B := --lib --test vm --test initramfs --test powercut
 test-vm: build build-failpoints
-	$(CARGO) test --release --locked -p stratum-vmtests -- --test-threads=1
+	$(CARGO) test --release --locked -p stratum-vmtests --no-run
+	@set -o pipefail; \
+	run_lane() { STRATUM_QEMU_SMP=1 $(CARGO) test --release --locked -p stratum-vmtests $$2 \
+		-- --test-threads=1 2>&1 | sed -u "s/^/[$$1] /"; }; \
+	run_lane a "$(VM_LANE_A)" & a=$$!; \
+	run_lane b "$(VM_LANE_B)" & b=$$!; \
+	wait $$a; ra=$$?; wait $$b; rb=$$?; \
+	echo "VM lane a: exit $$ra, lane b: exit $$rb"; [ $$ra = 0 ] && [ $$rb = 0 ]
 
 test: test-unit test-vm
+
+# Power-cut soak (not part of `make test`): SOAK_CUTS cuts per operation kind (default 9),
+# SOAK_SEED=N replays a run, SOAK_KINDS=upgrade,kargs,... picks kinds. The report is printed
+# and saved as target/soak-report.txt.
+soak: build
+	$(CARGO) run --release --locked -p stratum-vmtests --bin stratum-soak
 
 demo: build
 	$(CARGO) run --release --locked -p stratum-vmtests --bin stratum-demo

@@ -3,8 +3,8 @@
 
 use std::ffi::OsString;
 
-use anyhow::Result;
-use clap::{Parser, Subcommand};
+use anyhow::{bail, Result};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::commands::{
     self, boot_complete, cleanup, compose, initramfs, initramfs_etc, install, kargs, packages, pin,
@@ -17,8 +17,8 @@ use crate::commands::{
 /// them atomically. `/usr` is the image (read-only), `/etc` is merged configuration, `/var` is
 /// the machine's own data and never rolled back.
 ///
-/// Exit status: 0 success, 1 failure (the message says what failed and what to do),
-/// 2 invalid command line, 77 `upgrade --check` (or `--unchanged-exit-77`) found no update.
+/// Exit status: 0 success, 1 failure, 2 invalid command line, 77 nothing to do (see EXIT
+/// STATUS in stratum(8)).
 #[derive(Debug, Parser)]
 #[command(name = "stratum", version, max_term_width = 100)]
 pub struct Cli {
@@ -59,10 +59,12 @@ pub enum Command {
     #[command(subcommand)]
     Remote(remote::RemoteCmd),
     /// Pull the origin's newest commit and deploy it (staged: applied at shutdown)
+    #[command(visible_alias = "update")]
     Upgrade(update::UpgradeOpts),
     /// Deploy a given commit or version of the origin's ref
     Deploy(update::DeployOpts),
     /// Follow another ref from now on (REMOTE:REF or a local REF) and deploy it
+    #[command(visible_alias = "switch")]
     Rebase(update::RebaseOpts),
     /// Make the previous deployment the default again (no download, no checkout)
     Rollback(rollback::RollbackOpts),
@@ -86,10 +88,84 @@ pub enum Command {
     FinalizeStaged,
 }
 
+/// Global options that mean nothing to a command (and its subcommands): they are hidden there
+/// and refused when given. `compose` writes a repository and `install to-disk|to-filesystem`
+/// a new sysroot, never the one `--sysroot` names; neither takes the sysroot lock. (`install
+/// PKG…` layers packages on the sysroot and takes them all.)
+const UNUSED_GLOBALS: &[(&[&str], &[&str])] = &[
+    (&["compose"], &["sysroot", "stateroot", "no_wait"]),
+    (&["install", "to-disk"], &["sysroot", "no_wait"]),
+    (&["install", "to-filesystem"], &["sysroot", "no_wait"]),
+];
+
+/// The whole command tree, built (global options copied into every verb) and with the
+/// global options hidden where they mean nothing: what is parsed, and what the man pages and
+/// shell completions are generated from.
+pub fn command() -> clap::Command {
+    let mut cmd = Cli::command();
+    cmd.build();
+    for (path, ids) in UNUSED_GLOBALS {
+        cmd = hide_at(cmd, path, ids);
+    }
+    cmd
+}
+
+/// Hides the arguments `ids` in the subcommand at `path` of `cmd` (and below it).
+fn hide_at(cmd: clap::Command, path: &[&str], ids: &[&str]) -> clap::Command {
+    match path.split_first() {
+        None => hide_args(cmd, ids),
+        Some((first, rest)) if cmd.find_subcommand(first).is_some() => {
+            cmd.mut_subcommand(first, |c| hide_at(c, rest, ids))
+        }
+        Some(_) => cmd,
+    }
+}
+
+/// Hides the arguments `ids` in `cmd` and all its subcommands.
+fn hide_args(cmd: clap::Command, ids: &[&str]) -> clap::Command {
+    let cmd = cmd.mut_args(|a| {
+        if ids.contains(&a.get_id().as_str()) {
+            a.hide(true)
+        } else {
+            a
+        }
+    });
+    cmd.mut_subcommands(|c| hide_args(c, ids))
+}
+
+/// Refuses global options given to a command they mean nothing to (see [`UNUSED_GLOBALS`]);
+/// `path` is the verb and its subcommand, as given.
+fn check_globals(g: &Globals, path: &[&str]) -> Result<()> {
+    let given = [
+        ("sysroot", "--sysroot", g.sysroot.is_some()),
+        ("stateroot", "--stateroot", g.stateroot.is_some()),
+        ("no_wait", "--no-wait", g.no_wait),
+    ];
+    let unused = UNUSED_GLOBALS
+        .iter()
+        .filter(|(p, _)| path.starts_with(p))
+        .flat_map(|(_, ids)| ids.iter());
+    for id in unused {
+        if let Some((_, flag, true)) = given.iter().find(|(i, _, _)| i == id) {
+            bail!(
+                "{flag} means nothing to `stratum {}`; leave it out",
+                path.join(" ")
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Parses `args` and runs the command; returns the exit status.
 pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<i32> {
-    let cli = Cli::parse_from(args);
+    let matches = command().get_matches_from(args);
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let g = &cli.globals;
+    if let Some((verb, sub)) = matches.subcommand() {
+        let mut path = vec![verb];
+        path.extend(sub.subcommand_name());
+        check_globals(g, &path)?;
+    }
     match &cli.command {
         Command::Status(o) => status::run(g, o),
         Command::Compose(c) => compose::run(c),
@@ -120,11 +196,52 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
+        command().debug_assert();
+    }
+
+    #[test]
+    fn aliases_follow_rpm_ostree_and_bootc() {
+        let cli = Cli::try_parse_from(["stratum", "update", "--check"]).unwrap();
+        assert!(matches!(cli.command, Command::Upgrade(ref o) if o.check));
+        let cli = Cli::try_parse_from(["stratum", "switch", "r:x"]).unwrap();
+        assert!(matches!(cli.command, Command::Rebase(ref o) if o.refspec == "r:x"));
+    }
+
+    #[test]
+    fn globals_are_hidden_and_refused_where_they_mean_nothing() {
+        let cmd = command();
+        let arg = |path: &[&str], id: &str| {
+            let mut c = &cmd;
+            for p in path {
+                c = c.find_subcommand(p).unwrap();
+            }
+            c.get_arguments()
+                .find(|a| a.get_id() == id)
+                .unwrap()
+                .is_hide_set()
+        };
+        assert!(arg(&["compose", "rootfs"], "sysroot"));
+        assert!(arg(&["compose", "rootfs"], "stateroot"));
+        assert!(arg(&["install", "to-disk"], "no_wait"));
+        assert!(!arg(&["install", "to-disk"], "stateroot"));
+        assert!(!arg(&["status"], "sysroot") && !arg(&[], "sysroot"));
+        let g = |sysroot: Option<&str>, no_wait| Globals {
+            sysroot: sysroot.map(Into::into),
+            stateroot: Some("os".into()),
+            no_wait,
+        };
+        assert!(check_globals(&g(None, false), &["install", "to-disk"]).is_ok());
+        let e = check_globals(&g(None, true), &["install", "to-disk"]).unwrap_err();
+        assert!(format!("{e}").contains("--no-wait means nothing"), "{e}");
+        // `install PKG` layers packages on the sysroot.
+        assert!(check_globals(&g(Some("/x"), true), &["install"]).is_ok());
+        assert!(!arg(&["install"], "sysroot"));
+        assert!(check_globals(&g(Some("/x"), true), &["status"]).is_ok());
+        assert!(check_globals(&g(None, false), &["compose", "rootfs"]).is_err());
     }
 
     #[test]

@@ -419,6 +419,16 @@ fn overrides_remove_replace_and_reset_base_packages() {
         "{text}"
     );
 
+    // Replace with a version from the repositories (PKG=VERSION).
+    d.publish(&[leaf("3", "leaf 3\n")]);
+    ok(d.env.stratum(&["override", "replace", "t-base-leaf=3"]));
+    assert_eq!(d.installed()["t-base-leaf"], "3");
+    let text = ok(d.env.stratum(&["status"]));
+    assert!(
+        text.contains("LocalOverrides: t-base-leaf 1 -> 3"),
+        "{text}"
+    );
+
     // Reset: the base image as it is.
     ok(d.env.stratum(&["override", "reset", "--all"]));
     assert_eq!(d.installed()["t-base-leaf"], "1");

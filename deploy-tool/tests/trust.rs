@@ -109,8 +109,9 @@ fn upgrade_refuses_older_commits_unless_allowed() {
     assert_eq!(json["to"], v1.as_str(), "{json}");
     assert_eq!(json["from"], v2.as_str(), "{json}");
 
+    // No update: --preview answers 77, as --check does (rpm-ostree).
     let out = env.stratum(&["upgrade", "--preview"]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(77), "{}", stderr(&out));
     assert!(
         !stderr(&out).contains("Update available") && stderr(&out).contains("older"),
         "upgrade --preview must not offer an older commit as an update: {}",

@@ -22,6 +22,9 @@ mirror=${STRATUM_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 # layering scenario takes out of the base with `stratum override remove`.
 include=systemd-sysv,udev,kmod,libostree-1-1,e2fsprogs,util-linux,bubblewrap,nano${extra:+,$extra}
 mkdir -p "$cache"
+# One build at a time: the VM test lanes of `make test` start together on an empty cache.
+exec 9>"$cache/.build-rootfs.lock"
+flock 9
 
 # Resolve the cloud kernel metapackage to the versioned kernel package it depends on.
 kpkg=$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')

@@ -1,6 +1,7 @@
 //! `stratum cleanup`: remove pending and/or rollback deployments, prune the repository.
 
 use anyhow::{bail, Result};
+use serde::Serialize;
 
 use super::Globals;
 use crate::deployment::changes;
@@ -22,6 +23,15 @@ pub struct CleanupOpts {
     pub json: bool,
 }
 
+/// What `cleanup --json` prints.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct CleanupReport {
+    /// The removed deployments, `CHECKSUM.SERIAL` (the staged one included), in the order
+    /// they were removed; empty when there was nothing to remove.
+    pub removed: Vec<String>,
+}
+
 pub fn run(g: &Globals, o: &CleanupOpts) -> Result<i32> {
     if !o.pending && !o.rollback {
         bail!("say what to remove: -p (pending deployment) and/or -r (rollback deployment)");
@@ -38,7 +48,7 @@ pub fn run(g: &Globals, o: &CleanupOpts) -> Result<i32> {
         eprintln!("Removed deployment {r}");
     }
     if o.json {
-        super::print_json(&serde_json::json!({ "removed": removed }))?;
+        super::print_json(&CleanupReport { removed })?;
     }
     Ok(0)
 }

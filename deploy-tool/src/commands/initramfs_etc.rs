@@ -1,6 +1,7 @@
 //! `stratum initramfs-etc`: carry `/etc` files into the initramfs as an extra initrd.
 
 use anyhow::{Context, Result};
+use serde::Serialize;
 
 use super::Globals;
 use crate::deployment::initramfs::Settings;
@@ -22,9 +23,23 @@ pub struct InitramfsEtcOpts {
     /// Copy the tracked files' current contents into the initramfs even if the list is unchanged
     #[arg(long)]
     pub force_sync: bool,
-    /// Print the result as JSON (when something changed)
+    /// Print the tracked files (and what changed) as JSON
     #[arg(long)]
     pub json: bool,
+}
+
+/// What `initramfs-etc --json` prints, whether or not anything changed.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct InitramfsEtcReport {
+    /// The deployment whose setting this is, `CHECKSUM.SERIAL` (the one that boots next).
+    pub deployment: String,
+    /// The tracked `/etc` files, sorted.
+    pub tracked: Vec<String>,
+    /// Whether this run changed the boot set.
+    pub changed: bool,
+    /// The extra initrd files written for the deployment (only when `changed`).
+    pub overlays: Vec<String>,
 }
 
 /// Runs `stratum initramfs-etc`.
@@ -54,9 +69,19 @@ pub fn run(g: &Globals, o: &InitramfsEtcOpts) -> Result<i32> {
         .unwrap_or_else(|| target.clone());
     let origin = st.origin_of(&target)?;
     let cur = Settings::from_origin(&origin)?;
+    let report = |tracked: &[String], changed: bool, overlays: Vec<String>| InitramfsEtcReport {
+        deployment: target.name(),
+        tracked: tracked.to_vec(),
+        changed,
+        overlays,
+    };
     if !changing {
-        for f in &cur.etc {
-            println!("{f}");
+        if o.json {
+            super::print_json(&report(&cur.etc, false, Vec::new()))?;
+        } else {
+            for f in &cur.etc {
+                println!("{f}");
+            }
         }
         if cur.etc.is_empty() {
             eprintln!("No /etc files are tracked.");
@@ -83,6 +108,9 @@ pub fn run(g: &Globals, o: &InitramfsEtcOpts) -> Result<i32> {
     new.etc.sort();
     if new == cur && !o.force_sync {
         eprintln!("No changes.");
+        if o.json {
+            super::print_json(&report(&cur.etc, false, Vec::new()))?;
+        }
         return Ok(0);
     }
     let overlays = overlay::retrack(&st, &target, &merge, &new.etc)?;
@@ -96,11 +124,7 @@ pub fn run(g: &Globals, o: &InitramfsEtcOpts) -> Result<i32> {
         );
     }
     if o.json {
-        super::print_json(&serde_json::json!({
-            "deployment": target.name(),
-            "tracked": new.etc,
-            "overlays": overlays,
-        }))?;
+        super::print_json(&report(&new.etc, true, overlays))?;
     }
     Ok(0)
 }

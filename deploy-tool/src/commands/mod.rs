@@ -28,8 +28,9 @@ use crate::sysroot::Sysroot;
 /// (`--unchanged-exit-77`, `upgrade --check`).
 pub const EXIT_UNCHANGED: i32 = 77;
 
-/// Options every verb accepts.
+/// Options every verb that works on a sysroot accepts, before or after its name.
 #[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Global options")]
 pub struct Globals {
     /// The sysroot to operate on: a directory holding ostree/ and boot/ [default: /]
     #[arg(long, global = true, value_name = "DIR")]

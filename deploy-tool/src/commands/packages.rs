@@ -2,7 +2,7 @@
 //! `refresh-md`, `search`, `db list|diff`. Each change is a new deployment of the same base
 //! image with the origin's requests changed, made by the one new-deployment pipeline.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
@@ -63,10 +63,11 @@ pub enum OverrideCmd {
         #[command(flatten)]
         change: ChangeOpts,
     },
-    /// Replace base packages with local .deb files (of the same package names)
+    /// Replace base packages with local .deb files, or with other versions from the
+    /// configured repositories (PKG=VERSION)
     Replace {
-        #[arg(value_name = "FILE.deb", required = true)]
-        files: Vec<PathBuf>,
+        #[arg(value_name = "FILE.deb|PKG=VERSION", required = true)]
+        files: Vec<String>,
         #[command(flatten)]
         change: ChangeOpts,
     },
@@ -116,7 +117,7 @@ enum Change<'a> {
     Install(&'a [String]),
     Uninstall(&'a [String], bool),
     Remove(&'a [String]),
-    Replace(&'a [PathBuf]),
+    Replace(&'a [String]),
     Reset(&'a [String], bool),
 }
 
@@ -148,7 +149,13 @@ fn is_file_request(p: &str) -> bool {
 }
 
 /// Applies `c` to `pk`; returns whether anything changed.
-fn edit(ctx: &Layering, pk: &mut Packages, c: &Change, idempotent: bool) -> Result<bool> {
+fn edit(
+    ctx: &Layering,
+    base: &str,
+    pk: &mut Packages,
+    c: &Change,
+    idempotent: bool,
+) -> Result<bool> {
     let mut changed = false;
     let mut skip_or_fail = |msg: String| -> Result<()> {
         if idempotent {
@@ -203,11 +210,17 @@ fn edit(ctx: &Layering, pk: &mut Packages, c: &Change, idempotent: bool) -> Resu
                 changed = true;
             }
         }
-        Change::Replace(files) => {
-            for f in files.iter() {
-                let (sha, id) = ctx
-                    .import_local(f)
-                    .with_context(|| format!("reading {}", f.display()))?;
+        Change::Replace(items) => {
+            for item in items.iter() {
+                let (sha, id) = match item.split_once('=') {
+                    Some((name, version)) if !is_file_request(item) => {
+                        check_name(name)?;
+                        ctx.fetch_version(base, name, version)?
+                    }
+                    _ => ctx
+                        .import_local(Path::new(item))
+                        .with_context(|| format!("reading {item}"))?,
+                };
                 pk.replace_local
                     .retain(|_, nva| Packages::local_name(nva) != id.name);
                 pk.replace_local.insert(sha, id.nva());
@@ -291,7 +304,8 @@ fn change(g: &Globals, o: &ChangeOpts, c: Change) -> Result<i32> {
     let mut origin: Origin = st.origin_of(&pending)?;
     let repo = crate::repo::open(&st.sysroot.repo_path())?;
     let ctx = layering_context(&st, &repo, &stateroot);
-    let changed = edit(&ctx, &mut origin.packages, &c, o.idempotent)?;
+    let base = crate::repo::base_commit(&repo, &pending.checksum)?;
+    let changed = edit(&ctx, &base, &mut origin.packages, &c, o.idempotent)?;
     if !changed {
         eprintln!("No change to the package requests.");
         return Ok(if o.unchanged_exit_77 {
@@ -301,7 +315,6 @@ fn change(g: &Globals, o: &ChangeOpts, c: Change) -> Result<i32> {
         });
     }
     if o.dry_run {
-        let base = crate::repo::base_commit(&repo, &pending.checksum)?;
         let scratch = tempfile::Builder::new()
             .prefix("stratum-layer-")
             .tempdir_in(st.sysroot.repo_path().join("tmp"))?;

@@ -1,6 +1,7 @@
 //! `stratum pin`: keep a deployment through cleanups and upgrades.
 
 use anyhow::Result;
+use serde::Serialize;
 
 use super::Globals;
 use crate::deployment::changes;
@@ -18,6 +19,17 @@ pub struct PinOpts {
     pub json: bool,
 }
 
+/// What `pin --json` prints.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct PinReport {
+    pub stateroot: String,
+    /// `CHECKSUM.SERIAL`.
+    pub deployment: String,
+    /// Whether it is pinned now.
+    pub pinned: bool,
+}
+
 pub fn run(g: &Globals, o: &PinOpts) -> Result<i32> {
     let session = g.session();
     let _lock = session.begin()?;
@@ -30,11 +42,11 @@ pub fn run(g: &Globals, o: &PinOpts) -> Result<i32> {
         if o.unpin { "unpinned" } else { "pinned" }
     );
     if o.json {
-        super::print_json(&serde_json::json!({
-            "stateroot": d.stateroot,
-            "deployment": d.name(),
-            "pinned": !o.unpin,
-        }))?;
+        super::print_json(&PinReport {
+            stateroot: d.stateroot.clone(),
+            deployment: d.name(),
+            pinned: !o.unpin,
+        })?;
     }
     Ok(0)
 }

@@ -1,6 +1,7 @@
 //! `stratum rollback`: the previous deployment becomes the default.
 
 use anyhow::Result;
+use serde::Serialize;
 
 use super::Globals;
 use crate::deployment::changes;
@@ -16,6 +17,18 @@ pub struct RollbackOpts {
     pub json: bool,
 }
 
+/// What `rollback --json` prints: the deployment that is the default now.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct RollbackReport {
+    /// Its stateroot (`osname` in `status`).
+    pub stateroot: String,
+    /// `CHECKSUM.SERIAL`, as in its directory name.
+    pub deployment: String,
+    pub checksum: String,
+    pub serial: u32,
+}
+
 pub fn run(g: &Globals, o: &RollbackOpts) -> Result<i32> {
     let session = g.session();
     let _lock = session.begin()?;
@@ -27,11 +40,12 @@ pub fn run(g: &Globals, o: &RollbackOpts) -> Result<i32> {
         d.name()
     );
     if o.json {
-        super::print_json(&serde_json::json!({
-            "stateroot": d.stateroot,
-            "deployment": d.name(),
-            "checksum": d.checksum,
-        }))?;
+        super::print_json(&RollbackReport {
+            stateroot: d.stateroot.clone(),
+            deployment: d.name(),
+            checksum: d.checksum.clone(),
+            serial: d.serial,
+        })?;
     }
     if o.reboot {
         super::reboot()?;

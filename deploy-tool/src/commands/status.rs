@@ -11,10 +11,26 @@ use crate::state::staged::{self, FinalizeFailure};
 use crate::state::State;
 use crate::sysroot::Deployment;
 
+/// How `status` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Format {
+    /// For people: one block per deployment
+    #[default]
+    #[value(alias = "humanreadable")]
+    Human,
+    /// JSON, rpm-ostree's key names where the concept is shared
+    Json,
+    /// YAML, the same keys as JSON
+    Yaml,
+}
+
 /// Show the deployments in boot order (default first)
 #[derive(Debug, clap::Args)]
 pub struct StatusOpts {
-    /// Print JSON (rpm-ostree's key names where the concept is shared)
+    /// Output format
+    #[arg(long, value_enum, value_name = "FORMAT", conflicts_with = "json")]
+    pub format: Option<Format>,
+    /// Same as --format json
     #[arg(long)]
     pub json: bool,
     /// Only the booted deployment
@@ -34,12 +50,23 @@ pub fn run(g: &Globals, o: &StatusOpts) -> Result<i32> {
     if o.booted {
         status.deployments.retain(|d| d.booted);
     }
-    if o.json {
-        super::print_json(&status)?;
-    } else {
-        print!("{}", render(&status, o.verbose));
+    match o.format() {
+        Format::Json => super::print_json(&status)?,
+        Format::Yaml => print!("{}", serde_yaml_ng::to_string(&status)?),
+        Format::Human => print!("{}", render(&status, o.verbose)),
     }
     Ok(0)
+}
+
+impl StatusOpts {
+    /// The format asked for: `--format`, `--json`, else for people.
+    pub fn format(&self) -> Format {
+        match (self.format, self.json) {
+            (Some(f), _) => f,
+            (None, true) => Format::Json,
+            (None, false) => Format::Human,
+        }
+    }
 }
 
 /// One deployment as `status --json` reports it (rpm-ostree's key names where shared).

@@ -11,7 +11,8 @@ pub struct UpgradeOpts {
     /// Only check whether an update exists: exit 0 if one does, 77 if not
     #[arg(long)]
     pub check: bool,
-    /// Show what would change (commit, version, files) without deploying
+    /// Show what would change (commit, version, files) without deploying; exit 77 if there
+    /// is no update
     #[arg(long)]
     pub preview: bool,
     /// Exit 77 when there is no update (for scripts)
@@ -66,7 +67,8 @@ pub fn upgrade(g: &Globals, o: &UpgradeOpts) -> Result<i32> {
         &Target::Upgrade,
         opts,
         &o.new,
-        o.check || o.unchanged_exit_77,
+        // rpm-ostree: `--check` and `--preview` answer "is there an update?" by exit status.
+        o.check || o.preview || o.unchanged_exit_77,
     )
 }
 

@@ -145,7 +145,24 @@ pub fn run(session: &Session) -> Result<Outcome> {
         .iter()
         .filter(|c| c.required && !c.passed)
         .collect();
+    // A trial armed for another deployment: the boot set that arms it was swapped in but
+    // GRUB read the previous one (a power cut between the swap and the boot partition's
+    // journal reaching the disk; Linux replays the journal, GRUB does not). Blessing now
+    // would disarm the trial of the deployment that boots next; leave it armed.
+    let other_trial = env
+        .get(bootstate::TRIAL)
+        .filter(|t| !t.is_empty() && *t != booted_id.as_str())
+        .filter(|_| env.get(bootstate::SUCCESS) != Some("1"))
+        .map(str::to_string);
     if failed.is_empty() {
+        if let Some(t) = other_trial {
+            eprintln!(
+                "{booted_id} passed its health checks; {t} is on trial and boots next, its trial \
+                 stays armed"
+            );
+            outcome.result = Verdict::NoTrial;
+            return Ok(outcome);
+        }
         bootstate::bless(sysroot, &booted)?;
         outcome.result = if on_trial {
             Verdict::Blessed

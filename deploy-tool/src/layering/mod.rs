@@ -139,6 +139,44 @@ impl Layering<'_> {
         apt.search(&status, terms)
     }
 
+    /// Downloads `name` at `version` from the configured repositories and imports it into
+    /// the package cache as a local file would be (for `override replace PKG=VERSION`);
+    /// returns its SHA-256 and id.
+    pub fn fetch_version(
+        &self,
+        base: &str,
+        name: &str,
+        version: &str,
+    ) -> Result<(String, PackageId)> {
+        let scratch = self.scratch()?;
+        let apt = self.apt(scratch.path())?;
+        let status = base_status_file(self.repo, base, scratch.path())?;
+        if !apt.has_indexes() {
+            apt.refresh(&status)?;
+        }
+        let id = PackageId {
+            name: name.to_string(),
+            version: version.to_string(),
+            arch: apt::native_arch()?,
+        };
+        let debs = scratch.path().join("debs");
+        fs::create_dir_all(&debs)?;
+        apt.download(&status, std::slice::from_ref(&id), &debs)
+            .with_context(|| format!("fetching {name} {version} from the repositories"))?;
+        let file = match find_deb(&debs, &id) {
+            Ok(f) => f,
+            Err(_) => {
+                // An `all` package.
+                let all = PackageId {
+                    arch: "all".into(),
+                    ..id.clone()
+                };
+                find_deb(&debs, &all)?
+            }
+        };
+        self.import_local(&file)
+    }
+
     /// Imports a local `.deb` file into the package cache; returns its SHA-256 and id.
     pub fn import_local(&self, deb: &Path) -> Result<(String, PackageId)> {
         let scratch = self.scratch()?;

@@ -18,8 +18,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 pub mod aptrepo;
+pub mod cut;
 mod qemu;
-pub use qemu::{Boot, Qemu, QemuOutcome};
+pub use qemu::{Boot, CutReport, PowerCut, Qemu, QemuOutcome};
 
 /// Paths of the project and its build outputs.
 #[derive(Debug, Clone)]
@@ -351,7 +352,7 @@ impl Results {
     }
 }
 
-fn tree_size(dir: &Path) -> Result<u64> {
+pub(crate) fn tree_size(dir: &Path) -> Result<u64> {
     let out = run_output(Command::new("du").args(["-sb", "--"]).arg(dir))?;
     Ok(out
         .split_whitespace()

@@ -40,6 +40,32 @@ pub struct Qemu {
     pub echo: bool,
     /// Show only the lines this returns (rewritten), as they come (the demo).
     pub echo_filter: Option<fn(&str) -> Option<String>>,
+    /// Disks the guest sees read-only, after `disks` (for example a shared update repository).
+    pub readonly_disks: Vec<PathBuf>,
+    /// Cut the power (SIGKILL QEMU) `delay` after a console line containing `marker`; the run
+    /// then ends at the first QEMU exit, as with `no_reboot`.
+    pub cut: Option<PowerCut>,
+}
+
+/// When to cut the power of a run: `delay` after the guest prints a line containing `marker`.
+#[derive(Debug, Clone)]
+pub struct PowerCut {
+    pub marker: String,
+    /// A line the guest prints when the operation is over, to measure it (see
+    /// [`CutReport::span`]).
+    pub end: Option<String>,
+    pub delay: Duration,
+}
+
+/// What happened to a run with a [`PowerCut`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CutReport {
+    /// The guest printed the marker.
+    pub marker_seen: bool,
+    /// QEMU was killed `delay` after the marker (else it exited on its own first).
+    pub killed: bool,
+    /// From the marker to the end line, or to QEMU's exit when there was none before it.
+    pub span: Option<Duration>,
 }
 
 /// How a run ended.
@@ -48,6 +74,8 @@ pub struct QemuOutcome {
     pub timed_out: bool,
     pub console: String,
     pub elapsed: Duration,
+    /// Set for a run with a [`PowerCut`].
+    pub cut: Option<CutReport>,
 }
 
 impl Qemu {
@@ -61,14 +89,18 @@ impl Qemu {
             console,
             echo: std::env::var_os("STRATUM_VM_ECHO").is_some(),
             echo_filter: None,
+            readonly_disks: Vec::new(),
+            cut: None,
         }
     }
 
     fn command(&self, vars: &Path) -> Command {
         let mut c = Command::new("qemu-system-x86_64");
         let accel = std::env::var("STRATUM_QEMU_ACCEL").unwrap_or_else(|_| "tcg".into());
+        // `make test-vm` runs two one-vCPU guests at once (STRATUM_QEMU_SMP=1).
+        let smp = std::env::var("STRATUM_QEMU_SMP").unwrap_or_else(|_| "2".into());
         c.args([
-            "-machine", "q35", "-accel", &accel, "-cpu", "max", "-smp", "2",
+            "-machine", "q35", "-accel", &accel, "-cpu", "max", "-smp", &smp,
         ])
         .args(["-m", &self.memory_mib.to_string()])
         .args([
@@ -109,10 +141,19 @@ impl Qemu {
         // loses nothing; only a host crash would, and then the run is void anyway. Without
         // it, the guest's first flush waits for the host to write back the freshly copied
         // image, which makes boot timings depend on the host's writeback, not the guest.
+        // A `.qcow2` disk is a copy-on-write overlay (see `crate::cut::Overlay`).
         for d in &self.disks {
             c.arg("-drive").arg(format!(
-                "file={},format=raw,if=virtio,cache=unsafe",
-                d.display()
+                "file={},format={},if=virtio,cache=unsafe",
+                d.display(),
+                disk_format(d)
+            ));
+        }
+        for d in &self.readonly_disks {
+            c.arg("-drive").arg(format!(
+                "file={},format={},if=virtio,readonly=on",
+                d.display(),
+                disk_format(d)
             ));
         }
         c
@@ -133,6 +174,7 @@ impl Qemu {
         let mut log = fs::File::create(&self.console)?;
         let mut console = String::new();
         let mut timed_out = false;
+        let mut cut = None;
         // Bounded only as a safety net; the overall timeout is what ends a stuck run.
         for _ in 0..64 {
             let Some(left) = self.timeout.checked_sub(start.elapsed()) else {
@@ -141,12 +183,17 @@ impl Qemu {
             };
             let run = self.run_once(&vars, left, &mut log)?;
             console.push_str(&run.console);
+            cut = run.cut;
             if run.timed_out {
                 timed_out = true;
                 break;
             }
             // The guest powered off, QEMU failed, or a reset is what the caller waits for.
-            if self.no_reboot || !run.exited_ok || run.console.contains(POWER_DOWN) {
+            if self.no_reboot
+                || self.cut.is_some()
+                || !run.exited_ok
+                || run.console.contains(POWER_DOWN)
+            {
                 break;
             }
         }
@@ -155,6 +202,7 @@ impl Qemu {
             timed_out,
             console,
             elapsed: start.elapsed(),
+            cut,
         })
     }
 
@@ -175,6 +223,9 @@ impl Qemu {
         let echo = self.echo;
         let filter = self.echo_filter;
         let (tx, rx) = mpsc::channel();
+        let (marker_tx, marker_rx) = mpsc::channel();
+        let marker = self.cut.as_ref().map(|c| c.marker.clone());
+        let end = self.cut.as_ref().and_then(|c| c.end.clone());
         let reader = std::thread::spawn(move || {
             let mut all = String::new();
             for line in BufReader::new(stdout).split(b'\n') {
@@ -186,6 +237,11 @@ impl Qemu {
                 } else if let Some(show) = filter.and_then(|f| f(&text)) {
                     eprintln!("{show}");
                 }
+                if marker.as_deref().is_some_and(|m| text.contains(m)) {
+                    let _ = marker_tx.send((true, Instant::now()));
+                } else if end.as_deref().is_some_and(|m| text.contains(m)) {
+                    let _ = marker_tx.send((false, Instant::now()));
+                }
                 all.push_str(&text);
                 all.push('\n');
             }
@@ -194,9 +250,32 @@ impl Qemu {
         // Wait for QEMU itself; poll its status with a short period only to enforce the
         // deadline (the wait is for the process, not a guess at readiness).
         let mut timed_out = false;
+        let mut marker_at: Option<Instant> = None;
+        let mut report = CutReport::default();
         let status = loop {
-            if let Some(status) = child.try_wait()? {
+            let exited = child.try_wait()?;
+            for (begin, at) in marker_rx.try_iter() {
+                match (begin, marker_at) {
+                    (true, None) => marker_at = Some(at),
+                    (false, Some(m)) if report.span.is_none() => report.span = Some(at - m),
+                    _ => {}
+                }
+            }
+            if let Some(status) = exited {
+                if let (Some(m), None) = (marker_at, report.span) {
+                    report.span = Some(m.elapsed());
+                }
                 break Some(status);
+            }
+            if let (Some(at), Some(c)) = (marker_at, &self.cut) {
+                if at.elapsed() >= c.delay {
+                    // SIGKILL: no clean shutdown, nothing flushed that the guest had not
+                    // written to its virtual disks.
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    report.killed = true;
+                    break None;
+                }
             }
             if start.elapsed() > timeout {
                 timed_out = true;
@@ -204,7 +283,12 @@ impl Qemu {
                 let _ = child.wait();
                 break None;
             }
-            std::thread::sleep(Duration::from_millis(100));
+            // Short enough to cut within a few milliseconds of the drawn moment.
+            std::thread::sleep(Duration::from_millis(if marker_at.is_some() {
+                2
+            } else {
+                50
+            }));
         };
         let console = rx.recv_timeout(Duration::from_secs(10)).unwrap_or_default();
         let _ = reader.join();
@@ -212,6 +296,10 @@ impl Qemu {
             timed_out,
             exited_ok: status.is_some_and(|s| s.success()),
             console,
+            cut: self.cut.as_ref().map(|_| CutReport {
+                marker_seen: marker_at.is_some(),
+                ..report
+            }),
         })
     }
 }
@@ -225,4 +313,14 @@ struct OneRun {
     timed_out: bool,
     exited_ok: bool,
     console: String,
+    cut: Option<CutReport>,
+}
+
+/// QEMU's format name for a disk image: `qcow2` for `*.qcow2`, else `raw`.
+pub(crate) fn disk_format(path: &Path) -> &'static str {
+    if path.extension().is_some_and(|e| e == "qcow2") {
+        "qcow2"
+    } else {
+        "raw"
+    }
 }

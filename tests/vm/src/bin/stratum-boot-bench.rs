@@ -163,6 +163,7 @@ fn boot(
         console: first.console + &second.console,
         timed_out: first.timed_out || second.timed_out,
         elapsed: first.elapsed + second.elapsed,
+        cut: None,
     };
     let keep = || {
         let log = p.artifacts.join(format!("{name}.console.log"));

@@ -1,0 +1,66 @@
+//! VM scenarios of power cuts: one cut per operation kind (upgrade + finalize at shutdown,
+//! kargs, rollback, cleanup, initramfs --enable, the boot-complete blessing), at a moment
+//! drawn from the operation's typical duration; the machine must come up on the old or the new
+//! state, consistent and with clean filesystems (see [`stratum_vmtests::cut`]). `make soak`
+//! runs many more. `SOAK_SEED=N` replays the moments. Run with
+//! `cargo test --release -p stratum-vmtests --test powercut -- --test-threads=1`.
+
+use std::sync::{Mutex, OnceLock};
+
+use anyhow::{anyhow, Result};
+use libtest_mimic::Arguments;
+use stratum_vmtests::cut::{Op, Rig, Rng};
+use stratum_vmtests::{trial, Project};
+
+/// One image and its bases for all cuts (built on first use).
+static RIG: OnceLock<std::result::Result<Mutex<Rig>, String>> = OnceLock::new();
+static SEED: OnceLock<u64> = OnceLock::new();
+
+fn cut(op: Op) -> Result<()> {
+    let rig = RIG
+        .get_or_init(|| {
+            Project::locate()
+                .and_then(|p| Rig::build(&p, "powercut"))
+                .map(Mutex::new)
+                .map_err(|e| format!("{e:#}"))
+        })
+        .as_ref()
+        .map_err(|e| anyhow!("building the test image: {e}"))?;
+    let seed = *SEED.get_or_init(|| Rng::seed_from_env().unwrap_or(0));
+    let delay = Rng::for_op(seed, op).below(op.typical());
+    let mut rig = rig.lock().map_err(|_| anyhow!("an earlier cut panicked"))?;
+    let r = rig.cut(op, delay, 0)?;
+    eprintln!(
+        "powercut {}: SOAK_SEED={seed}, cut {} ms after the start{}: {:?} in {:.0} s",
+        op.key(),
+        delay.as_millis(),
+        if r.killed { "" } else { " (it finished first)" },
+        r.side,
+        r.elapsed.as_secs_f64()
+    );
+    r.side.map(|_| ()).map_err(|e| {
+        anyhow!(
+            "{e}\nkept under {}",
+            rig.dir.join(op.key()).join("000").display()
+        )
+    })
+}
+
+fn main() {
+    let args = Arguments::from_args();
+    let trials = Op::ALL
+        .into_iter()
+        .map(|op| {
+            let name: &'static str = match op {
+                Op::Upgrade => "powercut::upgrade_and_finalize",
+                Op::Kargs => "powercut::kargs_append",
+                Op::Rollback => "powercut::rollback",
+                Op::Cleanup => "powercut::cleanup",
+                Op::Initramfs => "powercut::initramfs_enable",
+                Op::Bless => "powercut::boot_complete_blessing",
+            };
+            trial(name, move || cut(op))
+        })
+        .collect();
+    libtest_mimic::run(&args, trials).exit();
+}
