@@ -17,7 +17,10 @@ case $extra in
 esac
 suite=bookworm
 mirror=${STRATUM_DEBIAN_MIRROR:-http://deb.debian.org/debian}
-include=systemd-sysv,udev,kmod,libostree-1-1,e2fsprogs,util-linux${extra:+,$extra}
+# bubblewrap: Stratum runs maintainer scripts of layered packages in it (apt, dpkg, gpgv and
+# util-linux, which layering needs as well, are in minbase). nano: a leaf package that the
+# layering scenario takes out of the base with `stratum override remove`.
+include=systemd-sysv,udev,kmod,libostree-1-1,e2fsprogs,util-linux,bubblewrap,nano${extra:+,$extra}
 mkdir -p "$cache"
 # One build at a time: the VM test lanes of `make test` start together on an empty cache.
 exec 9>"$cache/.build-rootfs.lock"

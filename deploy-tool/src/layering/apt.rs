@@ -270,6 +270,7 @@ impl Apt {
         match self.simulate(&held, req) {
             Ok(r) => {
                 check_base_lock(&base, &r, req)?;
+                self.check_requests_kept(&held, &r, req)?;
                 Ok(r)
             }
             Err(held_err) => {
@@ -283,6 +284,34 @@ impl Apt {
                 }
             }
         }
+    }
+
+    /// Fails when apt's way out is to take a requested package out again (a local package
+    /// that conflicts with or breaks a held base package is removed by `--fix-broken`),
+    /// naming the unmet relations `apt-get check` reports for the held state.
+    fn check_requests_kept(&self, held: &Path, r: &Resolution, req: &Request) -> Result<()> {
+        let dropped = dropped_requests(r, req);
+        if dropped.is_empty() {
+            return Ok(());
+        }
+        let conf = self.configure(held)?;
+        let out = self
+            .apt_get(&conf)
+            .arg("check")
+            .output()
+            .context("running apt-get check")?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let unmet: Vec<&str> = stdout.lines().filter(|l| is_unmet_line(l)).collect();
+        bail!(
+            "cannot layer {}: it cannot be installed with the base image's packages, which are \
+             locked to the image's versions{}",
+            dropped.join(" "),
+            if unmet.is_empty() {
+                String::new()
+            } else {
+                format!(". apt reports:\n{}", unmet.join("\n"))
+            }
+        )
     }
 
     /// Writes the status file apt resolves against: the base's, with base packages held
@@ -435,6 +464,30 @@ fn check_base_lock(
     )
 }
 
+/// The requested packages (local or by name) that a resolution removes.
+fn dropped_requests(r: &Resolution, req: &Request) -> Vec<String> {
+    let requested: Vec<&str> = req
+        .preinstalled
+        .iter()
+        .filter_map(|p| p.get("Package"))
+        .chain(
+            req.install
+                .iter()
+                .map(|i| i.split(['=', ':']).next().unwrap_or(i)),
+        )
+        .collect();
+    r.remove
+        .iter()
+        .filter(|n| requested.contains(&n.as_str()))
+        .cloned()
+        .collect()
+}
+
+/// A line in which apt names an unmet relation.
+fn is_unmet_line(l: &str) -> bool {
+    l.contains("Depends:") || l.contains("Conflicts:") || l.contains("Breaks:")
+}
+
 /// Turns apt's error output into a message that says what to do.
 fn explain_failure(stdout: &str, stderr: &str) -> String {
     let mut lines: Vec<String> = Vec::new();
@@ -452,10 +505,7 @@ fn explain_failure(stdout: &str, stderr: &str) -> String {
         }
     }
     // apt lists unmet dependencies on stdout.
-    let unmet: Vec<&str> = stdout
-        .lines()
-        .filter(|l| l.contains("Depends:") || l.contains("Conflicts:") || l.contains("Breaks:"))
-        .collect();
+    let unmet: Vec<&str> = stdout.lines().filter(|l| is_unmet_line(l)).collect();
     if !unmet.is_empty() {
         lines.push(format!("apt reports:\n{}", unmet.join("\n")));
     }
@@ -564,6 +614,22 @@ mod tests {
             ..Default::default()
         };
         check_base_lock(&base, &r, &req).unwrap();
+    }
+
+    #[test]
+    fn a_request_apt_takes_out_again_is_dropped() {
+        let local =
+            deb822::parse("Package: conflicting\nVersion: 1\nArchitecture: all\nConflicts: mawk\n")
+                .unwrap();
+        let req = Request {
+            install: vec!["htop=3.2.2-2".into()],
+            preinstalled: vec![&local[0]],
+            ..Default::default()
+        };
+        let r = parse_simulation("Remv conflicting [1]\nRemv htop [3.2.2-2]\nRemv other [1]\n")
+            .unwrap();
+        assert_eq!(dropped_requests(&r, &req), vec!["conflicting", "htop"]);
+        assert!(dropped_requests(&Resolution::default(), &req).is_empty());
     }
 
     #[test]

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+pub mod aptrepo;
 pub mod cut;
 mod qemu;
 pub use qemu::{Boot, CutReport, PowerCut, Qemu, QemuOutcome};
@@ -326,6 +327,28 @@ impl Results {
             .unwrap_or_default()
             .trim()
             .to_string()
+    }
+
+    /// Fails unless observation `name` of boot `n` is `expected`, saying what it was.
+    pub fn expect(&self, n: u32, name: &str, expected: &str) -> Result<()> {
+        let got = self.get(n, name);
+        if got != expected {
+            bail!("boot {n}: {name} is {got:?}, expected {expected:?}");
+        }
+        Ok(())
+    }
+
+    /// Fails unless the command recorded as exit status `rc` (`result RC $?`) of boot `n`
+    /// succeeded, with its stderr (observation `err`) in the message.
+    pub fn expect_success(&self, n: u32, rc: &str, err: &str, what: &str) -> Result<()> {
+        let status = self.get(n, rc);
+        if status != "0" {
+            bail!(
+                "boot {n}: {what} failed (exit status {status:?}):\n{}",
+                self.get(n, err)
+            );
+        }
+        Ok(())
     }
 }
 
