@@ -94,8 +94,8 @@ test-unit: build build-failpoints fuzz-smoke
 
 # The VM scenarios run in two lanes at once, each booting one one-vCPU guest at a time (the
 # machines that run them have two cores); each lane's output is prefixed with its name.
-VM_LANE_A := --test dracut --test fallback --test kargs
-VM_LANE_B := --lib --test vm --test initramfs --test powercut --test layering
+VM_LANE_A := --test dracut --test fallback --test kargs --test initramfs
+VM_LANE_B := --lib --test vm --test powercut --test layering
 test-vm: build build-failpoints
 	$(CARGO) test --release --locked -p stratum-vmtests --no-run
 	@set -o pipefail; \
