@@ -342,30 +342,32 @@ pub fn layer(ctx: &Layering, base: &str, pk: &Packages) -> Result<Report> {
     }
     meta.insert("ostree.bootable", true);
     meta.insert(repo::BASE_COMMIT, base);
-    let strs = |v: Vec<String>| v;
-    meta.insert(
-        META_LAYERED,
-        &strs(report.layered.iter().map(PackageId::nva).collect())[..],
-    );
-    meta.insert(
-        META_REMOVED,
-        &strs(report.removed.iter().map(|p| p.name.clone()).collect())[..],
-    );
-    meta.insert(
-        META_REPLACED,
-        &strs(
+    let lists: [(&str, Vec<String>); 5] = [
+        (
+            META_LAYERED,
+            report.layered.iter().map(PackageId::nva).collect(),
+        ),
+        (
+            META_REMOVED,
+            report.removed.iter().map(|p| p.name.clone()).collect(),
+        ),
+        (
+            META_REPLACED,
             report
                 .replaced
                 .iter()
                 .map(|(o, n)| format!("{} {}", o.nva(), n.nva()))
                 .collect(),
-        )[..],
-    );
-    meta.insert(META_INACTIVE, &report.inactive[..]);
-    meta.insert(
-        META_CACHE,
-        &strs(cached.values().map(|c| c.commit.clone()).collect())[..],
-    );
+        ),
+        (META_INACTIVE, report.inactive.clone()),
+        (
+            META_CACHE,
+            cached.values().map(|c| c.commit.clone()).collect(),
+        ),
+    ];
+    for (key, values) in &lists {
+        meta.insert(key, &values[..]);
+    }
     let subject = format!(
         "Layered on {}: {}",
         info.version.as_deref().unwrap_or(base),

@@ -241,8 +241,7 @@ fn fold_entry(up: &Path, to: &Path) -> Result<()> {
         }
         return Ok(());
     }
-    if let Some(t) = fs::symlink_metadata(to).ok().filter(|t| t.is_dir()) {
-        let _ = t;
+    if fs::symlink_metadata(to).is_ok_and(|t| t.is_dir()) {
         crate::fsutil::remove_any(to)?;
     }
     // A rename replaces the tree's link to a repository object; it never writes to it.
