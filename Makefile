@@ -75,6 +75,10 @@ install:
 	install -d $(DESTDIR)$(PREFIX)/lib/systemd/system/multi-user.target.wants
 	for u in stratum-finalize-staged.path stratum-boot-complete.service; do \
 		ln -sf ../$$u $(DESTDIR)$(PREFIX)/lib/systemd/system/multi-user.target.wants/$$u; done
+	# The automatic-update timer runs the policy of stratum.toml ("none" unless set).
+	install -d $(DESTDIR)$(PREFIX)/lib/systemd/system/timers.target.wants
+	ln -sf ../stratum-automatic-update.timer \
+		$(DESTDIR)$(PREFIX)/lib/systemd/system/timers.target.wants/stratum-automatic-update.timer
 	# Machine-specific SSH host keys, made before sshd starts (the unit does nothing
 	# without openssh-server).
 	for w in ssh.service.wants sshd.service.wants; do \

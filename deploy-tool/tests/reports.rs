@@ -68,7 +68,7 @@ fn status_formats() {
     );
     let human = ok(env.stratum(&["status", "--format", "human"]));
     assert!(
-        human.starts_with("Deployments:") && human.contains(&v1),
+        human.starts_with("AutomaticUpdates: disabled\n\nDeployments:") && human.contains(&v1),
         "{human}"
     );
     assert_eq!(

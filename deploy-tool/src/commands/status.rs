@@ -6,7 +6,9 @@ use anyhow::Result;
 use serde::Serialize;
 
 use super::Globals;
+use crate::config::{Policy, RebootWindow};
 use crate::counting::{self, BootState, Fallback, TrialStatus};
+use crate::deployment::automatic::{self, CachedUpdate, Record};
 use crate::state::staged::{self, FinalizeFailure};
 use crate::state::State;
 use crate::sysroot::Deployment;
@@ -33,6 +35,10 @@ pub struct StatusOpts {
     /// Same as --format json
     #[arg(long)]
     pub json: bool,
+    /// Print only what the JSONPath expression EXPR (RFC 9535) selects from the JSON status,
+    /// as a JSON array, e.g. '$.deployments[?@.booted].version'
+    #[arg(long, value_name = "EXPR", conflicts_with = "format")]
+    pub jsonpath: Option<String>,
     /// Only the booted deployment
     #[arg(long, short = 'b')]
     pub booted: bool,
@@ -49,6 +55,13 @@ pub fn run(g: &Globals, o: &StatusOpts) -> Result<i32> {
     }
     if o.booted {
         status.deployments.retain(|d| d.booted);
+    }
+    if let Some(expr) = &o.jsonpath {
+        let path = serde_json_path::JsonPath::parse(expr)
+            .map_err(|e| anyhow::anyhow!("--jsonpath {expr:?}: {e}"))?;
+        let value = serde_json::to_value(&status)?;
+        super::print_json(&path.query(&value).all())?;
+        return Ok(0);
     }
     match o.format() {
         Format::Json => super::print_json(&status)?,
@@ -133,6 +146,56 @@ pub struct Status {
     /// Why the staged-deployment record could not be read (`cleanup -p` discards it).
     #[serde(rename = "staged-problem")]
     pub staged_problem: Option<String>,
+    /// The automatic-update policy and the last automatic run.
+    #[serde(rename = "automatic-update")]
+    pub automatic_update: AutomaticStatus,
+    /// The update the last automatic run found, until it boots (rpm-ostree's key).
+    #[serde(rename = "cached-update")]
+    pub cached_update: Option<CachedUpdate>,
+}
+
+/// The automatic-update part of the status.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct AutomaticStatus {
+    /// The configured policy; `None` when the configuration cannot be read.
+    pub policy: Option<Policy>,
+    pub reboot_windows: Vec<RebootWindow>,
+    /// Why the configuration cannot be read.
+    pub config_error: Option<String>,
+    /// Unix time of the last automatic run.
+    pub last_check: Option<u64>,
+    /// What it found or did.
+    pub last_result: Option<String>,
+    pub last_failed: bool,
+}
+
+/// The automatic-update policy of the booted (else the default) deployment's configuration,
+/// the record of the last run, and the update it found while that is not what is running.
+fn automatic_status(st: &State) -> (AutomaticStatus, Option<CachedUpdate>) {
+    let current = st.booted.as_ref().or(st.deployments.first());
+    let (policy, reboot_windows, config_error) = match automatic::config(st) {
+        Ok(c) => (
+            Some(c.automatic_update.policy),
+            c.automatic_update.reboot_windows,
+            None,
+        ),
+        Err(e) => (None, Vec::new(), Some(format!("{e:#}"))),
+    };
+    let record = current.and_then(|d| Record::load(&st.sysroot, &d.stateroot));
+    let cached = record
+        .as_ref()
+        .and_then(|r| r.cached_update.clone())
+        .filter(|c| current.is_none_or(|d| d.checksum != c.checksum));
+    let status = AutomaticStatus {
+        policy,
+        reboot_windows,
+        config_error,
+        last_check: record.as_ref().map(|r| r.last_check),
+        last_result: record.as_ref().map(|r| r.result.clone()),
+        last_failed: record.as_ref().is_some_and(|r| r.failed),
+    };
+    (status, cached)
 }
 
 /// The status of the state `st`.
@@ -204,6 +267,7 @@ pub fn read(st: &State) -> Status {
         .ok()
         .map(|(env, problem)| counting::trial_status(&env, problem))
         .filter(|t| t.trial.is_some() || t.pending_fallback.is_some());
+    let (automatic_update, cached_update) = automatic_status(st);
     Status {
         deployments: out,
         sysroot: sysroot.path.to_string_lossy().into_owned(),
@@ -211,6 +275,8 @@ pub fn read(st: &State) -> Status {
         fallback,
         trial,
         staged_problem: st.staged_problem.clone(),
+        automatic_update,
+        cached_update,
     }
 }
 
@@ -230,6 +296,7 @@ pub fn render(status: &Status, verbose: bool) -> String {
         let _ = writeln!(s, "No deployments in {}.", status.sysroot);
         return s;
     }
+    render_automatic(&mut s, status);
     if let Some(p) = &status.staged_problem {
         let _ = writeln!(
             s,
@@ -353,6 +420,50 @@ pub fn render(status: &Status, verbose: bool) -> String {
         }
     }
     s
+}
+
+/// The `AutomaticUpdates:` line (as rpm-ostree prints it) and the cached update, if any.
+fn render_automatic(s: &mut String, status: &Status) {
+    let a = &status.automatic_update;
+    let policy = match (a.policy, &a.config_error) {
+        (_, Some(e)) => format!("unknown ({e})"),
+        (Some(Policy::None) | None, _) => "disabled".to_string(),
+        (Some(p), _) => {
+            let windows = if a.reboot_windows.is_empty() || p != Policy::Apply {
+                String::new()
+            } else {
+                let w: Vec<String> = a
+                    .reboot_windows
+                    .iter()
+                    .map(|w| {
+                        let days: Vec<String> = w.days.iter().map(|d| String::from(*d)).collect();
+                        format!(
+                            "{} {} UTC for {} min",
+                            days.join(","),
+                            String::from(w.start_time),
+                            w.length_minutes
+                        )
+                    })
+                    .collect();
+                format!(" (reboots {})", w.join("; "))
+            };
+            format!("{}{windows}; stratum-automatic-update.timer", p.as_str())
+        }
+    };
+    let _ = writeln!(s, "AutomaticUpdates: {policy}");
+    if let (Some(t), Some(r)) = (a.last_check, &a.last_result) {
+        let _ = writeln!(s, "       LastCheck: {}: {r}", format_timestamp(t));
+    }
+    if let Some(c) = status.cached_update.as_ref().filter(|c| !c.staged) {
+        let _ = writeln!(
+            s,
+            " AvailableUpdate: {} ({}), built {}",
+            c.version.as_deref().unwrap_or("no version"),
+            c.checksum,
+            format_timestamp(c.timestamp)
+        );
+    }
+    s.push('\n');
 }
 
 /// Formats seconds since the epoch as UTC ISO 8601.

@@ -3,6 +3,7 @@
 use anyhow::{bail, Result};
 
 use super::{Globals, NewDeploymentOpts, EXIT_UNCHANGED};
+use crate::deployment::automatic;
 use crate::deployment::update::{self, Target, UpdateOptions, UpdateResult};
 
 /// Pull the origin's newest commit and deploy it (staged: applied at shutdown)
@@ -22,6 +23,15 @@ pub struct UpgradeOpts {
     /// one. Without it an older commit is refused: a mirror could be replaying an old build
     #[arg(long)]
     pub allow_downgrade: bool,
+    /// Only download the update into the local repository and deploy nothing; a later
+    /// `upgrade` deploys it without downloading it again
+    #[arg(long, conflicts_with_all = ["check", "preview"])]
+    pub download_only: bool,
+    /// Do what the automatic-update policy in stratum.toml says (none, check, stage or apply,
+    /// rebooting only in a reboot window) and record the outcome for `status`; this is what
+    /// stratum-automatic-update.timer runs
+    #[arg(long, conflicts_with_all = ["check", "preview", "download_only", "allow_downgrade"])]
+    pub trigger_automatic_update_policy: bool,
     #[command(flatten)]
     pub new: NewDeploymentOpts,
 }
@@ -56,11 +66,15 @@ pub struct RebaseOpts {
 }
 
 pub fn upgrade(g: &Globals, o: &UpgradeOpts) -> Result<i32> {
+    if o.trigger_automatic_update_policy {
+        return automatic_update(g, o);
+    }
     let opts = UpdateOptions {
         check: o.check,
         preview: o.preview,
         stage: o.new.stage(g),
         allow_downgrade: o.allow_downgrade,
+        download_only: o.download_only,
     };
     run(
         g,
@@ -70,6 +84,41 @@ pub fn upgrade(g: &Globals, o: &UpgradeOpts) -> Result<i32> {
         // rpm-ostree: `--check` and `--preview` answer "is there an update?" by exit status.
         o.check || o.preview || o.unchanged_exit_77,
     )
+}
+
+/// `upgrade --trigger-automatic-update-policy`.
+fn automatic_update(g: &Globals, o: &UpgradeOpts) -> Result<i32> {
+    let session = g.session();
+    let _lock = session.begin()?;
+    let st = session.state()?;
+    let stateroot = session.stateroot(&st);
+    let cfg = automatic::config(&st)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let out = automatic::run(&st, &stateroot, &cfg.automatic_update, now, o.new.stage(g))?;
+    if o.new.json {
+        super::print_json(&out)?;
+    }
+    match &out.record {
+        None => eprintln!(
+            "Automatic updates are off (policy \"none\"); set [automatic-update] policy in \
+             /etc/stratum/stratum.toml to turn them on."
+        ),
+        Some(r) => eprintln!("Automatic update ({}): {}.", r.policy.as_str(), r.result),
+    }
+    if out.reboot {
+        // Only the running machine is rebooted, never because of another sysroot's update.
+        if g.sysroot.is_none() && st.sysroot.is_booted_system() {
+            super::reboot()?;
+        } else {
+            eprintln!(
+                "Not rebooting: {} is not the booted system.",
+                st.sysroot.path.display()
+            );
+        }
+    }
+    Ok(0)
 }
 
 pub fn deploy(g: &Globals, o: &DeployOpts) -> Result<i32> {
@@ -171,6 +220,11 @@ fn report(r: &UpdateResult, target: &Target, o: &NewDeploymentOpts) -> Result<()
             version.as_deref().unwrap_or("no version"),
             update::format_time(*to_timestamp),
             update::format_time(*from_timestamp),
+        ),
+        UpdateResult::Downloaded { from, to, version } => eprintln!(
+            "Downloaded {to} ({}), deployed: {from}; `stratum upgrade` deploys it without \
+             downloading it again.",
+            version.as_deref().unwrap_or("no version")
         ),
         UpdateResult::Deployed(d) => {
             let how = if d.staged { "Staged" } else { "Deployed" };

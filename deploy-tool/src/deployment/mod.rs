@@ -11,6 +11,7 @@
 //! removes it on any error on the way, so no half-made deployment is left behind. A crash
 //! (no unwinding) leaves it to the next garbage collection instead.
 
+pub mod automatic;
 pub mod changes;
 pub mod checkout;
 pub mod etcmerge;

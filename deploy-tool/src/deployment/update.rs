@@ -33,6 +33,8 @@ pub struct UpdateOptions {
     pub stage: bool,
     /// Let an upgrade deploy a commit older than the deployed one.
     pub allow_downgrade: bool,
+    /// Pull the whole commit, deploy nothing.
+    pub download_only: bool,
 }
 
 /// What happened.
@@ -59,6 +61,12 @@ pub enum UpdateResult {
         from_timestamp: u64,
         #[serde(rename = "to-timestamp")]
         to_timestamp: u64,
+    },
+    /// The update is in the local repository, not deployed (`download_only`).
+    Downloaded {
+        from: String,
+        to: String,
+        version: Option<String>,
     },
     /// A new deployment was made.
     Deployed(Box<DeployOutcome>),
@@ -150,7 +158,7 @@ pub fn update(
         if let Some(newer) = newest_deployed(&repo, [&merge.checksum, &base.checksum])?
             .filter(|d| d.timestamp > info.timestamp)
         {
-            if opts.check || opts.preview {
+            if opts.check || opts.preview || opts.download_only {
                 return Ok(UpdateResult::Older {
                     from: newer.checksum,
                     to: new,
@@ -178,10 +186,17 @@ pub fn update(
         eprintln!("{new} failed to boot on this machine before; deploy it explicitly with `stratum deploy {new}` to try again.");
         return Ok(UpdateResult::NoChange { checksum: new });
     }
-    if opts.check || opts.preview {
+    if opts.check || opts.preview || opts.download_only {
         let version = crate::repo::commit_info(&repo, &new)
             .ok()
             .and_then(|i| i.version);
+        if opts.download_only {
+            return Ok(UpdateResult::Downloaded {
+                from: merge.checksum.clone(),
+                to: new,
+                version,
+            });
+        }
         let diff = if opts.preview {
             Some(crate::repo::diff_commits(&repo, &merge.checksum, &new)?)
         } else {

@@ -8,7 +8,11 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+
+pub mod window;
+
+pub use window::RebootWindow;
 
 /// What to do when a required health check fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -21,6 +25,41 @@ pub enum OnFailure {
     None,
 }
 
+/// What the automatic-update timer does (rpm-ostree's `AutomaticUpdatePolicy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Policy {
+    /// Nothing: automatic updates are off.
+    #[default]
+    None,
+    /// Look for an update (commit metadata only) and remember what was found.
+    Check,
+    /// Download and stage the update; it is applied at the next reboot, whoever makes it.
+    Stage,
+    /// Stage, then reboot into it while a reboot window is open.
+    Apply,
+}
+
+impl Policy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Policy::None => "none",
+            Policy::Check => "check",
+            Policy::Stage => "stage",
+            Policy::Apply => "apply",
+        }
+    }
+}
+
+/// The `[automatic-update]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct AutomaticUpdate {
+    pub policy: Policy,
+    /// When `apply` may reboot (UTC); none means at any time.
+    #[serde(rename = "reboot-windows")]
+    pub reboot_windows: Vec<RebootWindow>,
+}
+
 /// The effective configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -30,6 +69,8 @@ pub struct Config {
     pub on_failure: OnFailure,
     /// Seconds each health check may run.
     pub health_check_timeout: u64,
+    /// What `stratum-automatic-update.timer` does.
+    pub automatic_update: AutomaticUpdate,
 }
 
 impl Default for Config {
@@ -38,6 +79,7 @@ impl Default for Config {
             boot_tries: 3,
             on_failure: OnFailure::Reboot,
             health_check_timeout: 60,
+            automatic_update: AutomaticUpdate::default(),
         }
     }
 }
@@ -49,6 +91,15 @@ struct Fragment {
     boot_tries: Option<u32>,
     on_failure: Option<OnFailure>,
     health_check_timeout: Option<u64>,
+    automatic_update: Option<AutomaticUpdateFragment>,
+}
+
+/// One file's `[automatic-update]`; a file's `reboot-window` list replaces earlier ones.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct AutomaticUpdateFragment {
+    policy: Option<Policy>,
+    reboot_window: Option<Vec<RebootWindow>>,
 }
 
 /// The largest number of tries the generated GRUB menu can count (it has no arithmetic and
@@ -81,6 +132,19 @@ impl Config {
         }
         if let Some(t) = f.health_check_timeout {
             self.health_check_timeout = t;
+        }
+        if let Some(a) = f.automatic_update {
+            if let Some(p) = a.policy {
+                self.automatic_update.policy = p;
+            }
+            if let Some(w) = a.reboot_window {
+                for x in &w {
+                    x.check().map_err(|e| {
+                        anyhow::anyhow!("{name}: [[automatic-update.reboot-window]]: {e}")
+                    })?;
+                }
+                self.automatic_update.reboot_windows = w;
+            }
         }
         Ok(())
     }
@@ -139,7 +203,8 @@ mod tests {
             Config {
                 boot_tries: 2,
                 on_failure: OnFailure::None,
-                health_check_timeout: 5
+                health_check_timeout: 5,
+                automatic_update: AutomaticUpdate::default(),
             }
         );
     }
@@ -160,5 +225,34 @@ mod tests {
         )
         .unwrap();
         assert!(Config::load(d.path()).is_err());
+    }
+
+    #[test]
+    fn automatic_update_merges_key_by_key() {
+        let mut c = Config::default();
+        c.apply(
+            "a.toml",
+            "[automatic-update]\npolicy = \"apply\"\n\n\
+             [[automatic-update.reboot-window]]\ndays = [\"Sat\", \"Sun\"]\n\
+             start-time = \"23:30\"\nlength-minutes = 60\n",
+        )
+        .unwrap();
+        assert_eq!(c.automatic_update.policy, Policy::Apply);
+        assert_eq!(c.automatic_update.reboot_windows.len(), 1);
+        // A later file that sets only the policy keeps the windows.
+        c.apply("b.toml", "[automatic-update]\npolicy = \"stage\"\n")
+            .unwrap();
+        assert_eq!(c.automatic_update.policy, Policy::Stage);
+        assert_eq!(c.automatic_update.reboot_windows.len(), 1);
+        for bad in [
+            "[automatic-update]\npolicy = \"sometimes\"\n",
+            "[automatic-update]\npolcy = \"stage\"\n",
+            "[[automatic-update.reboot-window]]\ndays = [\"Sat\"]\nstart-time = \"25:00\"\nlength-minutes = 5\n",
+            "[[automatic-update.reboot-window]]\ndays = []\nstart-time = \"01:00\"\nlength-minutes = 5\n",
+        ] {
+            let e = format!("{:#}", c.apply("bad.toml", bad).unwrap_err());
+            assert!(e.contains("bad.toml"), "{e}");
+        }
+        assert_eq!(c.automatic_update.policy, Policy::Stage);
     }
 }
