@@ -47,6 +47,10 @@ pub fn values() -> BTreeMap<&'static str, String> {
         ("HEALTH_CHECK_TIMEOUT", c.health_check_timeout.to_string()),
         ("ON_FAILURE", lower(&c.on_failure)),
         (
+            "AUTOMATIC_UPDATE_POLICY",
+            c.automatic_update.policy.as_str().to_string(),
+        ),
+        (
             "EXIT_UNCHANGED",
             stratum::commands::EXIT_UNCHANGED.to_string(),
         ),

@@ -179,6 +179,7 @@ fn configuration_md_quotes_the_code_defaults() {
         ("boot-tries", "BOOT_TRIES"),
         ("on-failure", "ON_FAILURE"),
         ("health-check-timeout", "HEALTH_CHECK_TIMEOUT"),
+        ("policy", "AUTOMATIC_UPDATE_POLICY"),
         ("mode", "INITRAMFS_MODE"),
         ("firmware", "INITRAMFS_FIRMWARE"),
         ("zstd-level", "INITRAMFS_ZSTD_LEVEL"),

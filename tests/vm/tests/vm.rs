@@ -218,7 +218,22 @@ boot_1() {
     echo "admin motd" > /etc/motd
     mkdir -p /var/lib && echo kept > /var/lib/keep
     result booted "$(booted)"
-    stratum upgrade; result upgrade_rc $?
+    # The update is staged by the automatic-update timer (enabled in the image), with the
+    # policy "stage" and the timer made to fire now instead of an hour after boot.
+    result timer_active "$(systemctl is-active stratum-automatic-update.timer)"
+    mkdir -p /etc/stratum /etc/systemd/system/stratum-automatic-update.timer.d
+    printf '[automatic-update]\npolicy = "stage"\n' > /etc/stratum/stratum.toml
+    printf '[Timer]\nOnActiveSec=1s\nRandomizedDelaySec=0\n' \
+        > /etc/systemd/system/stratum-automatic-update.timer.d/now.conf
+    systemctl daemon-reload && systemctl restart stratum-automatic-update.timer
+    # Bounded wait for the run the timer starts (the service is never started by hand).
+    for _ in $(seq 600); do
+        [ "$(systemctl show -P ExecMainExitTimestampMonotonic stratum-automatic-update.service)" != 0 ] && break
+        sleep 1
+    done
+    result auto_result "$(systemctl show -P Result stratum-automatic-update.service)"
+    journalctl -b -u stratum-automatic-update.service --no-pager
+    rm -r /etc/systemd/system/stratum-automatic-update.timer.d
     stratum status > "$out/boot-1.status" 2>&1
     # An /etc edit made after staging must reach the new deployment.
     echo "late edit" > /etc/stratum-late.conf
@@ -244,8 +259,8 @@ boot_3() {
 }
 "#;
 
-/// The deployments issue's scenario: upgrade (staged, finalized at shutdown), reboot into v2
-/// with /etc and /var kept, roll back, reboot into v1, clean up.
+/// The deployments issue's scenario: upgrade (staged by the automatic-update timer, finalized
+/// at shutdown), reboot into v2 with /etc and /var kept, roll back, reboot into v1, clean up.
 fn upgrade_rollback_cleanup() -> Result<()> {
     let p = project();
     let img = p.build_image("upgrade", "1.0")?;
@@ -274,14 +289,22 @@ fn upgrade_rollback_cleanup() -> Result<()> {
             r.get(1, "booted")
         );
         ensure!(
-            r.get(1, "upgrade_rc") == "0",
-            "stratum upgrade failed:\n{}",
-            r.get(1, "log")
+            r.get(1, "timer_active") == "active",
+            "stratum-automatic-update.timer is {:?} at boot",
+            r.get(1, "timer_active")
         );
         ensure!(
-            r.get(1, "status").contains("staged"),
-            "status after upgrade does not show it staged:\n{}",
-            r.get(1, "status")
+            r.get(1, "auto_result") == "success",
+            "the automatic update ended with {:?}:\n{}",
+            r.get(1, "auto_result"),
+            r.get(1, "log")
+        );
+        let status = r.get(1, "status");
+        ensure!(
+            status.contains("(staged")
+                && status.contains("AutomaticUpdates: stage; stratum-automatic-update.timer")
+                && status.contains(&format!("staged 2.0 ({v2})")),
+            "status after the automatic update does not show it staged:\n{status}"
         );
         ensure!(
             r.get(2, "booted") == v2,
@@ -300,6 +323,10 @@ fn upgrade_rollback_cleanup() -> Result<()> {
         );
         ensure!(r.get(2, "keep") == "kept", "/var file lost");
         let st: serde_json::Value = serde_json::from_str(&r.get(2, "status_json"))?;
+        ensure!(
+            st["automatic-update"]["policy"] == "stage" && st["cached-update"].is_null(),
+            "the update that booted is still reported as cached: {st}"
+        );
         ensure!(
             st["deployments"][1]["checksum"] == v1.as_str()
                 && st["deployments"][1]["rollback"] == true,
