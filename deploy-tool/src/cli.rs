@@ -10,12 +10,16 @@ use crate::commands::{
     self, boot_complete, cleanup, compose, initramfs, initramfs_etc, install, kargs, packages, pin,
     remote, rollback, status, update, Globals,
 };
+use crate::progress;
 
 /// Image-based OS updates: compose images, install them, deploy, roll back.
 ///
 /// Stratum keeps several deployments of versioned OS images side by side and switches between
 /// them atomically. `/usr` is the image (read-only), `/etc` is merged configuration, `/var` is
 /// the machine's own data and never rolled back.
+///
+/// Results go to stdout (`--json`: only JSON); messages and progress go to stderr: a bar on a
+/// terminal, else one line per phase.
 ///
 /// Exit status: 0 success, 1 failure, 2 invalid command line, 77 nothing to do (see EXIT
 /// STATUS in stratum(8)).
@@ -165,6 +169,10 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<i32> {
         let mut path = vec![verb];
         path.extend(sub.subcommand_name());
         check_globals(g, &path)?;
+    }
+    // Internal commands are run by systemd units and log to the journal: no progress there.
+    if matches!(cli.command, Command::FinalizeStaged) {
+        progress::set_mode(progress::Mode::Off);
     }
     match &cli.command {
         Command::Status(o) => status::run(g, o),

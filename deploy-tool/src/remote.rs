@@ -1,7 +1,6 @@
 //! Remotes of the sysroot's repository and pulls from them (libostree does the transport:
 //! `file://`, `http(s)://`, static deltas, GPG signature verification).
 
-use std::io::IsTerminal;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -217,43 +216,20 @@ pub fn list(repo: &ostree::Repo) -> Result<Vec<RemoteInfo>> {
     Ok(out)
 }
 
-/// Pulls `refname` from `remote` (a commit only, no history), showing progress on a
-/// terminal. Returns the commit the remote ref points to afterwards.
+/// Pulls `refname` from `remote` (a commit only, no history), showing progress
+/// ([`crate::progress`]). Returns the commit the remote ref points to afterwards.
 pub fn pull(repo: &ostree::Repo, remote: &str, refname: &str) -> Result<String> {
     let opts = glib::VariantDict::new(None);
     opts.insert("refs", &vec![refname.to_string()][..]);
     opts.insert("depth", 0i32);
-    let progress = std::io::stderr().is_terminal().then(|| {
-        let p = ostree::AsyncProgress::new();
-        p.connect_changed(|p| {
-            let fetched = p.uint("fetched");
-            let requested = p.uint("requested");
-            let bytes = p.uint64("bytes-transferred");
-            let status = p.status().map(|s| s.to_string()).unwrap_or_default();
-            let line = if !status.is_empty() {
-                status
-            } else {
-                format!(
-                    "Receiving objects: {fetched}/{requested}, {} KiB",
-                    bytes / 1024
-                )
-            };
-            eprint!("\r\x1b[K{line}");
-        });
-        p
-    });
-    let r = repo.pull_with_options(
+    crate::repo::pull(
+        repo,
         remote,
         &opts.end(),
-        progress.as_ref(),
-        gio::Cancellable::NONE,
-    );
-    if let Some(p) = &progress {
-        p.finish();
-        eprintln!();
-    }
-    r.with_context(|| format!("pulling {refname} from remote {remote}"))
-        .map_err(|e| explain_pull_error(e, remote, refname))?;
+        format!("Pulling {remote}:{refname}"),
+    )
+    .with_context(|| format!("pulling {refname} from remote {remote}"))
+    .map_err(|e| explain_pull_error(e, remote, refname))?;
     crate::repo::resolve(repo, &format!("{remote}:{refname}"))
 }
 

@@ -6,6 +6,8 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use ostree::{gio, glib, prelude::*};
 
+use crate::progress;
+
 /// Metadata of a commit that `status` and the bootloader writer show.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct CommitInfo {
@@ -356,11 +358,64 @@ pub fn pull_local(dest: &ostree::Repo, src: &Path, refname: &str) -> Result<Stri
     let opts = glib::VariantDict::new(None);
     opts.insert("refs", &vec![refname.to_string()][..]);
     opts.insert("flags", ostree::RepoPullFlags::NONE.bits() as i32);
-    dest.pull_with_options(&url, &opts.end(), None, gio::Cancellable::NONE)
+    let label = format!("Copying {refname} from {}", src.display());
+    pull(dest, &url, &opts.end(), label)
         .with_context(|| format!("pulling {refname} from {}", src.display()))?;
     let csum = resolve(&open(&src)?, refname)?;
     dest.set_ref_immediate(None, refname, Some(&csum), gio::Cancellable::NONE)?;
     Ok(csum)
+}
+
+/// libostree's pull of `opts` from `remote` (a remote's name or a `file://` URL), shown as
+/// the phase `label` ([`crate::progress`]): objects fetched of those known so far, bytes and
+/// rate on a terminal; the objects and bytes fetched on the phase's line otherwise.
+pub fn pull(
+    repo: &ostree::Repo,
+    remote: &str,
+    opts: &glib::Variant,
+    label: String,
+) -> Result<(), glib::Error> {
+    let phase = progress::Phase::start(label, progress::Unit::Objects);
+    let meter = phase.meter();
+    let started = std::time::Instant::now();
+    let p = ostree::AsyncProgress::new();
+    p.connect_changed(move |p| {
+        meter.set_total(u64::from(p.uint("requested")));
+        meter.set_done(u64::from(p.uint("fetched")));
+        let status = p.status().map(|s| s.to_string()).unwrap_or_default();
+        if status.is_empty() {
+            let bytes = p.uint64("bytes-transferred");
+            let secs = started.elapsed().as_secs_f64().max(0.001);
+            meter.set_message(format!(
+                "{} at {}/s",
+                progress::bytes(bytes),
+                progress::bytes((bytes as f64 / secs) as u64)
+            ));
+        } else {
+            meter.set_message(status);
+        }
+    });
+    let r = repo.pull_with_options(remote, opts, Some(&p), gio::Cancellable::NONE);
+    p.finish();
+    r?;
+    let fetched = p.uint("fetched");
+    let status = p.status().map(|s| s.to_string()).unwrap_or_default();
+    // A pull from a local repository imports objects instead of fetching them, and says how
+    // many in its last status.
+    let mut summary = if fetched == 0 && !status.is_empty() {
+        status
+    } else {
+        format!(
+            "{fetched} objects, {}",
+            progress::bytes(p.uint64("bytes-transferred"))
+        )
+    };
+    let parts = p.uint("fetched-delta-parts");
+    if parts > 0 {
+        summary.push_str(&format!(", {parts} delta parts"));
+    }
+    phase.finish(&summary);
+    Ok(())
 }
 
 /// Checks `commit` out at `dest` (which must not exist) as hardlinks into the repository.

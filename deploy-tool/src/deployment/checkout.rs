@@ -9,6 +9,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 
 use crate::fsutil;
+use crate::progress::{self, Unit};
 use crate::state::origin::Origin;
 use crate::sysroot::{Deployment, Sysroot};
 
@@ -72,7 +73,9 @@ fn prepare(
     nd: &Checkout,
     partial: &Path,
 ) -> Result<(String, String)> {
+    let phase = progress::Phase::start(format!("Checking out {}", nd.commit), Unit::Time);
     crate::repo::checkout(repo, nd.commit, partial)?;
+    phase.finish("done");
     crate::failpoint("deploy::after-checkout")?;
     let usr_etc = partial.join("usr/etc");
     if !usr_etc.is_dir() {

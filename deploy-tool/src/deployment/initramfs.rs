@@ -20,7 +20,6 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use ostree::glib;
@@ -30,6 +29,7 @@ use stratum_initramfs::plan::{self, Plan};
 use stratum_initramfs::{config, BuildSpec};
 
 use crate::fsutil;
+use crate::progress::{self, Unit};
 use crate::state::origin::Origin;
 use crate::sysroot::{Deployment, Sysroot};
 
@@ -176,7 +176,7 @@ pub struct Regenerated {
 /// Puts the initramfs for `dep`'s inputs into its checkout (from the cache, or built) and
 /// recomputes its boot checksum.
 pub fn regenerate(sysroot: &Sysroot, dep: &mut Deployment, s: &Settings) -> Result<Regenerated> {
-    let t = Instant::now();
+    let phase = progress::Phase::start("initramfs", Unit::Time);
     let root = sysroot.path.join(dep.relpath());
     let moddir = root.join("usr/lib/modules").join(&dep.kver);
     let cache = sysroot.stateroot_dir(&dep.stateroot).join(CACHE_DIR);
@@ -191,13 +191,14 @@ pub fn regenerate(sysroot: &Sysroot, dep: &mut Deployment, s: &Settings) -> Resu
     };
     let image = cache.join(format!("{digest}.img"));
     let cache_hit = image.is_file();
-    if cache_hit {
-        eprintln!(
-            "initramfs: cache hit {digest} ({}) in {:.2} s",
-            s.generator.name(),
-            t.elapsed().as_secs_f64()
-        );
+    // The phase's line, `initramfs: cache hit|regenerated DIGEST (GENERATOR) in T s`, is
+    // what tests and admins read the input digest from.
+    let summary = if cache_hit {
+        format!("cache hit {digest} ({})", s.generator.name())
     } else {
+        phase
+            .meter()
+            .set_message(format!("building with {}", s.generator.name()));
         let tmp = cache.join(format!(".{digest}.img.tmp-{}", std::process::id()));
         fsutil::remove_any(&tmp)?;
         let built = match plan {
@@ -218,12 +219,8 @@ pub fn regenerate(sysroot: &Sysroot, dep: &mut Deployment, s: &Settings) -> Resu
             .with_context(|| format!("syncing {}", tmp.display()))?;
         fs::rename(&tmp, &image).with_context(|| format!("renaming to {}", image.display()))?;
         fsutil::fsync_dir(&cache)?;
-        eprintln!(
-            "initramfs: regenerated {digest} ({}) in {:.2} s",
-            s.generator.name(),
-            t.elapsed().as_secs_f64()
-        );
-    }
+        format!("regenerated {digest} ({})", s.generator.name())
+    };
     // Replace the checkout's directory entry (never the shared inode): copy, then rename over.
     let dest = moddir.join("initramfs.img");
     let tmp = moddir.join(".initramfs.img.stratum-tmp");
@@ -233,6 +230,7 @@ pub fn regenerate(sysroot: &Sysroot, dep: &mut Deployment, s: &Settings) -> Resu
     fsutil::fsync_dir(&moddir)?;
     dep.bootcsum = super::checkout::boot_checksum(&moddir)?;
     prune_cache(&cache, &image)?;
+    phase.finish(&summary);
     Ok(Regenerated {
         digest,
         cache_hit,

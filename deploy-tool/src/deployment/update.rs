@@ -2,7 +2,7 @@
 //! names a remote), decide whether anything changes, and hand it to the pipeline.
 
 use anyhow::{bail, Context, Result};
-use ostree::{gio, glib};
+use ostree::glib;
 
 use super::{DeployOutcome, NewDeployment};
 use crate::counting::BootState;
@@ -277,7 +277,11 @@ fn fetch(
     if commit_only {
         opts.insert("flags", ostree::RepoPullFlags::COMMIT_ONLY.bits() as i32);
     }
-    repo.pull_with_options(remote, &opts.end(), None, gio::Cancellable::NONE)
+    let label = match rev {
+        Some(c) => format!("Pulling commit {c} of {remote}:{refname}"),
+        None => format!("Pulling the commit of {remote}:{refname}"),
+    };
+    crate::repo::pull(repo, remote, &opts.end(), label)
         .with_context(|| match rev {
             Some(c) => format!("pulling commit {c} of {refname} from remote {remote}"),
             None => format!("pulling {refname} from remote {remote}"),
@@ -298,7 +302,8 @@ fn fetch_history(repo: &ostree::Repo, remote: Option<&str>, refname: &str) -> Re
     opts.insert("refs", &vec![refname.to_string()][..]);
     opts.insert("depth", -1i32);
     opts.insert("flags", ostree::RepoPullFlags::COMMIT_ONLY.bits() as i32);
-    repo.pull_with_options(remote, &opts.end(), None, gio::Cancellable::NONE)
+    let label = format!("Pulling the history of {remote}:{refname}");
+    crate::repo::pull(repo, remote, &opts.end(), label)
         .with_context(|| format!("pulling the history of {refname} from {remote}"))
         .map_err(|e| crate::remote::explain_pull_error(e, remote, refname))?;
     crate::repo::resolve(repo, &format!("{remote}:{refname}"))

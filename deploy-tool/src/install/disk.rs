@@ -13,6 +13,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 use crate::cmd;
+use crate::progress::Meter;
 
 const MIB: u64 = 1024 * 1024;
 /// EFI System Partition.
@@ -112,8 +113,15 @@ pub fn mkfs_esp(image: &Path, size: u64, volume_id: &str, files: &[(&str, &Path)
 }
 
 /// Writes a GPT disk image of `size` bytes at `out` with `parts` (1 MiB aligned, in order;
-/// the last partition takes what is left when its size is 0). Returns the partition UUIDs.
-pub fn assemble(out: &Path, size: u64, parts: &[Partition], partuuids: &[String]) -> Result<()> {
+/// the last partition takes what is left when its size is 0), counting the bytes of the
+/// filesystem images copied on `meter`. Returns the bytes copied.
+pub fn assemble(
+    out: &Path,
+    size: u64,
+    parts: &[Partition],
+    partuuids: &[String],
+    meter: &Meter,
+) -> Result<u64> {
     let used: u64 = parts.iter().map(|p| p.size).sum::<u64>() + 2 * MIB;
     if used > size {
         bail!(
@@ -146,22 +154,31 @@ pub fn assemble(out: &Path, size: u64, parts: &[Partition], partuuids: &[String]
     )
     .context("writing the partition table")?;
     let mut disk = OpenOptions::new().write(true).open(out)?;
-    let mut offset = MIB;
+    let mut lens = Vec::new();
     for p in parts {
-        let len = fs::metadata(&p.image)?.len();
+        let len = fs::metadata(&p.image)
+            .with_context(|| format!("reading {}", p.image.display()))?
+            .len();
         if len > p.size {
             bail!("{} is larger than its partition", p.image.display());
         }
-        copy_sparse(&p.image, &mut disk, offset)
+        lens.push(len);
+    }
+    meter.set_total(lens.iter().sum());
+    let mut offset = MIB;
+    for p in parts {
+        meter.set_message(p.name);
+        copy_sparse(&p.image, &mut disk, offset, meter)
             .with_context(|| format!("copying the {} filesystem into {}", p.name, out.display()))?;
         offset += p.size;
     }
     disk.sync_all()?;
-    Ok(())
+    Ok(lens.iter().sum())
 }
 
-/// Copies `src` into `dst` at `offset`, skipping blocks of zeroes so the result stays sparse.
-fn copy_sparse(src: &Path, dst: &mut File, offset: u64) -> Result<()> {
+/// Copies `src` into `dst` at `offset`, skipping blocks of zeroes so the result stays sparse;
+/// counts the bytes read on `meter`.
+fn copy_sparse(src: &Path, dst: &mut File, offset: u64, meter: &Meter) -> Result<()> {
     let mut f = File::open(src)?;
     let mut buf = vec![0u8; MIB as usize];
     let mut pos = offset;
@@ -177,6 +194,7 @@ fn copy_sparse(src: &Path, dst: &mut File, offset: u64) -> Result<()> {
             }
         }
         pos += n as u64;
+        meter.add(n as u64);
     }
     Ok(())
 }

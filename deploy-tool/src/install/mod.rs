@@ -8,6 +8,7 @@ use anyhow::{bail, Context, Result};
 pub mod disk;
 
 use crate::deployment::{self, NewDeployment};
+use crate::progress::{self, Phase, Unit};
 use crate::state::origin::Origin;
 use crate::state::State;
 use crate::sysroot::Sysroot;
@@ -58,7 +59,6 @@ pub fn to_filesystem(dest: &Path, opts: &InstallOptions, fstab: &str) -> Result<
     let sysroot = Sysroot::new(dest);
     sysroot.init(&opts.stateroot)?;
     let repo = crate::repo::open_or_create(&sysroot.repo_path(), ostree::RepoMode::Bare)?;
-    eprintln!("Copying {} from {}", opts.refname, opts.repo.display());
     let commit = crate::repo::pull_local(&repo, &opts.repo, &opts.refname)?;
     let info = crate::repo::commit_info(&repo, &commit)?;
     let refspec = match &opts.remote {
@@ -184,7 +184,8 @@ pub fn to_disk(
     )?;
     fs::create_dir_all(sysroot_dir.join("boot/efi"))?;
 
-    eprintln!("Building the disk image {}", image.display());
+    let phase = Phase::start("Making the filesystems", Unit::Time);
+    phase.meter().set_message("ESP");
     let efi = work.join("BOOTX64.EFI");
     disk::grub_efi(&efi, &boot_uuid, &work)?;
     let esp_img = work.join("esp.img");
@@ -194,6 +195,7 @@ pub fn to_disk(
         &esp_id,
         &[("EFI/BOOT/BOOTX64.EFI", &efi)],
     )?;
+    phase.meter().set_message("/boot");
     let boot_img = work.join("boot.img");
     disk::mkfs_ext4(
         &boot_img,
@@ -212,10 +214,12 @@ pub fn to_disk(
     fs::rename(sysroot_dir.join("boot"), &aside)?;
     fs::create_dir(sysroot_dir.join("boot"))?;
     let root_img = work.join("root.img");
+    phase.meter().set_message("root");
     let made = disk::mkfs_ext4(&root_img, root_size, "root", &root_uuid, &sysroot_dir);
     fs::remove_dir(sysroot_dir.join("boot"))?;
     fs::rename(&aside, sysroot_dir.join("boot"))?;
     made?;
+    phase.finish("ESP, /boot and root");
 
     let partial = image.with_extension("partial");
     let parts = [
@@ -243,7 +247,13 @@ pub fn to_disk(
         disk::random_uuid()?,
         disk::random_uuid()?,
     ];
-    disk::assemble(&partial, size, &parts, &partuuids)?;
+    let phase = Phase::start(format!("Writing {}", image.display()), Unit::Bytes);
+    let copied = disk::assemble(&partial, size, &parts, &partuuids, &phase.meter())?;
+    phase.finish(&format!(
+        "{} of filesystems on a {} disk",
+        progress::bytes(copied),
+        progress::bytes(size)
+    ));
     for p in &parts {
         let _ = fs::remove_file(&p.image);
     }

@@ -9,13 +9,15 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
 use super::deb822::{self, Paragraph};
 use super::dpkgdb::{self, PackageId};
+use crate::progress::{self, Phase, Unit};
 
 /// Where APT's isolated state lives, and the configuration it reads.
 #[derive(Debug, Clone)]
@@ -221,6 +223,7 @@ impl Apt {
     /// Fetches the repositories' indexes (`refresh-md`).
     pub fn refresh(&self, status: &Path) -> Result<()> {
         let conf = self.configure(status)?;
+        let phase = Phase::start("apt-get update", Unit::Time);
         let out = self
             .apt_get(&conf)
             .arg("update")
@@ -243,6 +246,7 @@ impl Apt {
                 problems.join("\n")
             );
         }
+        phase.finish("done");
         for w in problems {
             eprintln!("{w}");
         }
@@ -368,28 +372,60 @@ impl Apt {
         parse_simulation(&stdout)
     }
 
-    /// Downloads `ids` into `into` (checked against the signed indexes by apt).
+    /// Downloads `ids` into `into` (checked against the signed indexes by apt), as a phase
+    /// whose bar follows apt's own account of the bytes fetched (`APT::Status-Fd` lines).
     pub fn download(&self, base_status: &Path, ids: &[PackageId], into: &Path) -> Result<()> {
         if ids.is_empty() {
             return Ok(());
         }
         let conf = self.configure(base_status)?;
-        let out = self
+        let phase = Phase::start("apt-get download", Unit::Percent);
+        let meter = phase.meter();
+        meter.set_total(100);
+        let mut child = self
             .apt_get(&conf)
-            .arg("download")
+            .args(["-o", "APT::Status-Fd=1", "download"])
             .args(
                 ids.iter()
                     .map(|i| format!("{}:{}={}", i.name, i.arch, i.version)),
             )
             .current_dir(into)
-            .output()
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
             .context("running apt-get download")?;
-        if !out.status.success() {
-            bail!(
-                "downloading packages failed:\n{}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
+        // stderr is read on the side, so neither pipe can fill up and stall apt.
+        let mut stderr = child.stderr.take().context("apt-get's stderr")?;
+        let errors = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text);
+            text
+        });
+        let stdout = child.stdout.take().context("apt-get's stdout")?;
+        for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
+            if let Some((percent, message)) = parse_dlstatus(&line) {
+                meter.set_done(percent);
+                meter.set_message(message);
+            }
         }
+        let status = child.wait().context("waiting for apt-get download")?;
+        let errors = errors.join().unwrap_or_default();
+        if !status.success() {
+            bail!("downloading packages failed:\n{}", errors.trim());
+        }
+        let size: u64 = fs::read_dir(into)
+            .with_context(|| format!("reading {}", into.display()))?
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".deb"))
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| m.len())
+            .sum();
+        phase.finish(&format!(
+            "{} packages, {}",
+            ids.len(),
+            progress::bytes(size)
+        ));
         Ok(())
     }
 
@@ -515,6 +551,18 @@ fn explain_failure(stdout: &str, stderr: &str) -> String {
     lines.join("\n")
 }
 
+/// Parses apt's download status line `dlstatus:ITEM:PERCENT:MESSAGE` (written to
+/// `APT::Status-Fd`): the percent of the bytes fetched (whole) and apt's message.
+fn parse_dlstatus(line: &str) -> Option<(u64, &str)> {
+    let mut fields = line.strip_prefix("dlstatus:")?.splitn(3, ':');
+    let _item = fields.next()?;
+    let percent: f64 = fields.next()?.parse().ok()?;
+    Some((
+        percent.clamp(0.0, 100.0) as u64,
+        fields.next().unwrap_or(""),
+    ))
+}
+
 /// Parses the `Inst`/`Remv` lines of `apt-get --simulate`.
 pub fn parse_simulation(out: &str) -> Result<Resolution> {
     let mut r = Resolution::default();
@@ -565,6 +613,18 @@ pub fn parse_simulation(out: &str) -> Result<Resolution> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_download_status() {
+        assert_eq!(
+            parse_dlstatus("dlstatus:2:45.5:Retrieving file 2 of 3 (1s remaining)"),
+            Some((45, "Retrieving file 2 of 3 (1s remaining)"))
+        );
+        assert_eq!(parse_dlstatus("dlstatus:1:0:"), Some((0, "")));
+        assert_eq!(parse_dlstatus("dlstatus:1:nan?:x"), None);
+        assert_eq!(parse_dlstatus("pmstatus:htop:10:Unpacking"), None);
+        assert_eq!(parse_dlstatus("Get:1 file:/srv htop 3.2.2-2"), None);
+    }
 
     #[test]
     fn parses_simulation_lines() {
