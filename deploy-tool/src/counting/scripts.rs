@@ -113,7 +113,7 @@ fn family_scripts(root: &Path, family: Family, set: Set) -> Result<Vec<Script>> 
     let mut by_name = BTreeMap::new();
     for layer in LAYERS {
         let dir = root.join(layer).join(family.dir(set));
-        for (name, path) in entries(&dir)? {
+        for (name, path) in crate::fsutil::dir_entries(&dir)? {
             if family.takes(&name) {
                 by_name.insert(name, path);
             }
@@ -135,21 +135,6 @@ fn family_scripts(root: &Path, family: Family, set: Set) -> Result<Vec<Script>> 
                 bash: family == Family::Greenboot,
             });
         }
-    }
-    Ok(out)
-}
-
-/// The names and paths of the entries of `dir`; none when it does not exist.
-fn entries(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
-    let rd = match std::fs::read_dir(dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
-    };
-    let mut out = Vec::new();
-    for e in rd {
-        let e = e.with_context(|| format!("reading {}", dir.display()))?;
-        out.push((e.file_name().to_string_lossy().into_owned(), e.path()));
     }
     Ok(out)
 }
