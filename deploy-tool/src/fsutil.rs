@@ -2,12 +2,13 @@
 //!
 //! Everything that changes the boot set goes through these helpers so that each step is
 //! durable before the next one starts: data is fsynced before it is renamed into place, and the
-//! directory holding the rename is fsynced after it.
+//! directory holding the rename is fsynced after it. [`dir_entries`] lists a drop-in
+//! directory that may be absent.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{symlink, OpenOptionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
@@ -165,6 +166,22 @@ pub fn remove_tree_force(path: &Path) -> Result<()> {
         set_immutable(path, false)?;
     }
     remove_any(path)
+}
+
+/// The names and paths of the entries of `dir`, unsorted; none when it does not exist (a
+/// directory of drop-ins an image or an administrator need not create).
+pub fn dir_entries(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+    };
+    let mut out = Vec::new();
+    for e in rd {
+        let e = e.with_context(|| format!("reading {}", dir.display()))?;
+        out.push((e.file_name().to_string_lossy().into_owned(), e.path()));
+    }
+    Ok(out)
 }
 
 fn parent_of(path: &Path) -> Result<&Path> {

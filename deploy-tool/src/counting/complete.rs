@@ -6,12 +6,16 @@
 //! 3. Runs the health checks; during a trial, success blesses the deployment and a failed
 //!    required check reboots (or only reports, with `on-failure = "none"`), so that GRUB
 //!    counts the failed try.
+//! 4. Runs the hooks of the verdict: `green.d` when every required check passed, `red.d` when
+//!    one failed (before the reboot). Their failures are reported and change nothing.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use super::health::{self, CheckResult};
+use super::health::{self, CheckResult, ScriptRun};
+use super::scripts::Set;
 use super::{self as bootstate, BootState, Fallback};
 use crate::bootset::grubenv;
 use crate::config::{Config, OnFailure};
@@ -54,10 +58,51 @@ pub struct Outcome {
     pub grubenv_repaired: Option<String>,
     /// The action taken on a failed required check.
     pub action: Option<FailureAction>,
+    /// The `green.d` or `red.d` hooks run after the verdict.
+    pub hooks: Vec<ScriptRun>,
 }
 
 /// Runs boot-complete on the booted system.
 pub fn run(session: &Session) -> Result<Outcome> {
+    let (mut outcome, root, timeout) = assess(session)?;
+    // The sysroot lock is released by now: a hook may run `stratum` itself (a `red.d` hook
+    // that rolls back, say), which would otherwise wait for the lock until its timeout.
+    outcome.hooks = run_hooks(&root, outcome.result, timeout);
+    Ok(outcome)
+}
+
+/// Runs the hooks of `verdict` of the OS whose root is `root`, reporting each on stderr. A
+/// fallback runs none: no check ran in this boot.
+fn run_hooks(root: &Path, verdict: Verdict, timeout: Duration) -> Vec<ScriptRun> {
+    let set = match verdict {
+        Verdict::Blessed | Verdict::NoTrial => Set::Green,
+        Verdict::CheckFailed => Set::Red,
+        Verdict::FellBack => return Vec::new(),
+    };
+    let kind = if set == Set::Green { "green" } else { "red" };
+    let hooks = health::run_hooks(root, set, timeout).unwrap_or_else(|e| {
+        // A hook never changes the verdict, not even one that cannot be found.
+        eprintln!("{kind} hooks not run: {e:#}");
+        Vec::new()
+    });
+    for h in &hooks {
+        report(&format!("{kind} hook {}", h.name), h);
+    }
+    hooks
+}
+
+/// Prints how the check or hook `label` ran, for the journal.
+fn report(label: &str, r: &ScriptRun) {
+    if r.passed {
+        eprintln!("{label} passed");
+    } else {
+        eprintln!("{label} FAILED: {}", r.detail);
+    }
+}
+
+/// Decides about this boot under the sysroot lock: the outcome, the root the scripts are read
+/// from and their timeout.
+fn assess(session: &Session) -> Result<(Outcome, PathBuf, Duration)> {
     let _lock = session.begin()?;
     let st = session.state()?;
     let sysroot = &st.sysroot;
@@ -65,7 +110,9 @@ pub fn run(session: &Session) -> Result<Outcome> {
         .booted
         .clone()
         .context("the running system was not booted from a deployment of this sysroot")?;
-    let config = Config::load(&bootstate::config_root(sysroot, Some(&booted)))?;
+    let root = bootstate::config_root(sysroot, Some(&booted));
+    let config = Config::load(&root)?;
+    let timeout = Duration::from_secs(config.health_check_timeout);
     let (mut env, problem) = bootstate::load_env(sysroot)?;
     if let Some(p) = &problem {
         eprintln!("Repairing the GRUB environment: {p}");
@@ -79,6 +126,7 @@ pub fn run(session: &Session) -> Result<Outcome> {
         fallback: None,
         grubenv_repaired: problem,
         action: None,
+        hooks: Vec::new(),
     };
 
     // GRUB fell back: the trial deployment failed its tries and entry 1 is running.
@@ -123,27 +171,20 @@ pub fn run(session: &Session) -> Result<Outcome> {
         eprintln!("Fell back from {failed_id} after {tries} failed boots; {booted_id} is the default again.");
         outcome.fallback = Some(fb);
         outcome.result = Verdict::FellBack;
-        return Ok(outcome);
+        return Ok((outcome, root, timeout));
     }
 
     let on_trial = env.get(bootstate::TRIAL) == Some(booted_id.as_str())
         && env.get(bootstate::SUCCESS) != Some("1");
-    outcome.checks = health::run_checks(
-        &bootstate::config_root(sysroot, Some(&booted)),
-        Duration::from_secs(config.health_check_timeout),
-    )?;
+    outcome.checks = health::run_checks(&root, timeout)?;
     for c in &outcome.checks {
         let kind = if c.required { "required" } else { "wanted" };
-        if c.passed {
-            eprintln!("health check {kind}/{} passed", c.name);
-        } else {
-            eprintln!("health check {kind}/{} FAILED: {}", c.name, c.detail);
-        }
+        report(&format!("health check {kind}/{}", c.run.name), &c.run);
     }
     let failed: Vec<&CheckResult> = outcome
         .checks
         .iter()
-        .filter(|c| c.required && !c.passed)
+        .filter(|c| c.required && !c.run.passed)
         .collect();
     // A trial armed for another deployment: the boot set that arms it was swapped in but
     // GRUB read the previous one (a power cut between the swap and the boot partition's
@@ -161,7 +202,7 @@ pub fn run(session: &Session) -> Result<Outcome> {
                  stays armed"
             );
             outcome.result = Verdict::NoTrial;
-            return Ok(outcome);
+            return Ok((outcome, root, timeout));
         }
         bootstate::bless(sysroot, &booted)?;
         outcome.result = if on_trial {
@@ -169,7 +210,7 @@ pub fn run(session: &Session) -> Result<Outcome> {
         } else {
             Verdict::NoTrial
         };
-        return Ok(outcome);
+        return Ok((outcome, root, timeout));
     }
     outcome.result = Verdict::CheckFailed;
     if on_trial {
@@ -178,7 +219,7 @@ pub fn run(session: &Session) -> Result<Outcome> {
             OnFailure::None => FailureAction::None,
         });
     }
-    Ok(outcome)
+    Ok((outcome, root, timeout))
 }
 
 /// The one-line summary for `systemctl status` and the journal.
@@ -186,8 +227,8 @@ pub fn summary(o: &Outcome) -> String {
     let failed: Vec<&str> = o
         .checks
         .iter()
-        .filter(|c| c.required && !c.passed)
-        .map(|c| c.name.as_str())
+        .filter(|c| c.required && !c.run.passed)
+        .map(|c| c.run.name.as_str())
         .collect();
     match o.result {
         Verdict::Blessed => format!("{} passed its health checks and is blessed", o.booted),
@@ -202,5 +243,70 @@ pub fn summary(o: &Outcome) -> String {
             format!("required health checks failed: {}", failed.join(", "))
         }
         Verdict::NoTrial => format!("{} is running; no trial in progress", o.booted),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A hook at `path` under `root` that appends its name to `root/ran`, then exits `code`.
+    fn hook(root: &Path, path: &str, code: i32) {
+        let p = root.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        let log = root.join("ran");
+        std::fs::write(
+            &p,
+            format!(
+                "#!/bin/sh\necho $(basename $0) >> {}\nexit {code}\n",
+                log.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    /// The hooks that ran, in order; empties the log.
+    fn ran(root: &Path) -> Vec<String> {
+        let text = std::fs::read_to_string(root.join("ran")).unwrap_or_default();
+        let _ = std::fs::remove_file(root.join("ran"));
+        text.lines().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn the_verdict_chooses_the_hooks() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        hook(r, "etc/stratum/health.d/green.d/20-green", 0);
+        hook(r, "usr/lib/greenboot/green.d/10-green.sh", 0);
+        hook(r, "usr/lib/stratum/health.d/red.d/20-red", 0);
+        hook(r, "etc/greenboot/red.d/10-red.sh", 0);
+        let t = Duration::from_secs(10);
+        for v in [Verdict::Blessed, Verdict::NoTrial] {
+            let h = run_hooks(r, v, t);
+            assert_eq!(ran(r), ["10-green.sh", "20-green"], "{v:?}");
+            assert!(h.iter().all(|h| h.passed) && h.len() == 2, "{h:?}");
+        }
+        run_hooks(r, Verdict::CheckFailed, t);
+        assert_eq!(ran(r), ["10-red.sh", "20-red"]);
+        // After a fallback no check ran in this boot: neither set runs.
+        assert!(run_hooks(r, Verdict::FellBack, t).is_empty());
+        assert!(ran(r).is_empty());
+    }
+
+    #[test]
+    fn a_failed_hook_is_reported_and_the_rest_run() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        hook(r, "etc/greenboot/red.d/10-fails.sh", 4);
+        hook(r, "etc/stratum/health.d/red.d/20-next", 0);
+        let h = run_hooks(r, Verdict::CheckFailed, Duration::from_secs(10));
+        assert_eq!(ran(r), ["10-fails.sh", "20-next"]);
+        assert!(
+            !h[0].passed && h[0].detail.starts_with("exit status: 4"),
+            "{h:?}"
+        );
+        assert!(h[1].passed, "{h:?}");
     }
 }

@@ -1,9 +1,10 @@
-//! Health checks: executables in `/etc/stratum/health.d/required.d/` (all must pass) and
-//! `wanted.d/` (failures only warn), run in name order, each with a timeout.
+//! Running `boot-complete`'s scripts: the health checks, required (all must pass) and wanted
+//! (failures only warn), and the hooks run after the verdict; [`scripts`](super::scripts)
+//! says which they are and their order. Each runs with a timeout.
 //!
-//! A check runs in its own process group with stdout and stderr on one pipe. A thread drains
-//! the pipe while the check runs, keeping only the last [`TAIL`] bytes: a check that writes
-//! more than a pipe holds would otherwise block and be reported as timed out. When the check
+//! A script runs in its own process group with stdout and stderr on one pipe. A thread drains
+//! the pipe while it runs, keeping only the last [`TAIL`] bytes: a script that writes more
+//! than a pipe holds would otherwise block and be reported as timed out. When the script
 //! exits, or its time is up, the whole group is killed, so nothing it started outlives it and
 //! no leftover process holding the pipe open keeps the runner waiting. Output still open after
 //! that (a process that left the group with `setsid`) is waited for only until the timeout.
@@ -12,7 +13,7 @@ use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -23,79 +24,78 @@ use nix::sys::signal::{killpg, Signal};
 use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-/// Bytes of a check's output (stdout and stderr together) kept for its report.
+use super::scripts::{self, Script, Set};
+
+/// Bytes of a script's output (stdout and stderr together) kept for its report.
 const TAIL: usize = 4096;
 
-/// How long to wait for the end of the output after the check's group is killed, when the
+/// How long to wait for the end of the output after the script's group is killed, when the
 /// timeout has already passed.
 const GRACE: Duration = Duration::from_secs(1);
 
-/// One check's outcome.
+/// How one script ran.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct CheckResult {
+pub struct ScriptRun {
+    /// Its file name.
     pub name: String,
-    pub required: bool,
+    pub path: PathBuf,
     pub passed: bool,
-    /// What went wrong, or the check's last line of output.
+    /// What went wrong, or the script's last line of output.
     pub detail: String,
     pub millis: u128,
 }
 
-/// Runs the checks under `root/etc/stratum/health.d`.
+/// One check's outcome.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CheckResult {
+    #[serde(flatten)]
+    pub run: ScriptRun,
+    pub required: bool,
+}
+
+/// Runs the required, then the wanted checks of the OS whose root is `root`.
 pub fn run_checks(root: &Path, timeout: Duration) -> Result<Vec<CheckResult>> {
-    let base = root.join("etc/stratum/health.d");
     let mut out = Vec::new();
-    for (sub, required) in [("required.d", true), ("wanted.d", false)] {
-        for path in executables(&base.join(sub))? {
-            out.push(run_one(&path, required, timeout));
+    for (set, required) in [(Set::Required, true), (Set::Wanted, false)] {
+        for s in scripts::find(root, set)? {
+            out.push(CheckResult {
+                run: run_one(&s, timeout),
+                required,
+            });
         }
     }
     Ok(out)
 }
 
-fn executables(dir: &Path) -> Result<Vec<PathBuf>> {
-    use std::os::unix::fs::PermissionsExt;
-    let mut v = Vec::new();
-    let rd = match std::fs::read_dir(dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(v),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
-    };
-    for e in rd {
-        let p = e?.path();
-        let m = std::fs::metadata(&p)?;
-        if m.is_file() && m.permissions().mode() & 0o111 != 0 {
-            v.push(p);
-        }
-    }
-    v.sort();
-    Ok(v)
+/// Runs the hooks of `set` ([`Set::Green`] or [`Set::Red`]) of the OS whose root is `root`.
+pub fn run_hooks(root: &Path, set: Set, timeout: Duration) -> Result<Vec<ScriptRun>> {
+    Ok(scripts::find(root, set)?
+        .iter()
+        .map(|s| run_one(s, timeout))
+        .collect())
 }
 
-fn run_one(path: &Path, required: bool, timeout: Duration) -> CheckResult {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+fn run_one(script: &Script, timeout: Duration) -> ScriptRun {
     let start = Instant::now();
     let (passed, detail) =
-        run_check(path, start, timeout).unwrap_or_else(|e| (false, format!("{e:#}")));
-    CheckResult {
-        name,
-        required,
+        run_script(script, start, timeout).unwrap_or_else(|e| (false, format!("{e:#}")));
+    ScriptRun {
+        name: script.name.clone(),
+        path: script.path.clone(),
         passed,
         detail,
         millis: start.elapsed().as_millis(),
     }
 }
 
-/// Runs one check until it exits or its time is up: whether it passed, and the detail to report.
-fn run_check(path: &Path, start: Instant, timeout: Duration) -> Result<(bool, String)> {
+/// Runs one script until it exits or its time is up: whether it passed, and the detail to
+/// report.
+fn run_script(script: &Script, start: Instant, timeout: Duration) -> Result<(bool, String)> {
     let deadline = start + timeout;
     let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("creating a pipe")?;
     let output = drain(read)?;
     let mut child = {
-        let mut cmd = Command::new(path);
+        let mut cmd = script.command();
         cmd.stdin(Stdio::null())
             .stdout(Stdio::from(
                 write.try_clone().context("duplicating the pipe")?,
@@ -103,11 +103,11 @@ fn run_check(path: &Path, start: Instant, timeout: Duration) -> Result<(bool, St
             .stderr(Stdio::from(write))
             .process_group(0);
         cmd.spawn()
-            .with_context(|| format!("starting {}", path.display()))?
+            .with_context(|| format!("starting {}", script.path.display()))?
         // `cmd` holds the runner's copies of the pipe's write end: dropping it here lets the
-        // pipe end when the check's group has closed it.
+        // pipe end when the script's group has closed it.
     };
-    // The check leads its own group (`process_group(0)`); ids fit (pid_max is at most 2^22).
+    // The script leads its own group (`process_group(0)`); ids fit (pid_max is at most 2^22).
     let group = Pid::from_raw(child.id() as i32);
     let timed_out = loop {
         if exited(group) {
@@ -116,13 +116,13 @@ fn run_check(path: &Path, start: Instant, timeout: Duration) -> Result<(bool, St
         if Instant::now() >= deadline {
             break true;
         }
-        // Checks are short programs; a coarse poll keeps this simple and cheap.
+        // Scripts are short programs; a coarse poll keeps this simple and cheap.
         std::thread::sleep(Duration::from_millis(20));
     };
-    // The check is not reaped yet, so its id still names its group and cannot have been reused
+    // The script is not reaped yet, so its id still names its group and cannot have been reused
     // by another process. An error only means that nothing is left to kill.
     let _ = killpg(group, Signal::SIGKILL);
-    let status = child.wait().context("waiting for the check")?;
+    let status = child.wait().context("waiting for the script")?;
     let last = last_line(&output.wait_closed(deadline.max(Instant::now() + GRACE)));
     if timed_out {
         let mut detail = format!("timed out after {} s", timeout.as_secs());
@@ -138,7 +138,7 @@ fn run_check(path: &Path, start: Instant, timeout: Duration) -> Result<(bool, St
     }
 }
 
-/// Whether the check has exited, without reaping it (`WNOWAIT`), so that its process id and
+/// Whether the script has exited, without reaping it (`WNOWAIT`), so that its process id and
 /// with it its process group id stay reserved until the group is killed.
 fn exited(pid: Pid) -> bool {
     let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
@@ -150,7 +150,7 @@ fn exited(pid: Pid) -> bool {
     )
 }
 
-/// The end of a check's output, filled by the draining thread.
+/// The end of a script's output, filled by the draining thread.
 #[derive(Default)]
 struct Tail {
     bytes: Vec<u8>,
@@ -158,7 +158,7 @@ struct Tail {
     closed: bool,
 }
 
-/// A check's output as a thread drains it.
+/// A script's output as a thread drains it.
 struct Output(Arc<(Mutex<Tail>, Condvar)>);
 
 fn lock(m: &Mutex<Tail>) -> MutexGuard<'_, Tail> {
@@ -192,7 +192,7 @@ fn drain(pipe: OwnedFd) -> Result<Output> {
             lock(tail).closed = true;
             done.notify_all();
         })
-        .context("starting a thread to read the check's output")?;
+        .context("starting a thread to read the script's output")?;
     Ok(Output(shared))
 }
 
@@ -252,13 +252,13 @@ mod tests {
         std::fs::write(base.join("required.d/README"), "not executable").unwrap();
         let r = run_checks(d.path(), Duration::from_millis(300)).unwrap();
         assert_eq!(r.len(), 3);
-        assert!(r[0].passed && r[0].required && r[0].detail == "fine");
+        assert!(r[0].run.passed && r[0].required && r[0].run.detail == "fine");
         assert!(
-            !r[1].passed && r[1].detail.contains("disk full"),
+            !r[1].run.passed && r[1].run.detail.contains("disk full"),
             "{:?}",
             r[1]
         );
-        assert!(!r[2].passed && !r[2].required && r[2].detail.contains("timed out"));
+        assert!(!r[2].run.passed && !r[2].required && r[2].run.detail.contains("timed out"));
     }
 
     /// Whether process `pid` has exited (or is not a `sleep` any more: its id was reused).
@@ -279,9 +279,13 @@ mod tests {
             "seq 40000\necho disk full >&2\nexit 3",
         );
         let r = run_checks(d.path(), Duration::from_secs(10)).unwrap();
-        assert!(r[0].passed && r[0].detail == "all good", "{:?}", r[0]);
         assert!(
-            !r[1].passed && r[1].detail == "exit status: 3: disk full",
+            r[0].run.passed && r[0].run.detail == "all good",
+            "{:?}",
+            r[0]
+        );
+        assert!(
+            !r[1].run.passed && r[1].run.detail == "exit status: 3: disk full",
             "{:?}",
             r[1]
         );
@@ -306,9 +310,13 @@ mod tests {
         );
         let timeout = Duration::from_secs(5);
         let r = run_checks(d.path(), timeout).unwrap();
-        assert!(r[0].passed && r[0].detail == "started", "{:?}", r[0]);
-        assert!(r[0].millis < timeout.as_millis(), "{:?}", r[0]);
-        assert_eq!(r[1].detail, "timed out after 5 s; last output: waiting");
+        assert!(
+            r[0].run.passed && r[0].run.detail == "started",
+            "{:?}",
+            r[0]
+        );
+        assert!(r[0].run.millis < timeout.as_millis(), "{:?}", r[0]);
+        assert_eq!(r[1].run.detail, "timed out after 5 s; last output: waiting");
         // The output pipe reached its end, so every process holding it has exited.
         for f in ["a", "b"] {
             let pid = std::fs::read_to_string(d.path().join(f)).unwrap();
@@ -332,8 +340,39 @@ mod tests {
         let r = run_checks(d.path(), Duration::from_secs(1)).unwrap();
         let pid = std::fs::read_to_string(&pidfile).unwrap();
         let _ = nix::sys::signal::kill(Pid::from_raw(pid.trim().parse().unwrap()), Signal::SIGKILL);
-        assert!(r[0].passed && r[0].detail == "started", "{:?}", r[0]);
+        assert!(
+            r[0].run.passed && r[0].run.detail == "started",
+            "{:?}",
+            r[0]
+        );
         // The timeout, the grace for the output, and room for a loaded machine; not 20 s.
-        assert!(r[0].millis < 10_000, "{:?}", r[0]);
+        assert!(r[0].run.millis < 10_000, "{:?}", r[0]);
+    }
+
+    #[test]
+    fn greenboot_checks_run_with_bash_beside_stratums() {
+        let d = tempfile::tempdir().unwrap();
+        let gb = d.path().join("usr/lib/greenboot/check");
+        std::fs::create_dir_all(gb.join("required.d")).unwrap();
+        // Not executable, and bash's syntax: greenboot runs its scripts with bash.
+        std::fs::write(
+            gb.join("required.d/20-gb.sh"),
+            "[[ -n bash ]] && echo from bash",
+        )
+        .unwrap();
+        script(
+            &d.path().join("usr/lib/stratum/health.d/required.d"),
+            "10-vendor",
+            "echo vendor",
+        );
+        std::fs::create_dir_all(gb.join("wanted.d")).unwrap();
+        std::fs::write(gb.join("wanted.d/30-fails.sh"), "exit 2").unwrap();
+        let r = run_checks(d.path(), Duration::from_secs(10)).unwrap();
+        let names: Vec<_> = r.iter().map(|c| c.run.name.as_str()).collect();
+        assert_eq!(names, ["10-vendor", "20-gb.sh", "30-fails.sh"]);
+        assert!(r[0].required && r[0].run.passed && r[0].run.detail == "vendor");
+        assert!(r[1].required && r[1].run.passed && r[1].run.detail == "from bash");
+        assert!(!r[2].required && !r[2].run.passed, "{:?}", r[2]);
+        assert_eq!(r[1].run.path, gb.join("required.d/20-gb.sh"));
     }
 }

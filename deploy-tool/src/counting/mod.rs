@@ -13,11 +13,13 @@
 //!
 //! [`commit`] is the one way a boot set is written on a live sysroot: it arms (or ends) the
 //! trial, hands the counting prelude to the writer, and undoes the arming when the write
-//! fails before the swap. [`complete`] is `boot-complete`; [`health`] runs the checks.
+//! fails before the swap. [`complete`] is `boot-complete`; [`health`] runs the checks and
+//! hooks that [`scripts`] finds.
 
 pub mod commit;
 pub mod complete;
 pub mod health;
+pub mod scripts;
 
 use std::path::{Path, PathBuf};
 

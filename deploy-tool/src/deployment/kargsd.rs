@@ -1,15 +1,20 @@
-//! Kernel arguments an image asks for: `/usr/lib/stratum/kargs.d/*.toml`, in bootc's format.
+//! Kernel arguments an image asks for: `/usr/lib/stratum/kargs.d/*.toml` and bootc's
+//! `/usr/lib/bootc/kargs.d/*.toml`, both in bootc's format.
 //!
 //! ```toml
 //! kargs = ["console=ttyS0,115200", "mitigations=auto"]
 //! match-architectures = ["x86_64"]   # optional; Rust's names (std::env::consts::ARCH)
 //! ```
 //!
-//! Files are read in name order; unknown keys are an error. On deploy, the difference between
+//! The files of both directories are read merged, in file-name order (bytewise, as bootc sorts
+//! them); a file in Stratum's directory replaces bootc's file of the same name, so an image
+//! can override one of bootc's files without touching it. Unknown keys are an error. On
+//! deploy, the difference between
 //! the merge deployment's image defaults and the new image's is applied to the inherited
 //! arguments (as bootc does): defaults the new image dropped are removed, defaults it added
 //! are appended, and everything else, the admin's own arguments included, is kept.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 
@@ -20,6 +25,10 @@ use crate::kargs::Kargs;
 
 /// Where an image keeps its kernel argument defaults, relative to the deployment root.
 pub const KARGS_D: &str = "usr/lib/stratum/kargs.d";
+
+/// bootc's directory of the same files, read too so that an image built for bootc keeps its
+/// arguments; [`KARGS_D`] wins a file name both hold.
+pub const BOOTC_KARGS_D: &str = "usr/lib/bootc/kargs.d";
 
 /// One `kargs.d` file.
 #[derive(Debug, Deserialize)]
@@ -64,26 +73,19 @@ pub fn read(root: &Path) -> Result<Vec<String>> {
 
 /// The defaults of the image at `root` for `arch`.
 pub fn read_for_arch(root: &Path, arch: &str) -> Result<Vec<String>> {
-    let dir = root.join(KARGS_D);
-    let rd = match fs::read_dir(&dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
-    };
-    let mut names = Vec::new();
-    for e in rd {
-        let e = e.with_context(|| format!("reading {}", dir.display()))?;
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.ends_with(".toml") && e.path().is_file() {
-            names.push(name);
+    // Name -> path; bootc's first, so that Stratum's file of the same name replaces it.
+    let mut files = BTreeMap::new();
+    for dir in [BOOTC_KARGS_D, KARGS_D] {
+        for (name, path) in crate::fsutil::dir_entries(&root.join(dir))? {
+            if name.ends_with(".toml") && path.is_file() {
+                files.insert(name, path);
+            }
         }
     }
-    names.sort();
     let mut out = Vec::new();
-    for name in names {
-        let path = dir.join(&name);
+    for path in files.values() {
         let text =
-            fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+            fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         out.extend(parse_file(&path.display().to_string(), &text, arch)?);
     }
     Ok(out)
@@ -187,5 +189,82 @@ mod tests {
         assert_eq!(apply_diff(&v(&["rw"]), &[], &v(&["a"])), v(&["rw", "a"]));
         // An admin's deletion of a default that did not change is respected.
         assert_eq!(apply_diff(&v(&["rw"]), &old, &old), v(&["rw"]));
+    }
+
+    fn write(root: &Path, path: &str, text: &str) {
+        let p = root.join(path);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, text).unwrap();
+    }
+
+    #[test]
+    fn bootc_files_are_merged_by_name_and_stratums_win() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        write(
+            r,
+            "usr/lib/bootc/kargs.d/10-bootc.toml",
+            "kargs = [\"b10\"]",
+        );
+        write(
+            r,
+            "usr/lib/stratum/kargs.d/20-stratum.toml",
+            "kargs = [\"s20\"]",
+        );
+        write(
+            r,
+            "usr/lib/bootc/kargs.d/30-bootc.toml",
+            "kargs = [\"b30\"]",
+        );
+        // The same name in both: Stratum's is read, bootc's is not.
+        write(r, "usr/lib/bootc/kargs.d/40-both.toml", "kargs = [\"b40\"]");
+        write(
+            r,
+            "usr/lib/stratum/kargs.d/40-both.toml",
+            "kargs = [\"s40\"]",
+        );
+        write(r, "usr/lib/bootc/kargs.d/README", "ignored");
+        assert_eq!(
+            read_for_arch(r, "x86_64").unwrap(),
+            v(&["b10", "s20", "b30", "s40"])
+        );
+        // bootc's directory alone is enough.
+        fs::remove_dir_all(r.join(KARGS_D)).unwrap();
+        assert_eq!(
+            read_for_arch(r, "x86_64").unwrap(),
+            v(&["b10", "b30", "b40"])
+        );
+    }
+
+    #[test]
+    fn defaults_dropped_from_either_directory_are_removed() {
+        let d = tempfile::tempdir().unwrap();
+        let (old, new) = (d.path().join("old"), d.path().join("new"));
+        write(
+            &old,
+            "usr/lib/bootc/kargs.d/10-a.toml",
+            "kargs = [\"gone=1\", \"kept=1\"]",
+        );
+        write(
+            &old,
+            "usr/lib/stratum/kargs.d/20-b.toml",
+            "kargs = [\"moved=1\"]",
+        );
+        // The new image keeps `kept=1` and moves `moved=1` into bootc's directory.
+        write(
+            &new,
+            "usr/lib/bootc/kargs.d/10-a.toml",
+            "kargs = [\"kept=1\", \"moved=1\"]",
+        );
+        write(
+            &new,
+            "usr/lib/stratum/kargs.d/30-c.toml",
+            "kargs = [\"added=1\"]",
+        );
+        let kargs = v(&["rw", "gone=1", "kept=1", "moved=1", "admin=1"]);
+        assert_eq!(
+            inherit(&kargs, Some(&old), &new).unwrap(),
+            v(&["rw", "kept=1", "moved=1", "admin=1", "added=1"])
+        );
     }
 }
