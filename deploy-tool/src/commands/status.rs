@@ -36,7 +36,7 @@ pub struct StatusOpts {
     #[arg(long)]
     pub json: bool,
     /// Print only what the JSONPath expression EXPR (RFC 9535) selects from the JSON status,
-    /// as a JSON array, e.g. '$.deployments[?@.booted].version'
+    /// as a JSON array, e.g. '$.deployments[?@.booted == true].version'
     #[arg(long, value_name = "EXPR", conflicts_with = "format")]
     pub jsonpath: Option<String>,
     /// Only the booted deployment
