@@ -4,6 +4,7 @@
 #   make test        every test: unit, host integration, VM boots
 #   make soak        power cuts at random moments of every boot-set operation, in QEMU
 #   make install DESTDIR=ROOT   install Stratum into an OS root (as image builders do)
+#   make deb         the Debian package, $(TARGET_DIR)/deb/stratum_<version>_amd64.deb
 #   make fuzz        every parser of outside input under libFuzzer, 10^6 inputs each
 #
 # The targets install the Debian packages they need (apt-get, only when missing).
@@ -26,8 +27,8 @@ DEB_PACKAGES := libostree-dev ostree pkg-config qemu-system-x86 ovmf debootstrap
 	mtools dosfstools grub-efi-amd64-bin e2fsprogs cpio zstd kmod gnupg systemd qemu-utils \
 	dpkg-dev apt-utils groff-base
 
-.PHONY: all deps build man build-failpoints install test test-unit test-vm soak demo bench clean \
-	fuzz fuzz-build fuzz-smoke
+.PHONY: all deps build man build-failpoints install deb test test-unit test-deb test-vm soak demo \
+	bench clean fuzz fuzz-build fuzz-smoke
 
 all: build
 
@@ -84,15 +85,46 @@ install:
 	for w in ssh.service.wants sshd.service.wants; do \
 		install -d $(DESTDIR)$(PREFIX)/lib/systemd/system/$$w; \
 		ln -sf ../stratum-ssh-host-keys.service $(DESTDIR)$(PREFIX)/lib/systemd/system/$$w/; done
+	# dracut runs the module's scripts; its unit file must not be executable (systemd warns).
 	for f in $$(ls dracut 2>/dev/null); do \
-		install -D -m 0755 dracut/$$f $(DESTDIR)$(PREFIX)/lib/dracut/modules.d/50stratum/$$f; done
+		case $$f in *.sh) mode=0755;; *) mode=0644;; esac; \
+		install -D -m $$mode dracut/$$f $(DESTDIR)$(PREFIX)/lib/dracut/modules.d/50stratum/$$f; done
 	# man/man5, man/man8, bash-completion/completions, zsh/vendor-completions,
 	# fish/vendor_completions.d: the paths each shell's package looks in.
 	test -d $(SHARE)/man || { echo "$(SHARE) is missing: run make build (or make man)" >&2; exit 1; }
 	cd $(SHARE) && for f in $$(find . -type f | sort); do \
 		install -D -m 0644 $$f $(DESTDIR)$(PREFIX)/share/$${f#./}; done
 
-test-unit: build build-failpoints fuzz-smoke
+# The Debian package (debian/): what `make install` installs, plus /usr/share/doc/stratum
+# (copyright, changelog, docs/), man pages compressed as Debian policy wants. Built with
+# dpkg-buildpackage from the programs `make build` made. Its version is the workspace's
+# (Cargo.toml), which the top entry of debian/changelog must name.
+DEB_DIR := $(abspath $(TARGET_DIR)/deb)
+DEB_BUILD_PACKAGES := build-essential debhelper
+VERSION := $(shell sed -n '/^\[workspace.package\]/,/^\[/s/^version = "\(.*\)"/\1/p' Cargo.toml)
+DEB := $(DEB_DIR)/stratum_$(VERSION)_amd64.deb
+
+deb: build
+	$(MAKE) deps EXTRA_PACKAGES="$(DEB_BUILD_PACKAGES)"
+	@changelog=$$(dpkg-parsechangelog -SVersion); [ "$$changelog" = "$(VERSION)" ] || { \
+		echo "debian/changelog is at $$changelog, Cargo.toml at $(VERSION):" \
+			"add an entry (dch -v $(VERSION))" >&2; exit 1; }
+	# Only this build's files. debhelper's state from an earlier build goes too: what
+	# `debian/rules clean` removes, without its sweep of the whole tree for editors' backups.
+	rm -rf $(DEB_DIR) debian/.debhelper debian/stratum debian/files debian/*.substvars \
+		debian/*.debhelper.log debian/debhelper-build-stamp
+	mkdir -p $(DEB_DIR)
+	STRATUM_DEB_DIR=$(DEB_DIR) dpkg-buildpackage --build=binary --no-sign --no-pre-clean \
+		--buildinfo-option=-u$(DEB_DIR) --buildinfo-file=$(DEB_DIR)/stratum_$(VERSION)_amd64.buildinfo \
+		--changes-option=-u$(DEB_DIR) --changes-file=$(DEB_DIR)/stratum_$(VERSION)_amd64.changes
+	@echo "built $(DEB)"
+
+# The package's contents against `make install`, its control fields, apt and lintian.
+test-deb: deb
+	$(MAKE) deps EXTRA_PACKAGES=lintian
+	MAKE="$(MAKE)" tests/deb.sh $(DEB)
+
+test-unit: build build-failpoints fuzz-smoke test-deb
 	$(CARGO) test --release --locked -p stratum-prepare-root -p stratum -p stratum-initramfs \
 		-p stratum-docgen
 

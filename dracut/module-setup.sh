@@ -25,8 +25,8 @@ install() {
     inst_simple /usr/lib/stratum/stratum-prepare-root
     inst_simple "$moddir/stratum-prepare-root.service" \
         "$systemdsystemunitdir/stratum-prepare-root.service"
-    # `make install` gives every file of the module mode 0755; systemd warns about
-    # executable unit files.
+    # inst_simple keeps the source's mode, and systemd warns about executable unit files:
+    # `make install` installs it 0644, but a module copied by hand may not.
     chmod 0644 "$initdir$systemdsystemunitdir/stratum-prepare-root.service"
     mkdir -p "$initdir$systemdsystemunitdir/initrd-root-fs.target.wants"
     ln_r "$systemdsystemunitdir/stratum-prepare-root.service" \
