@@ -5,7 +5,7 @@
 //! | module | owns |
 //! |---|---|
 //! | [`commands`] | one module per verb: arguments, output, `--json` |
-//! | [`compose`] | root directory -> postprocessed tree -> commit |
+//! | [`compose`] | root directory -> postprocessed tree -> commit; publishing (archive repository, static deltas, signed summary) |
 //! | [`install`] | a new sysroot (directory or GPT disk image) from a commit |
 //! | [`deployment`] | the one new-deployment pipeline, finalize, rollback/cleanup/pin |
 //! | [`layering`] | Debian packages on the base: requests, apt, package cache, sandbox |

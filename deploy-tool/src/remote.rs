@@ -13,15 +13,27 @@ pub struct RemoteInfo {
     pub url: String,
     #[serde(rename = "sign-verify")]
     pub sign_verify: bool,
+    #[serde(rename = "sign-verify-summary")]
+    pub sign_verify_summary: bool,
 }
 
-/// Adds a remote. With `sign_verify`, commits must carry a valid GPG signature from a key
-/// imported with `gpg_keys` (an armored or binary keyring file).
+/// What a remote's pulls verify, with the keys imported for the remote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verify {
+    /// Commits must carry a valid GPG signature (`gpg-verify`).
+    pub commits: bool,
+    /// The summary must carry a valid GPG signature (`gpg-verify-summary`): the list of refs,
+    /// their commits and the static deltas cannot be altered or replaced by an older one.
+    pub summary: bool,
+}
+
+/// Adds a remote that verifies what `verify` says, with keys imported from `gpg_keys` (an
+/// armored or binary keyring file).
 pub fn add(
     repo: &ostree::Repo,
     name: &str,
     url: &str,
-    sign_verify: bool,
+    verify: Verify,
     gpg_keys: Option<&Path>,
 ) -> Result<()> {
     validate_name(name)?;
@@ -32,8 +44,8 @@ pub fn add(
         );
     }
     let opts = glib::VariantDict::new(None);
-    opts.insert("gpg-verify", sign_verify);
-    opts.insert("gpg-verify-summary", false);
+    opts.insert("gpg-verify", verify.commits);
+    opts.insert("gpg-verify-summary", verify.summary);
     repo.remote_add(name, Some(url), Some(&opts.end()), gio::Cancellable::NONE)
         .with_context(|| format!("adding remote {name}"))?;
     if let Some(keys) = gpg_keys {
@@ -170,9 +182,21 @@ fn import_gpg_keys(repo: &ostree::Repo, name: &str, keys: &Path) -> Result<u32> 
 }
 
 /// Adds what to do to libostree's signature and ref-binding errors, in Stratum's terms.
-pub fn explain_pull_error(e: anyhow::Error, remote: &str, refname: &str) -> anyhow::Error {
+pub fn explain_pull_error(
+    repo: &ostree::Repo,
+    e: anyhow::Error,
+    remote: &str,
+    refname: &str,
+) -> anyhow::Error {
     let text = format!("{e:#}");
-    if text.contains("ref binding") {
+    let about_signatures = text.contains("GPG") || text.contains("signature");
+    if about_signatures && summary_fails_verification(repo, remote) {
+        e.context(format!(
+            "the summary of remote {remote} is not signed by a key trusted for it (the remote \
+             requires signed summaries): it was altered or replaced on the way, or the publisher \
+             did not sign it (`stratum compose publish --gpg-sign KEYID`)"
+        ))
+    } else if text.contains("ref binding") {
         e.context(format!(
             "remote {remote} serves under {refname} a commit bound to another ref \
              (ostree.ref-binding); refusing it. If the publisher moved to another ref, follow \
@@ -186,6 +210,24 @@ pub fn explain_pull_error(e: anyhow::Error, remote: &str, refname: &str) -> anyh
         ))
     } else {
         e
+    }
+}
+
+/// Whether `remote` requires a signed summary and its summary fails verification. libostree
+/// words a bad summary signature as it words a bad commit signature; fetching the summary
+/// again (libostree verifies it) tells them apart.
+fn summary_fails_verification(repo: &ostree::Repo, remote: &str) -> bool {
+    if !repo.remote_get_gpg_verify_summary(remote).unwrap_or(false) {
+        return false;
+    }
+    match repo.remote_fetch_summary(remote, gio::Cancellable::NONE) {
+        Ok((summary, signatures)) => repo
+            .verify_summary(remote, &summary, &signatures, gio::Cancellable::NONE)
+            .is_err(),
+        Err(e) => {
+            let m = e.message();
+            m.contains("GPG") || m.contains("signature")
+        }
     }
 }
 
@@ -207,10 +249,12 @@ pub fn list(repo: &ostree::Repo) -> Result<Vec<RemoteInfo>> {
             .map(|s| s.to_string())
             .unwrap_or_default();
         let sign_verify = repo.remote_get_gpg_verify(&name).unwrap_or(false);
+        let sign_verify_summary = repo.remote_get_gpg_verify_summary(&name).unwrap_or(false);
         out.push(RemoteInfo {
             name: name.to_string(),
             url,
             sign_verify,
+            sign_verify_summary,
         });
     }
     Ok(out)
@@ -229,7 +273,7 @@ pub fn pull(repo: &ostree::Repo, remote: &str, refname: &str) -> Result<String> 
         format!("Pulling {remote}:{refname}"),
     )
     .with_context(|| format!("pulling {refname} from remote {remote}"))
-    .map_err(|e| explain_pull_error(e, remote, refname))?;
+    .map_err(|e| explain_pull_error(repo, e, remote, refname))?;
     crate::repo::resolve(repo, &format!("{remote}:{refname}"))
 }
 

@@ -6,10 +6,10 @@
 mod common;
 
 use std::ffi::OsStr;
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use common::gpg::Gpg;
 use common::*;
 
 impl Env {
@@ -34,112 +34,6 @@ impl Env {
 /// The stdout of a command (`stratum` or `gpg`) that must have succeeded.
 fn ok(out: Output) -> String {
     succeeded(out, "command")
-}
-
-/// A throw-away GnuPG home with a short path (the agent's socket path is limited), whose agent
-/// is killed on drop.
-struct Gpg {
-    home: tempfile::TempDir,
-}
-
-impl Drop for Gpg {
-    fn drop(&mut self) {
-        let _ = Command::new("gpgconf")
-            .arg("--homedir")
-            .arg(self.home.path())
-            .args(["--kill", "all"])
-            .output();
-    }
-}
-
-impl Gpg {
-    fn new() -> Gpg {
-        let home = tempfile::Builder::new()
-            .prefix("sg")
-            .tempdir_in("/tmp")
-            .unwrap();
-        fs::set_permissions(
-            home.path(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o700),
-        )
-        .unwrap();
-        Gpg { home }
-    }
-
-    fn gpg(&self, args: &[&str]) -> Output {
-        Command::new("gpg")
-            .arg("--homedir")
-            .arg(self.home.path())
-            .args(["--batch", "--no-tty"])
-            .args(args)
-            .output()
-            .expect("running gpg (apt-get install gnupg)")
-    }
-
-    /// Generates a signing key for `email`; returns its fingerprint.
-    fn gen_key(&self, name: &str, email: &str) -> String {
-        ok(self.gpg(&[
-            "--passphrase",
-            "",
-            "--quick-gen-key",
-            &format!("{name} <{email}>"),
-            "ed25519",
-            "sign",
-            "never",
-        ]));
-        let list = ok(self.gpg(&["--with-colons", "--list-keys", email]));
-        list.lines()
-            .find_map(|l| l.strip_prefix("fpr:"))
-            .map(|l| l.trim_matches(':').to_string())
-            .unwrap_or_else(|| panic!("no fingerprint for {email} in:\n{list}"))
-    }
-
-    /// Exports the public key `fpr` (armored) to `path`.
-    fn export(&self, fpr: &str, path: &Path) {
-        let out = ok(self.gpg(&["--armor", "--export", fpr]));
-        assert!(
-            out.contains("BEGIN PGP PUBLIC KEY BLOCK"),
-            "gpg exported no public key for {fpr}"
-        );
-        fs::write(path, out).unwrap();
-    }
-
-    /// Signs `commit` in `repo` with the key `fpr` (a detached signature, as ostree does).
-    fn sign(&self, repo: &Path, commit: &str, fpr: &str) {
-        let out = Command::new("ostree")
-            .arg("gpg-sign")
-            .arg("--repo")
-            .arg(repo)
-            .arg("--gpg-homedir")
-            .arg(self.home.path())
-            .args([commit, fpr])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "ostree gpg-sign {commit} with {fpr} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    /// Removes the signature of `fpr` from `commit`.
-    fn unsign(&self, repo: &Path, commit: &str, fpr: &str) {
-        let out = Command::new("ostree")
-            .arg("gpg-sign")
-            .arg("--delete")
-            .arg("--repo")
-            .arg(repo)
-            .arg("--gpg-homedir")
-            .arg(self.home.path())
-            .args([commit, fpr])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "ostree gpg-sign --delete {commit} {fpr} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
 }
 
 /// `upgrade --apply-now` must fail with a signature error and leave the sysroot at v1 only.
@@ -241,7 +135,7 @@ fn remote_requiring_signatures_refuses_unsigned_and_wrongly_signed_commits() {
     ok(env.stratum(&["remote", "add", "src", &url]));
     assert_eq!(
         remotes(&env),
-        serde_json::json!([{"name": "src", "url": url, "sign-verify": true}]),
+        serde_json::json!([{"name": "src", "url": url, "sign-verify": true, "sign-verify-summary": false}]),
         "`remote add` without --no-sign-verify must verify signatures"
     );
     let out = Command::new("ostree")
@@ -314,7 +208,7 @@ fn keys_imported_by_stratum_are_trusted() {
     assert_eq!(env.checksums(), vec![v1.clone()], "install deployed v1");
     assert_eq!(
         remotes(&env),
-        serde_json::json!([{"name": "src", "url": url, "sign-verify": true}]),
+        serde_json::json!([{"name": "src", "url": url, "sign-verify": true, "sign-verify-summary": false}]),
         "install with --remote-gpg-import must make a remote that verifies signatures"
     );
     let v2 = env.compose("2");

@@ -22,6 +22,20 @@ pub enum ComposeCmd {
     /// time); otherwise the commit takes the time now. Clients refuse to upgrade to a commit
     /// older than the one they run, so timestamps must grow from build to build.
     Rootfs(ComposeRootfsOpts),
+    /// Publish a ref into an archive repository that a static HTTP server can serve, with
+    /// static deltas and a summary.
+    ///
+    /// Copies REF's commit from REPO into the archive repository DEST (created when missing)
+    /// and generates static deltas to it from the N commits before it on REF's history and
+    /// from the commit DEST's REF pointed to before: clients that run one of those commits
+    /// download one delta instead of every changed object. Then REF moves and DEST's summary
+    /// (its refs and deltas) is written again. With --gpg-sign, the commit and the summary
+    /// are signed: the commit before its deltas are made (a delta carries its target's
+    /// signature), the summary last. Serve DEST's directory with any static HTTP server.
+    ///
+    /// Until REF moves, DEST's clients see the previous release: an error leaves REF and the
+    /// summary as they were.
+    Publish(ComposePublishOpts),
 }
 
 #[derive(Debug, clap::Args)]
@@ -55,6 +69,37 @@ pub struct ComposeRootfsOpts {
     pub json: bool,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct ComposePublishOpts {
+    /// The repository `compose rootfs` committed to
+    #[arg(long)]
+    pub repo: PathBuf,
+    /// The ref to publish
+    #[arg(long = "ref", value_name = "REF")]
+    pub refname: String,
+    /// The archive repository to publish into (created when missing): the directory to serve
+    #[arg(long, value_name = "DEST")]
+    pub to: PathBuf,
+    /// Generate static deltas from this many of the commit's nearest ancestors, and from the
+    /// commit DEST's REF held before (0: no deltas)
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub deltas: u32,
+    /// Also generate a delta from scratch (one download for a first pull of the whole
+    /// commit)
+    #[arg(long)]
+    pub delta_from_scratch: bool,
+    /// Sign the commit and the summary with this GPG key: a key id or fingerprint
+    /// (repeatable)
+    #[arg(long, value_name = "KEYID")]
+    pub gpg_sign: Vec<String>,
+    /// GnuPG home directory holding the signing keys [default: GnuPG's]
+    #[arg(long, value_name = "DIR", requires = "gpg_sign")]
+    pub gpg_homedir: Option<PathBuf>,
+    /// Print the result as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
 pub fn run(c: &ComposeCmd) -> Result<i32> {
     match c {
         ComposeCmd::Rootfs(o) => {
@@ -68,12 +113,31 @@ pub fn run(c: &ComposeCmd) -> Result<i32> {
                 no_overwrite: o.no_overwrite,
                 prepare_root: o.prepare_root.clone(),
             })?;
-            if o.json {
-                super::print_json(&r)?;
-            } else {
-                println!("{}", r.commit);
-            }
-            Ok(0)
+            print_result(&r, &r.commit, o.json)
+        }
+        ComposeCmd::Publish(o) => {
+            let r = crate::compose::publish::publish(&crate::compose::publish::PublishOptions {
+                repo: o.repo.clone(),
+                to: o.to.clone(),
+                refname: o.refname.clone(),
+                deltas: o.deltas,
+                delta_from_scratch: o.delta_from_scratch,
+                gpg: (!o.gpg_sign.is_empty()).then(|| crate::compose::publish::GpgSigner {
+                    key_ids: o.gpg_sign.clone(),
+                    homedir: o.gpg_homedir.clone(),
+                }),
+            })?;
+            print_result(&r, &r.commit, o.json)
         }
     }
+}
+
+/// Prints `result` as JSON, or only the commit.
+fn print_result(result: &impl serde::Serialize, commit: &str, json: bool) -> Result<i32> {
+    if json {
+        super::print_json(result)?;
+    } else {
+        println!("{commit}");
+    }
+    Ok(0)
 }

@@ -56,6 +56,10 @@ pub struct InstallSource {
     /// Accept unsigned commits from the --remote (no signature verification)
     #[arg(long, requires = "remote", conflicts_with = "remote_gpg_import")]
     pub no_sign_verify: bool,
+    /// Also require a valid signature, by the --remote-gpg-import keys, on the remote's
+    /// summary (its refs and static deltas)
+    #[arg(long, requires = "remote_gpg_import")]
+    pub remote_sign_verify_summary: bool,
     /// Print the result as JSON
     #[arg(long)]
     pub json: bool,
@@ -152,6 +156,7 @@ fn install_options(g: &Globals, s: &InstallSource) -> Result<crate::install::Ins
                 name: name.to_string(),
                 url: url.to_string(),
                 trust,
+                verify_summary: s.remote_sign_verify_summary,
             })
         }
         None => None,
@@ -192,6 +197,7 @@ mod tests {
                 remote: None,
                 remote_gpg_import: None,
                 no_sign_verify: false,
+                remote_sign_verify_summary: false,
             };
             assert!(install_options(&g, &s).is_err(), "{bad:?}");
         }
@@ -204,6 +210,7 @@ mod tests {
             remote: None,
             remote_gpg_import: None,
             no_sign_verify: false,
+            remote_sign_verify_summary: false,
         };
         assert_eq!(
             install_options(&g, &s).unwrap().kargs,
@@ -226,6 +233,7 @@ mod tests {
             remote: Some("u=https://example.com/repo".into()),
             remote_gpg_import: keys.map(Into::into),
             no_sign_verify,
+            remote_sign_verify_summary: false,
         };
         let e = install_options(&g, &source(None, false)).unwrap_err();
         assert!(format!("{e}").contains("--no-sign-verify"), "{e}");

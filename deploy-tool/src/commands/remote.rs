@@ -42,6 +42,10 @@ pub struct RemoteAddOpts {
     /// Import the GPG public keys in FILE as trusted for this remote
     #[arg(long, value_name = "FILE")]
     pub gpg_import: Option<PathBuf>,
+    /// Also require a valid GPG signature on the remote's summary (its refs and static
+    /// deltas), as `stratum compose publish --gpg-sign` writes it
+    #[arg(long)]
+    pub sign_verify_summary: bool,
 }
 
 pub fn run(g: &Globals, c: &RemoteCmd) -> Result<i32> {
@@ -50,24 +54,22 @@ pub fn run(g: &Globals, c: &RemoteCmd) -> Result<i32> {
     match c {
         RemoteCmd::Add(o) => {
             let _lock = session.begin()?;
-            crate::remote::add(
-                &repo,
-                &o.name,
-                &o.url,
-                !o.no_sign_verify,
-                o.gpg_import.as_deref(),
-            )?;
-            if o.no_sign_verify {
-                eprintln!(
-                    "Added remote {} ({}); commits are NOT signature-checked.",
-                    o.name, o.url
-                );
+            let verify = crate::remote::Verify {
+                commits: !o.no_sign_verify,
+                summary: o.sign_verify_summary,
+            };
+            crate::remote::add(&repo, &o.name, &o.url, verify, o.gpg_import.as_deref())?;
+            let commits = if verify.commits {
+                "commits must carry a valid GPG signature"
             } else {
-                eprintln!(
-                    "Added remote {} ({}); commits must carry a valid GPG signature.",
-                    o.name, o.url
-                );
-            }
+                "commits are NOT signature-checked"
+            };
+            let summary = if verify.summary {
+                ", and so must its summary"
+            } else {
+                ""
+            };
+            eprintln!("Added remote {} ({}); {commits}{summary}.", o.name, o.url);
         }
         RemoteCmd::List { json } => {
             let l = crate::remote::list(&repo)?;
@@ -80,7 +82,12 @@ pub fn run(g: &Globals, c: &RemoteCmd) -> Result<i32> {
                     } else {
                         "no-sign-verify"
                     };
-                    println!("{}\t{}\t{verify}", r.name, r.url);
+                    let summary = if r.sign_verify_summary {
+                        "sign-verify-summary"
+                    } else {
+                        "no-sign-verify-summary"
+                    };
+                    println!("{}\t{}\t{verify}\t{summary}", r.name, r.url);
                 }
             }
         }

@@ -1,4 +1,5 @@
-//! `stratum compose rootfs`: turns a root filesystem directory into a bootable commit.
+//! `stratum compose rootfs`: turns a root filesystem directory into a bootable commit;
+//! [`publish`] makes it servable over HTTP.
 //!
 //! The input directory is never modified: the layout rules run on a staging copy made of
 //! hardlinks (renames and new files in the copy do not touch the original), and everything
@@ -11,6 +12,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 
 pub mod layout;
+pub mod publish;
 
 /// What to compose.
 #[derive(Debug, Clone)]

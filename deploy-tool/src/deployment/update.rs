@@ -286,7 +286,7 @@ fn fetch(
             Some(c) => format!("pulling commit {c} of {refname} from remote {remote}"),
             None => format!("pulling {refname} from remote {remote}"),
         })
-        .map_err(|e| crate::remote::explain_pull_error(e, remote, refname))?;
+        .map_err(|e| crate::remote::explain_pull_error(repo, e, remote, refname))?;
     match rev {
         Some(c) => Ok(c.to_string()),
         None => crate::repo::resolve(repo, &format!("{remote}:{refname}")),
@@ -305,6 +305,6 @@ fn fetch_history(repo: &ostree::Repo, remote: Option<&str>, refname: &str) -> Re
     let label = format!("Pulling the history of {remote}:{refname}");
     crate::repo::pull(repo, remote, &opts.end(), label)
         .with_context(|| format!("pulling the history of {refname} from {remote}"))
-        .map_err(|e| crate::remote::explain_pull_error(e, remote, refname))?;
+        .map_err(|e| crate::remote::explain_pull_error(repo, e, remote, refname))?;
     crate::repo::resolve(repo, &format!("{remote}:{refname}"))
 }

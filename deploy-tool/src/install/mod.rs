@@ -31,6 +31,8 @@ pub struct FollowRemote {
     pub name: String,
     pub url: String,
     pub trust: RemoteTrust,
+    /// The remote's summary must be signed by the same keys ([`RemoteTrust::GpgKeys`]).
+    pub verify_summary: bool,
 }
 
 /// How a followed remote's commits are verified. There is no default: an installer chooses
@@ -62,12 +64,21 @@ pub fn to_filesystem(dest: &Path, opts: &InstallOptions, fstab: &str) -> Result<
     let commit = crate::repo::pull_local(&repo, &opts.repo, &opts.refname)?;
     let info = crate::repo::commit_info(&repo, &commit)?;
     let refspec = match &opts.remote {
-        Some(FollowRemote { name, url, trust }) => {
+        Some(FollowRemote {
+            name,
+            url,
+            trust,
+            verify_summary,
+        }) => {
             let keys = match trust {
                 RemoteTrust::GpgKeys(k) => Some(k.as_path()),
                 RemoteTrust::Unverified => None,
             };
-            crate::remote::add(&repo, name, url, keys.is_some(), keys)?;
+            let verify = crate::remote::Verify {
+                commits: keys.is_some(),
+                summary: *verify_summary,
+            };
+            crate::remote::add(&repo, name, url, verify, keys)?;
             // The commit is known under the remote's ref only, so later pulls move it and
             // pruning can drop what the remote no longer offers.
             repo.set_ref_immediate(

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod debian;
+pub mod gpg;
 
 use std::ffi::OsStr;
 use std::fs;
