@@ -117,6 +117,10 @@ deb: build
 	STRATUM_DEB_DIR=$(DEB_DIR) dpkg-buildpackage --build=binary --no-sign --no-pre-clean \
 		--buildinfo-option=-u$(DEB_DIR) --buildinfo-file=$(DEB_DIR)/stratum_$(VERSION)_amd64.buildinfo \
 		--changes-option=-u$(DEB_DIR) --changes-file=$(DEB_DIR)/stratum_$(VERSION)_amd64.changes
+	# A flat APT repository of the package ("deb [trusted=yes] file://$(DEB_DIR) ./"): the
+	# manifests of images/ install Stratum from it like any other package.
+	cd $(DEB_DIR) && dpkg-scanpackages --multiversion . /dev/null > Packages 2>/dev/null && \
+		apt-ftparchive release . > Release
 	@echo "built $(DEB)"
 
 # The package's contents against `make install`, its control fields, apt and lintian.

@@ -2,7 +2,7 @@
 //! equivalent sysroots (both writing their bootloader entries), median of N pairs, plus
 //! `stratum rollback` and a no-op `stratum upgrade` beside a deploy.
 //!
-//! Uses the Debian root cached by the VM tests (tests/vm/build-rootfs.sh) and the static
+//! Uses the Debian root cached by the VM tests (images/build-root.sh) and the static
 //! prepare-root from `make build`.
 
 use std::path::{Path, PathBuf};
@@ -44,7 +44,8 @@ fn main() {
     let cache = std::env::var("STRATUM_CACHE")
         .unwrap_or_else(|_| format!("{}/.cache/stratum", std::env::var("HOME").unwrap()));
     let out = Command::new("bash")
-        .arg(root_dir.join("tests/vm/build-rootfs.sh"))
+        .arg(root_dir.join("images/build-root.sh"))
+        .arg(&stratum)
         .arg(&cache)
         .output()
         .unwrap();

@@ -54,3 +54,9 @@ pub fn run_with_input(cmd: &mut Command, input: &str) -> Result<()> {
     }
     Ok(())
 }
+
+/// The last `n` lines of `text`.
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}

@@ -26,6 +26,7 @@ pub mod commands;
 pub mod compose;
 pub mod config;
 pub mod counting;
+pub mod debian;
 pub mod deployment;
 pub mod fsutil;
 pub mod install;

@@ -13,6 +13,8 @@ use crate::progress;
 pub struct CommitInfo {
     pub checksum: String,
     pub version: Option<String>,
+    /// The parent commit, when it has one.
+    pub parent: Option<String>,
     /// Seconds since the epoch.
     pub timestamp: u64,
 }
@@ -152,6 +154,7 @@ pub fn commit_info(repo: &ostree::Repo, checksum: &str) -> Result<CommitInfo> {
     Ok(CommitInfo {
         checksum: checksum.to_string(),
         version,
+        parent: ostree::commit_get_parent(&commit).map(|p| p.to_string()),
         timestamp: ostree::commit_get_timestamp(&commit),
     })
 }
@@ -242,22 +245,25 @@ pub fn check_ref_binding(repo: &ostree::Repo, commit: &str, refname: &str) -> Re
     )
 }
 
-/// Commits the directory `dir` as a new commit on `refname`, with `version` metadata, in one
-/// transaction: either the ref moves to the complete commit or nothing changes.
-///
-/// `timestamp` (seconds since the epoch) is the commit's time, by default now. Clients
-/// compare it to refuse downgrades, so a build's timestamp must grow with its age.
-pub fn commit_dir(
-    repo: &ostree::Repo,
-    dir: &Path,
-    refname: &str,
-    version: Option<&str>,
-    subject: &str,
-    timestamp: Option<u64>,
-) -> Result<String> {
+/// What [`commit_dir`] records.
+pub struct CommitSpec<'a> {
+    pub refname: &'a str,
+    pub version: Option<&'a str>,
+    pub subject: &'a str,
+    /// Seconds since the epoch [default: now]. Clients compare it to refuse downgrades, so
+    /// a build's timestamp must grow with its age.
+    pub timestamp: Option<u64>,
+    /// More commit metadata.
+    pub metadata: &'a [(&'a str, glib::Variant)],
+}
+
+/// Commits the directory `dir` as a new commit on `spec.refname`, in one transaction:
+/// either the ref moves to the complete commit or nothing changes.
+pub fn commit_dir(repo: &ostree::Repo, dir: &Path, spec: &CommitSpec) -> Result<String> {
+    let refname = spec.refname;
     let parent = repo.resolve_rev(refname, true)?.map(|s| s.to_string());
     let meta = glib::VariantDict::new(None);
-    if let Some(v) = version {
+    if let Some(v) = spec.version {
         meta.insert("version", v);
     }
     meta.insert("ostree.bootable", true);
@@ -268,14 +274,17 @@ pub fn commit_dir(
     if let Some(collection) = repo.collection_id() {
         meta.insert(COLLECTION_BINDING, collection.as_str());
     }
+    for (k, v) in spec.metadata {
+        meta.insert_value(k, v);
+    }
     write_commit(
         repo,
         dir,
         &NewCommit {
             parent: parent.as_deref(),
-            subject,
+            subject: spec.subject,
             metadata: meta.end(),
-            timestamp,
+            timestamp: spec.timestamp,
             refname: Some(refname),
             devino: None,
         },
@@ -603,6 +612,16 @@ fn diff_dir(a: &gio::File, b: &gio::File, path: &str, d: &mut TreeDiff) -> Resul
 mod tests {
     use super::*;
 
+    fn spec<'a>(refname: &'a str, version: Option<&'a str>, subject: &'a str) -> CommitSpec<'a> {
+        CommitSpec {
+            refname,
+            version,
+            subject,
+            timestamp: Some(1),
+            metadata: &[],
+        }
+    }
+
     #[test]
     fn checksums() {
         let c = "0123456789abcdef".repeat(4);
@@ -627,7 +646,7 @@ mod tests {
         let tree = dir.path().join("tree");
         std::fs::create_dir(&tree).unwrap();
         std::fs::write(tree.join("f"), "f").unwrap();
-        let c = commit_dir(&repo, &tree, "os/x", Some("1"), "s", Some(1)).unwrap();
+        let c = commit_dir(&repo, &tree, &spec("os/x", Some("1"), "s")).unwrap();
         assert_eq!(resolve(&repo, "os/x").unwrap(), c);
         assert_eq!(resolve(&repo, &c[..12]).unwrap(), c);
         assert_eq!(resolve(&repo, &c).unwrap(), c);
@@ -654,7 +673,7 @@ mod tests {
         let mut commits = vec![c.clone()];
         for i in 0..16 {
             let subject = format!("s{i}");
-            commits.push(commit_dir(&repo, &tree, "os/x", None, &subject, Some(1)).unwrap());
+            commits.push(commit_dir(&repo, &tree, &spec("os/x", None, &subject)).unwrap());
         }
         let shared = commits
             .iter()

@@ -22,6 +22,26 @@ pub enum ComposeCmd {
     /// time); otherwise the commit takes the time now. Clients refuse to upgrade to a commit
     /// older than the one they run, so timestamps must grow from build to build.
     Rootfs(ComposeRootfsOpts),
+    /// Build an image from Debian packages as a manifest describes it (docs/compose.md).
+    ///
+    /// mmdebstrap installs the manifest's packages and kernel from its repositories into a
+    /// new root; Stratum then adds the manifest's files, users, kernel arguments, settings and
+    /// unit presets, runs its postprocess scripts sandboxed in the new root (no network),
+    /// builds the initramfs and commits the root as `compose rootfs` does. The commit records
+    /// the package list (`stratum.packages`), the manifest's digest and the ref binding.
+    ///
+    /// When the manifest and the installed package versions are those of the ref's commit,
+    /// no commit is made ("No apparent changes"): exit status 0, or 77 with
+    /// --unchanged-exit-77. With SOURCE_DATE_EPOCH set, building the same manifest from the
+    /// same package versions gives the same tree. Runs as root (mmdebstrap's root mode).
+    Tree(ComposeTreeOpts),
+    /// Build the root a manifest describes into a new directory, without committing it.
+    ///
+    /// The first half of `compose tree`: mmdebstrap installs the packages, then the
+    /// manifest's files, users, kernel arguments, settings, unit presets and postprocess
+    /// scripts are applied. DEST is an ordinary root filesystem, for inspection or for
+    /// `compose rootfs` after more changes. It must not exist; a failed build leaves nothing.
+    Install(ComposeInstallOpts),
     /// Publish a ref into an archive repository that a static HTTP server can serve, with
     /// static deltas and a summary.
     ///
@@ -70,6 +90,50 @@ pub struct ComposeRootfsOpts {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct ComposeTreeOpts {
+    /// The manifest (TOML)
+    pub manifest: PathBuf,
+    /// The ostree repository to commit to (created as a bare repository when missing)
+    #[arg(long)]
+    pub repo: PathBuf,
+    /// The version, instead of the manifest's `version` template
+    #[arg(long)]
+    pub version: Option<String>,
+    /// Keep downloaded packages in DIR and reuse them in later builds
+    #[arg(long, value_name = "DIR")]
+    pub cachedir: Option<PathBuf>,
+    /// Build the root under DIR [default: $TMPDIR]; it is removed afterwards
+    #[arg(long, value_name = "DIR")]
+    pub workdir: Option<PathBuf>,
+    /// Commit even when nothing changed
+    #[arg(long)]
+    pub force_nocache: bool,
+    /// Exit with status 77 when nothing changed (no commit made)
+    #[arg(long)]
+    pub unchanged_exit_77: bool,
+    /// The static stratum-prepare-root to use as /init [default: the root's own]
+    #[arg(long, value_name = "PATH")]
+    pub prepare_root: Option<PathBuf>,
+    /// Print the result as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ComposeInstallOpts {
+    /// The manifest (TOML)
+    pub manifest: PathBuf,
+    /// The directory to build the root in (must not exist)
+    pub dest: PathBuf,
+    /// Keep downloaded packages in DIR and reuse them in later builds
+    #[arg(long, value_name = "DIR")]
+    pub cachedir: Option<PathBuf>,
+    /// Print the result as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct ComposePublishOpts {
     /// The repository `compose rootfs` committed to
     #[arg(long)]
@@ -100,6 +164,9 @@ pub struct ComposePublishOpts {
     pub json: bool,
 }
 
+/// The exit status of `compose tree --unchanged-exit-77` when nothing changed.
+pub const UNCHANGED: i32 = 77;
+
 pub fn run(c: &ComposeCmd) -> Result<i32> {
     match c {
         ComposeCmd::Rootfs(o) => {
@@ -114,6 +181,33 @@ pub fn run(c: &ComposeCmd) -> Result<i32> {
                 prepare_root: o.prepare_root.clone(),
             })?;
             print_result(&r, &r.commit, o.json)
+        }
+        ComposeCmd::Tree(o) => {
+            let r = crate::compose::tree::compose_tree(&crate::compose::tree::TreeOptions {
+                manifest: o.manifest.clone(),
+                repo: o.repo.clone(),
+                version: o.version.clone(),
+                cachedir: o.cachedir.clone(),
+                workdir: o.workdir.clone(),
+                force: o.force_nocache,
+                prepare_root: o.prepare_root.clone(),
+            })?;
+            print_result(&r, &r.commit, o.json)?;
+            Ok(if !r.changed && o.unchanged_exit_77 {
+                UNCHANGED
+            } else {
+                0
+            })
+        }
+        ComposeCmd::Install(o) => {
+            let r =
+                crate::compose::tree::compose_install(&o.manifest, &o.dest, o.cachedir.as_deref())?;
+            if o.json {
+                super::print_json(&r)?;
+            } else {
+                println!("{}", r.root.display());
+            }
+            Ok(0)
         }
         ComposeCmd::Publish(o) => {
             let r = crate::compose::publish::publish(&crate::compose::publish::PublishOptions {

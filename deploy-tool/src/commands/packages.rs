@@ -8,8 +8,8 @@ use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 
 use super::{Globals, NewDeploymentOpts, EXIT_UNCHANGED};
+use crate::debian::dpkgdb::{self, PackageDiff, PackageId};
 use crate::deployment::{self, NewDeployment};
-use crate::layering::dpkgdb::{self, PackageDiff, PackageId};
 use crate::layering::{self, Layering};
 use crate::state::origin::{Origin, Packages};
 use crate::state::State;

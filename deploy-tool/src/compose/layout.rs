@@ -21,10 +21,7 @@ use anyhow::{bail, Context, Result};
 pub const FACTORY_VAR: &str = "usr/share/factory/var";
 /// The generated `tmpfiles.d` snippet.
 pub const TMPFILES_CONF: &str = "usr/lib/tmpfiles.d/stratum-var.conf";
-/// dpkg's database in an image (`/var/lib/dpkg` links here).
-pub const DPKG_DB: &str = "usr/lib/sysimage/dpkg";
-/// The target of the `/var/lib/dpkg` symlink.
-pub const DPKG_DB_LINK: &str = "../../usr/lib/sysimage/dpkg";
+pub use crate::debian::dpkgdb::{DB_DIR as DPKG_DB, VAR_LINK_TARGET as DPKG_DB_LINK};
 
 /// Top-level directories that OSTree systems keep in `/var`, and where they go.
 const VAR_LINKS: &[(&str, &str, &str)] = &[

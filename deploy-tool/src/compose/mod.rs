@@ -10,9 +10,12 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use ostree::glib;
 
 pub mod layout;
+pub mod manifest;
 pub mod publish;
+pub mod tree;
 
 /// What to compose.
 #[derive(Debug, Clone)]
@@ -62,35 +65,94 @@ pub fn compose_rootfs(opts: &ComposeOptions) -> Result<ComposeResult> {
             );
         }
     }
+    let staging = Staging::new(&opts.rootfs)?;
+    eprintln!("Staging {} ({})", opts.rootfs.display(), staging.how);
+    let result = build(
+        staging.root(),
+        &Build {
+            repo: &opts.repo,
+            refname: &opts.refname,
+            version: opts.version.as_deref(),
+            kver: opts.kver.as_deref(),
+            initramfs: if opts.keep_initramfs {
+                Initramfs::Keep
+            } else {
+                Initramfs::Build {
+                    extra_modules: &[],
+                    // The root's own, before the staging copy moves anything.
+                    init: Some(opts.prepare_root.clone().unwrap_or_else(|| {
+                        opts.rootfs
+                            .join(stratum_prepare_root::INSTALLED_PATH.trim_start_matches('/'))
+                    })),
+                }
+            },
+            metadata: Vec::new(),
+        },
+    )?;
+    eprintln!(
+        "Committed {} ({}) in {:.1} s",
+        result.commit,
+        opts.version.as_deref().unwrap_or("no version"),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(result)
+}
+
+/// The initramfs an image gets.
+pub(crate) enum Initramfs<'a> {
+    /// stratum-initramfs's, with these modules besides its defaults and `init` as `/init`
+    /// (by default the root's stratum-prepare-root).
+    Build {
+        extra_modules: &'a [String],
+        init: Option<PathBuf>,
+    },
+    /// The root's own (`/boot/initrd.img-KVER` or beside the kernel).
+    Keep,
+}
+
+/// How to turn a prepared root into a commit.
+pub(crate) struct Build<'a> {
+    pub repo: &'a Path,
+    pub refname: &'a str,
+    pub version: Option<&'a str>,
+    pub kver: Option<&'a str>,
+    pub initramfs: Initramfs<'a>,
+    /// Commit metadata besides `version` and the bindings.
+    pub metadata: Vec<(&'static str, glib::Variant)>,
+}
+
+/// Applies the layout rules to `root` (modified in place), builds its initramfs and commits
+/// it: the part `compose rootfs` and `compose tree` share.
+pub(crate) fn build(root: &Path, b: &Build) -> Result<ComposeResult> {
     let epoch = source_date_epoch()?;
-    let kernel = layout::select_kernel(&opts.rootfs, opts.kver.as_deref())?;
+    let kernel = layout::select_kernel(root, b.kver)?;
     // It becomes a file name in /boot and a line of every boot entry.
     crate::bootset::entry::validate_kver(&kernel.kver)?;
-
-    let staging = Staging::new(&opts.rootfs)?;
-    let root = staging.root();
-    eprintln!("Staging {} ({})", opts.rootfs.display(), staging.how);
-    layout::apply(root, &kernel, opts.keep_initramfs)?;
+    let keep = matches!(b.initramfs, Initramfs::Keep);
+    layout::apply(root, &kernel, keep)?;
 
     let mut initramfs_blake3 = None;
-    if !opts.keep_initramfs {
+    if let Initramfs::Build {
+        extra_modules,
+        init,
+    } = &b.initramfs
+    {
         let out = root
             .join("usr/lib/modules")
             .join(&kernel.kver)
             .join("initramfs.img");
+        let mut modules: Vec<String> = stratum_initramfs::DEFAULT_MODULES
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        modules.extend(extra_modules.iter().cloned());
         let bopts = stratum_initramfs::BuildOptions {
             root: root.to_path_buf(),
             kver: kernel.kver.clone(),
-            init: opts.prepare_root.clone().or_else(|| {
-                Some(
-                    opts.rootfs
-                        .join(stratum_prepare_root::INSTALLED_PATH.trim_start_matches('/')),
-                )
-            }),
-            modules: stratum_initramfs::DEFAULT_MODULES
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
+            init: Some(init.clone().unwrap_or_else(|| {
+                root.join(stratum_prepare_root::INSTALLED_PATH.trim_start_matches('/'))
+            })),
+            modules,
             source_date_epoch: epoch.unwrap_or(0),
             zstd_level: 3,
         };
@@ -105,29 +167,27 @@ pub fn compose_rootfs(opts: &ComposeOptions) -> Result<ComposeResult> {
         initramfs_blake3 = Some(report.blake3);
     }
 
-    let repo = crate::repo::open_or_create(&opts.repo, ostree::RepoMode::Bare)?;
-    let subject = match &opts.version {
-        Some(v) => format!("{} {v}", opts.refname),
-        None => opts.refname.clone(),
+    let repo = crate::repo::open_or_create(b.repo, ostree::RepoMode::Bare)?;
+    let subject = match b.version {
+        Some(v) => format!("{} {v}", b.refname),
+        None => b.refname.to_string(),
     };
-    eprintln!("Committing to {} ref {}", opts.repo.display(), opts.refname);
+    eprintln!("Committing to {} ref {}", b.repo.display(), b.refname);
     let commit = crate::repo::commit_dir(
         &repo,
         root,
-        &opts.refname,
-        opts.version.as_deref(),
-        &subject,
-        epoch,
+        &crate::repo::CommitSpec {
+            refname: b.refname,
+            version: b.version,
+            subject: &subject,
+            timestamp: epoch,
+            metadata: &b.metadata,
+        },
     )?;
-    eprintln!(
-        "Committed {commit} ({}) in {:.1} s",
-        opts.version.as_deref().unwrap_or("no version"),
-        start.elapsed().as_secs_f64()
-    );
     Ok(ComposeResult {
         commit,
-        refname: opts.refname.clone(),
-        version: opts.version.clone(),
+        refname: b.refname.to_string(),
+        version: b.version.map(str::to_string),
         kernel: kernel.kver,
         initramfs_blake3,
     })
@@ -135,7 +195,7 @@ pub fn compose_rootfs(opts: &ComposeOptions) -> Result<ComposeResult> {
 
 /// `SOURCE_DATE_EPOCH` (reproducible-builds.org): the commit's timestamp and the
 /// initramfs members' modification time (0 when unset; the commit then takes the time now).
-fn source_date_epoch() -> Result<Option<u64>> {
+pub(crate) fn source_date_epoch() -> Result<Option<u64>> {
     match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(v) => v
             .parse()

@@ -15,8 +15,8 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
-use super::deb822::{self, Paragraph};
-use super::dpkgdb::{self, PackageId};
+use crate::debian::deb822::{self, Paragraph};
+use crate::debian::dpkgdb::{self, PackageId};
 use crate::progress::{self, Phase, Unit};
 
 /// Where APT's isolated state lives, and the configuration it reads.
@@ -467,7 +467,7 @@ fn check_base_lock(
     let mut problems = Vec::new();
     for (name, from, to) in &r.changed {
         if base.contains_key(name) && !req.unlocked.contains(name) {
-            let how = if super::version::compare(to, from).is_gt() {
+            let how = if crate::debian::version::compare(to, from).is_gt() {
                 "upgrade"
             } else {
                 "downgrade"

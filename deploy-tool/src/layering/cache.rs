@@ -16,8 +16,8 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 use ostree::{gio, glib};
 
-use super::deb822::{self, Paragraph};
-use super::dpkgdb::{PackageId, DB_DIR};
+use crate::debian::deb822::{self, Paragraph};
+use crate::debian::dpkgdb::{PackageId, DB_DIR};
 use crate::repo::{self, NewCommit};
 
 /// Ref prefix of packages from repositories: `<prefix>/<name>/<version>_<arch>`.

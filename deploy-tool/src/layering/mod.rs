@@ -17,10 +17,7 @@
 
 pub mod apt;
 pub mod cache;
-pub mod deb822;
-pub mod dpkgdb;
 pub mod sandbox;
-pub mod version;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -31,11 +28,11 @@ use anyhow::{bail, Context, Result};
 use ostree::glib;
 use serde::Serialize;
 
+use crate::debian::deb822::{self, Paragraph};
+use crate::debian::dpkgdb::{self, PackageId, DB_DIR};
 use crate::repo::{self, NewCommit};
 use crate::state::origin::Packages;
 use crate::sysroot::Sysroot;
-use deb822::Paragraph;
-use dpkgdb::{PackageId, DB_DIR};
 
 /// Commit metadata of a layered commit: packages added (`as`, `NAME_VERSION_ARCH`).
 pub const META_LAYERED: &str = "stratum.layered-packages";

@@ -159,7 +159,11 @@ impl Sandbox {
         self.fold()
             .context("applying the sandbox's changes to the tree")?;
         if !out.status.success() {
-            bail!("{what} failed ({}):\n{}", out.status, tail(&text, 60));
+            bail!(
+                "{what} failed ({}):\n{}",
+                out.status,
+                crate::cmd::tail(&text, 60)
+            );
         }
         Ok(Output { text })
     }
@@ -265,10 +269,4 @@ fn is_opaque(dir: &Path) -> Result<bool> {
     let v = xattr::get(dir, "trusted.overlay.opaque")
         .with_context(|| format!("reading the attributes of {}", dir.display()))?;
     Ok(v.as_deref() == Some(b"y"))
-}
-
-/// The last `n` lines of `text`.
-pub fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }

@@ -1,5 +1,5 @@
 //! A real Debian system for the layering tests: the Debian root the VM tests boot (cached by
-//! tests/vm/build-rootfs.sh), composed into a source repository and installed into a sysroot,
+//! images/build-root.sh), composed into a source repository and installed into a sysroot,
 //! with a local APT repository of test packages built by `dpkg-deb`, indexed by
 //! `dpkg-scanpackages`/`apt-ftparchive` and signed with a throwaway key.
 
@@ -114,7 +114,8 @@ pub fn debian_root() -> PathBuf {
     let cache = std::env::var("STRATUM_CACHE")
         .unwrap_or_else(|_| format!("{}/.cache/stratum", std::env::var("HOME").unwrap()));
     let out = Command::new("bash")
-        .arg(top.join("tests/vm/build-rootfs.sh"))
+        .arg(top.join("images/build-root.sh"))
+        .arg(env!("CARGO_BIN_EXE_stratum"))
         .arg(&cache)
         .stderr(std::process::Stdio::inherit())
         .output()

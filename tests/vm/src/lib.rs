@@ -1,8 +1,9 @@
 //! The VM test harness: builds real disk images with the real `stratum`, boots them in QEMU
 //! (OVMF + GRUB, TCG unless told otherwise), and reads back what happened.
 //!
-//! - The Debian root is built once by `build-rootfs.sh` and cached under `$STRATUM_CACHE`
-//!   (default `~/.cache/stratum`), keyed by its inputs.
+//! - The Debian root is built once from a manifest of `images/` by `stratum compose
+//!   install` and cached under `$STRATUM_CACHE` (default `~/.cache/stratum`), keyed by its
+//!   inputs.
 //! - A guest is that root plus Stratum installed with `make install DESTDIR=…` plus a small
 //!   systemd unit that runs a scenario script from a second virtio disk (label
 //!   `STRATUMTEST`) at the end of each boot and writes its observations back to that disk.
@@ -84,26 +85,24 @@ impl Project {
         copy_new(&bin, &root.join("usr/bin/stratum"))
     }
 
-    /// The cached Debian root (built when missing).
+    /// The cached root of `images/vm.toml` (built when missing).
     pub fn debian_root(&self) -> Result<PathBuf> {
-        self.debian_root_with(&[])
+        self.debian_root_from("vm")
     }
 
-    /// The cached Debian root with `extra` Debian packages installed as well (for example
-    /// `dracut`); each package set is a root of its own in the cache.
-    pub fn debian_root_with(&self, extra: &[&str]) -> Result<PathBuf> {
-        let mut cmd = Command::new("bash");
-        cmd.arg(self.root.join("tests/vm/build-rootfs.sh"))
-            .arg(&self.cache);
-        if !extra.is_empty() {
-            cmd.arg(extra.join(","));
-        }
-        let out = cmd
+    /// The cached root of the manifest `images/<name>.toml`, built by
+    /// `images/build-root.sh` (`stratum compose install`) when missing.
+    pub fn debian_root_from(&self, name: &str) -> Result<PathBuf> {
+        let out = Command::new("bash")
+            .arg(self.root.join("images/build-root.sh"))
+            .arg(self.stratum())
+            .arg(&self.cache)
+            .arg(name)
             .stderr(Stdio::inherit())
             .output()
-            .context("running build-rootfs.sh")?;
+            .context("running images/build-root.sh")?;
         if !out.status.success() {
-            bail!("building the Debian root failed");
+            bail!("building the root of images/{name}.toml failed");
         }
         Ok(PathBuf::from(String::from_utf8(out.stdout)?.trim()))
     }
@@ -127,7 +126,7 @@ impl Project {
         self.guest_root_from(&self.debian_root()?, dir, customize)
     }
 
-    /// [`Project::guest_root`] from another cached root (see [`Project::debian_root_with`]).
+    /// [`Project::guest_root`] from another cached root (see [`Project::debian_root_from`]).
     pub fn guest_root_from(
         &self,
         base: &Path,

@@ -38,7 +38,7 @@ fn build() -> Result<Built> {
     let t = Instant::now();
     let dir = p.workdir(name)?;
     eprintln!("[{name}] preparing the guest root (Debian bookworm + dracut + Stratum)");
-    let base = p.debian_root_with(&["dracut"])?;
+    let base = p.debian_root_from("vm-dracut")?;
     let root = p.guest_root_from(&base, &dir, |_| Ok(()))?;
     let kver = kernel_version(&root)?;
     eprintln!("[{name}] dracut --no-hostonly --add stratum --kver {kver} (inside the root)");

@@ -75,7 +75,7 @@ fn build_ostree_image(p: &Project) -> Result<Image> {
     eprintln!(
         "[{name}] preparing the guest root (Debian bookworm + dracut + ostree-boot + Stratum)"
     );
-    let base = p.debian_root_with(&["dracut", "ostree-boot"])?;
+    let base = p.debian_root_from("vm-bench")?;
     let root = p.guest_root_from(&base, &dir, |_| Ok(()))?;
     ensure!(
         root.join("usr/lib/dracut/modules.d")

@@ -12,7 +12,10 @@ use serde::Serialize;
 
 use super::deb822::{self, Paragraph};
 
-pub use crate::compose::layout::{DPKG_DB as DB_DIR, DPKG_DB_LINK as VAR_LINK_TARGET};
+/// dpkg's database in an image (`/var/lib/dpkg` links here).
+pub const DB_DIR: &str = "usr/lib/sysimage/dpkg";
+/// The target of the `/var/lib/dpkg` symlink.
+pub const VAR_LINK_TARGET: &str = "../../usr/lib/sysimage/dpkg";
 /// Where images composed before the database moved under `/usr` keep it.
 pub const LEGACY_DB_DIR: &str = "usr/share/factory/var/lib/dpkg";
 
@@ -106,11 +109,31 @@ pub fn status_of_commit(repo: &ostree::Repo, commit: &str) -> Result<Option<Stri
     Ok(None)
 }
 
-/// The installed packages of `commit` (empty for an image without a dpkg database).
+/// Commit metadata of composed images: the installed packages, `a(sss)` of name, version
+/// and architecture, sorted.
+pub const META_PACKAGES: &str = "stratum.packages";
+
+/// The installed packages of `commit` (empty for an image without a dpkg database): from
+/// its metadata when the image recorded them there (nothing else of the commit is read),
+/// else from the database in its tree.
 pub fn packages_of_commit(
     repo: &ostree::Repo,
     commit: &str,
 ) -> Result<BTreeMap<String, PackageId>> {
+    let meta = crate::repo::commit_metadata(repo, commit)?;
+    if let Ok(Some(list)) = meta.lookup::<Vec<(String, String, String)>>(META_PACKAGES) {
+        return Ok(list
+            .into_iter()
+            .map(|(name, version, arch)| {
+                let id = PackageId {
+                    name,
+                    version,
+                    arch,
+                };
+                (id.name.clone(), id)
+            })
+            .collect());
+    }
     match status_of_commit(repo, commit)? {
         Some(s) => installed(&s).with_context(|| format!("commit {commit}")),
         None => Ok(BTreeMap::new()),
