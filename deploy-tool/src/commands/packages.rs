@@ -2,7 +2,7 @@
 //! `refresh-md`, `search`, `db list|diff`. Each change is a new deployment of the same base
 //! image with the origin's requests changed, made by the one new-deployment pipeline.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
@@ -100,6 +100,10 @@ pub enum DbCmd {
     List {
         /// A commit, a unique checksum prefix or a ref
         rev: Option<String>,
+        /// Read commits from this repository (e.g. one `compose tree` committed to) instead
+        /// of the sysroot's; REV is then required
+        #[arg(long, value_name = "PATH")]
+        repo: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -107,6 +111,10 @@ pub enum DbCmd {
     Diff {
         from: Option<String>,
         to: Option<String>,
+        /// Read commits from this repository instead of the sysroot's; FROM and TO are then
+        /// required
+        #[arg(long, value_name = "PATH")]
+        repo: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -448,9 +456,23 @@ pub fn search(g: &Globals, o: &SearchOpts) -> Result<i32> {
 }
 
 pub fn db(g: &Globals, c: &DbCmd) -> Result<i32> {
-    let st = State::read(&g.sysroot())?;
-    let repo = crate::repo::open(&st.sysroot.repo_path())?;
+    let (DbCmd::List { repo: other, .. } | DbCmd::Diff { repo: other, .. }) = c;
+    // With --repo, no sysroot is read: there are no deployments to default to.
+    let st = match other {
+        Some(_) => None,
+        None => Some(State::read(&g.sysroot())?),
+    };
+    let repo = match (other, &st) {
+        (Some(p), _) => crate::repo::open(p)?,
+        (None, Some(st)) => crate::repo::open(&st.sysroot.repo_path())?,
+        (None, None) => unreachable!("the state is read without --repo"),
+    };
+    let deployments = || -> Result<&State> {
+        st.as_ref()
+            .context("give the commits to read: --repo has no deployments to default to")
+    };
     let booted_or_default = || -> Result<String> {
+        let st = deployments()?;
         st.booted
             .as_ref()
             .or(st.deployments.first())
@@ -464,7 +486,7 @@ pub fn db(g: &Globals, c: &DbCmd) -> Result<i32> {
         }
     };
     match c {
-        DbCmd::List { rev, json } => {
+        DbCmd::List { rev, json, .. } => {
             let commit = resolve(rev, &booted_or_default)?;
             let pkgs = dpkgdb::packages_of_commit(&repo, &commit)?;
             if *json {
@@ -476,8 +498,9 @@ pub fn db(g: &Globals, c: &DbCmd) -> Result<i32> {
                 }
             }
         }
-        DbCmd::Diff { from, to, json } => {
+        DbCmd::Diff { from, to, json, .. } => {
             let next = || -> Result<String> {
+                let st = deployments()?;
                 st.staged
                     .as_ref()
                     .map(|s| s.checksum.clone())
@@ -486,6 +509,7 @@ pub fn db(g: &Globals, c: &DbCmd) -> Result<i32> {
             };
             // From the booted deployment (on a sysroot that is not booted: the rollback).
             let current = || -> Result<String> {
+                let st = deployments()?;
                 st.booted
                     .as_ref()
                     .or(st.deployments.get(1))

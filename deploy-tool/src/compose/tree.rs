@@ -95,16 +95,11 @@ pub fn compose_tree(opts: &TreeOptions) -> Result<TreeResult> {
     let work = match &opts.workdir {
         Some(d) => {
             std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
-            tempfile::Builder::new()
-                .prefix("stratum-compose-")
-                .tempdir_in(d)
+            BuildDir::new(d)?
         }
-        None => tempfile::Builder::new()
-            .prefix("stratum-compose-")
-            .tempdir(),
-    }
-    .context("creating the build directory")?;
-    let root = work.path().join("root");
+        None => BuildDir::new(&std::env::temp_dir())?,
+    };
+    let root = work.root();
 
     let packages = install_packages(&m, &root, opts.cachedir.as_deref())?;
     let inputhash = input_hash(&digest, &packages);
@@ -219,11 +214,8 @@ pub fn compose_install(
         _ => PathBuf::from("."),
     };
     std::fs::create_dir_all(&parent)?;
-    let work = tempfile::Builder::new()
-        .prefix(".stratum-compose-")
-        .tempdir_in(&parent)
-        .with_context(|| format!("creating a build directory in {}", parent.display()))?;
-    let root = work.path().join("root");
+    let work = BuildDir::new(&parent)?;
+    let root = work.root();
     let packages = install_packages(&m, &root, cachedir)?;
     customize(&m, &root)?;
     std::fs::rename(&root, dest)
@@ -235,6 +227,68 @@ pub fn compose_install(
         inputhash: input_hash(&digest, &packages),
         manifest_digest: digest,
     })
+}
+
+/// A directory the root is built in, removed with everything in it when dropped. A failed
+/// mmdebstrap can leave mounts in the root (a `file://` repository bound read-only, `/proc`):
+/// they are unmounted first, so the removal never reaches into what they show.
+struct BuildDir {
+    dir: Option<tempfile::TempDir>,
+}
+
+impl BuildDir {
+    fn new(parent: &Path) -> Result<BuildDir> {
+        // Absolute, as the mount table names mount points.
+        let parent = parent
+            .canonicalize()
+            .with_context(|| format!("reading {}", parent.display()))?;
+        let dir = tempfile::Builder::new()
+            .prefix(".stratum-compose-")
+            .tempdir_in(&parent)
+            .with_context(|| format!("creating a build directory in {}", parent.display()))?;
+        Ok(BuildDir { dir: Some(dir) })
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir
+            .as_ref()
+            .expect("present until dropped")
+            .path()
+            .join("root")
+    }
+}
+
+impl Drop for BuildDir {
+    fn drop(&mut self) {
+        let Some(dir) = self.dir.take() else { return };
+        let mounts = mounts_below(dir.path());
+        for m in &mounts {
+            let _ = Command::new("umount").arg("--lazy").arg(m).status();
+        }
+        if !mounts_below(dir.path()).is_empty() {
+            // Never remove through a mount: leave the directory for the administrator.
+            eprintln!(
+                "warning: {} still has mounts; leaving it in place",
+                dir.path().display()
+            );
+            let _ = dir.keep();
+        }
+    }
+}
+
+/// Mount points at or below `dir`, deepest first (`/proc/self/mounts` escapes spaces and
+/// other characters as octal; such paths never match, which only leaves them mounted).
+fn mounts_below(dir: &Path) -> Vec<String> {
+    let prefix = dir.to_string_lossy().into_owned();
+    let mut v: Vec<String> = std::fs::read_to_string("/proc/self/mounts")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter(|m| *m == prefix || m.starts_with(&format!("{prefix}/")))
+        .map(str::to_string)
+        .collect();
+    v.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    v
 }
 
 /// mmdebstrap's part: the packages, installed into `root`.

@@ -108,11 +108,17 @@ pub fn make_repo(dir: &Path, debs: &[PathBuf], gnupg: &Path) -> PathBuf {
     dir.parent().unwrap().join("repo-key.gpg")
 }
 
+/// Where downloads and built roots are cached: `$STRATUM_CACHE`, by default
+/// `~/.cache/stratum`.
+pub fn cache_dir() -> String {
+    std::env::var("STRATUM_CACHE")
+        .unwrap_or_else(|_| format!("{}/.cache/stratum", std::env::var("HOME").unwrap()))
+}
+
 /// The cached Debian root (built by the VM tests' script when missing).
 pub fn debian_root() -> PathBuf {
     let top = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let cache = std::env::var("STRATUM_CACHE")
-        .unwrap_or_else(|_| format!("{}/.cache/stratum", std::env::var("HOME").unwrap()));
+    let cache = cache_dir();
     let out = Command::new("bash")
         .arg(top.join("images/build-root.sh"))
         .arg(env!("CARGO_BIN_EXE_stratum"))
