@@ -25,7 +25,7 @@ export STRATUM_CACHE ?= $(HOME)/.cache/stratum
 # Build and test dependencies (Debian 12 package names).
 DEB_PACKAGES := libostree-dev ostree pkg-config qemu-system-x86 ovmf debootstrap fdisk bubblewrap \
 	mtools dosfstools grub-efi-amd64-bin e2fsprogs cpio zstd kmod gnupg systemd qemu-utils \
-	dpkg-dev apt-utils groff-base
+	dpkg-dev apt-utils groff-base mmdebstrap
 
 .PHONY: all deps build man build-failpoints install deb test test-unit test-deb test-vm soak demo \
 	bench clean fuzz fuzz-build fuzz-smoke
@@ -136,7 +136,8 @@ test-unit: build build-failpoints fuzz-smoke test-deb
 # machines that run them have two cores); each lane's output is prefixed with its name.
 VM_LANE_A := --test dracut --test fallback --test kargs --test initramfs
 VM_LANE_B := --lib --test vm --test powercut --test layering
-test-vm: build build-failpoints
+# The guests' roots are built from images/*.toml, which install Stratum's package (make deb).
+test-vm: build build-failpoints deb
 	$(CARGO) test --release --locked -p stratum-vmtests --no-run
 	@set -o pipefail; \
 	run_lane() { STRATUM_QEMU_SMP=1 $(CARGO) test --release --locked -p stratum-vmtests $$2 \
@@ -151,15 +152,15 @@ test: test-unit test-vm
 # Power-cut soak (not part of `make test`): SOAK_CUTS cuts per operation kind (default 9),
 # SOAK_SEED=N replays a run, SOAK_KINDS=upgrade,kargs,... picks kinds. The report is printed
 # and saved as target/soak-report.txt.
-soak: build
+soak: build deb
 	$(CARGO) run --release --locked -p stratum-vmtests --bin stratum-soak
 
-demo: build
+demo: build deb
 	$(CARGO) run --release --locked -p stratum-vmtests --bin stratum-demo
 
 # Benchmarks (not tests): ratios against the real peers, measured in one run. The layering
 # benchmark's table is also saved as target/bench-layering.txt; BENCH_RUNS=N sets its runs.
-bench: build
+bench: build deb
 	$(MAKE) deps EXTRA_PACKAGES="$(BENCH_PACKAGES)"
 	$(CARGO) bench --locked -p stratum --bench deploy
 	$(CARGO) bench --locked -p stratum --bench layering

@@ -164,9 +164,6 @@ pub struct ComposePublishOpts {
     pub json: bool,
 }
 
-/// The exit status of `compose tree --unchanged-exit-77` when nothing changed.
-pub const UNCHANGED: i32 = 77;
-
 pub fn run(c: &ComposeCmd) -> Result<i32> {
     match c {
         ComposeCmd::Rootfs(o) => {
@@ -194,7 +191,7 @@ pub fn run(c: &ComposeCmd) -> Result<i32> {
             })?;
             print_result(&r, &r.commit, o.json)?;
             Ok(if !r.changed && o.unchanged_exit_77 {
-                UNCHANGED
+                super::EXIT_UNCHANGED
             } else {
                 0
             })
