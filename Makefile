@@ -164,6 +164,7 @@ bench: build deb
 	$(MAKE) deps EXTRA_PACKAGES="$(BENCH_PACKAGES)"
 	$(CARGO) bench --locked -p stratum --bench deploy
 	$(CARGO) bench --locked -p stratum --bench layering
+	$(CARGO) bench --locked -p stratum --bench compose
 	$(CARGO) bench --locked -p stratum-initramfs --bench generic
 	$(CARGO) run --release --locked -p stratum-vmtests --bin stratum-boot-bench -- --runs 3
 

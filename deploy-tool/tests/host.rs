@@ -268,3 +268,52 @@ fn walkdir_count(dir: &Path) -> usize {
     }
     n
 }
+
+/// `install to-disk` without `--workdir` stages in a scratch directory beside the image,
+/// whose deployment is immutable; nothing of it stays behind.
+#[test]
+fn install_to_disk_leaves_only_the_image() {
+    let d = tempfile::tempdir().unwrap();
+    let root = fake_root(d.path(), &["6.1.0-9-amd64"]);
+    let repo = d.path().join("repo");
+    let out = stratum(&[
+        "compose",
+        "rootfs",
+        "--keep-initramfs",
+        "--repo",
+        path(&repo),
+        "--ref",
+        "os/x",
+        path(&root),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let images = d.path().join("images");
+    fs::create_dir_all(&images).unwrap();
+    let image = images.join("disk.img");
+    let out = stratum(&[
+        "install",
+        "to-disk",
+        "--repo",
+        path(&repo),
+        "--ref",
+        "os/x",
+        "--image",
+        path(&image),
+        "--size",
+        "1G",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let left: Vec<String> = fs::read_dir(&images)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["disk.img"]);
+}

@@ -139,6 +139,26 @@ pub fn to_filesystem(dest: &Path, opts: &InstallOptions, fstab: &str) -> Result<
 const ESP_SIZE: u64 = 64 << 20;
 const BOOT_SIZE: u64 = 512 << 20;
 
+/// The scratch directory of an install without `--workdir`, removed when dropped. The
+/// deployments staged in it are immutable (`chattr +i`, as on a real sysroot): the flag is
+/// cleared first, or the removal would stop at them and leave the directory behind.
+struct Scratch(tempfile::TempDir);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let deploy = self.0.path().join("sysroot/ostree/deploy");
+        for os in fs::read_dir(deploy).into_iter().flatten().flatten() {
+            for d in fs::read_dir(os.path().join("deploy"))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let _ = crate::fsutil::set_immutable(&d.path(), false);
+            }
+        }
+        // The TempDir removes the rest when it drops, after this.
+    }
+}
 /// Writes a bootable GPT disk image (UEFI): ESP with GRUB, ext4 `/boot`, ext4 root holding
 /// the sysroot. The image appears under its name only when complete. With `workdir`, the
 /// staged sysroot is kept there for inspection.
@@ -160,10 +180,12 @@ pub fn to_disk(
                 .parent()
                 .filter(|p| !p.as_os_str().is_empty())
                 .unwrap_or(Path::new("."));
-            tmp = tempfile::Builder::new()
-                .prefix(".stratum-install-")
-                .tempdir_in(parent)?;
-            tmp.path().to_path_buf()
+            tmp = Scratch(
+                tempfile::Builder::new()
+                    .prefix(".stratum-install-")
+                    .tempdir_in(parent)?,
+            );
+            tmp.0.path().to_path_buf()
         }
     };
     let (esp_uuid, boot_uuid, root_uuid) = (
