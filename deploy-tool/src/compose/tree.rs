@@ -409,7 +409,10 @@ fn finish_apt(m: &Manifest, root: &Path, cachedir: Option<&Path>) -> Result<()> 
             if name.ends_with(".deb") {
                 let dest = cache.join(&name);
                 if !dest.exists() {
-                    std::fs::copy(&path, &dest)?;
+                    // Whole or not at all: another build may be reading the cache.
+                    let tmp = cache.join(format!(".{name}.{}", std::process::id()));
+                    std::fs::copy(&path, &tmp)?;
+                    std::fs::rename(&tmp, &dest)?;
                 }
                 std::fs::remove_file(&path)?;
             }
