@@ -64,18 +64,18 @@ fn by_hand(root: &Path, repo: &Path, cache: &Path, pkgs: &[String], sources: &[S
     run(Command::new("mmdebstrap")
         .args(["--mode=root", "--format=directory", "--variant=minbase"])
         .arg(format!("--include={}", pkgs.join(",")))
-        .args([
-            "--skip=check/empty",
-            "--skip=download/empty",
-            "--skip=output/dev",
-        ])
+        .args(["--skip=check/empty", "--skip=download/empty"])
         .arg("--hook-dir=/usr/share/mmdebstrap/hooks/file-mirror-automount")
         .arg("bookworm")
         .arg(root)
         .args(sources));
+    // `ostree commit` refuses the device nodes mmdebstrap leaves in /dev.
+    run(Command::new("find")
+        .arg(root.join("dev"))
+        .args(["-mindepth", "1", "-delete"]));
     run(Command::new("ostree")
         .arg(format!("--repo={}", repo.display()))
-        .args(["commit", "--branch=bench/by-hand", "--no-xattrs"])
+        .args(["commit", "--branch=bench/by-hand"])
         .arg(format!("--tree=dir={}", root.display())));
 }
 
