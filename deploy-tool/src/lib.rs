@@ -27,6 +27,7 @@ pub mod compose;
 pub mod config;
 pub mod counting;
 pub mod debian;
+pub mod delta;
 pub mod deployment;
 pub mod fsutil;
 pub mod install;

@@ -194,6 +194,12 @@ impl Drop for Phase {
     }
 }
 
+/// A warning for people on stderr, `warning: MESSAGE`, between phases (no bar is drawn then);
+/// printed in every mode, `Off` included: what it says matters to whoever reads the log.
+pub fn warn(message: &str) {
+    eprintln!("warning: {message}");
+}
+
 /// `n` bytes for people (`56.2 MiB`).
 pub fn bytes(n: u64) -> String {
     HumanBytes(n).to_string()

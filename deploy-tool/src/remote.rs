@@ -260,21 +260,90 @@ pub fn list(repo: &ostree::Repo) -> Result<Vec<RemoteInfo>> {
     Ok(out)
 }
 
-/// Pulls `refname` from `remote` (a commit only, no history), showing progress
-/// ([`crate::progress`]). Returns the commit the remote ref points to afterwards.
-pub fn pull(repo: &ostree::Repo, remote: &str, refname: &str) -> Result<String> {
+/// Pulls from `remote` the commit `rev` of `refname` (default: the commit the remote's
+/// `refname` points to) and its tree, showing progress ([`crate::progress`]); returns the
+/// commit.
+///
+/// The commit comes alone first, so that its signature and ref binding are checked before
+/// anything else is fetched. Its tree then comes through a static delta of the remote when
+/// its summary lists one from a commit held here ([`crate::delta`]), or object by object. A
+/// delta that cannot be used (fetching or applying it failed) is reported, and the objects it
+/// did not bring are pulled instead.
+pub fn pull(
+    repo: &ostree::Repo,
+    remote: &str,
+    refname: &str,
+    rev: Option<&crate::repo::Checksum>,
+) -> Result<String> {
+    let commit = pull_commit_only(repo, remote, refname, rev)?;
+    let checksum = crate::repo::Checksum::parse(&commit)?;
+    if crate::repo::commit_presence(repo, &checksum)? == crate::repo::Presence::Complete {
+        return Ok(commit);
+    }
+    // After a delta was tried, applied or not, libostree must not try it again: it would
+    // fail on the same damage, or fetch objects beside a tree already whole.
+    let tried = match crate::delta::fetch_and_apply(repo, remote, &checksum) {
+        Ok(applied) => applied.is_some(),
+        Err(e) => {
+            crate::progress::warn(&format!(
+                "the static delta to {commit} could not be used, pulling objects instead: {e:#}"
+            ));
+            true
+        }
+    };
+    pull_with(repo, remote, refname, Some(&checksum), false, tried)
+}
+
+/// Pulls the commit object of `rev` of `refname` (default: what the remote's `refname`
+/// points to) from `remote`, verified, without its tree (libostree marks it partial); returns
+/// the commit.
+pub fn pull_commit_only(
+    repo: &ostree::Repo,
+    remote: &str,
+    refname: &str,
+    rev: Option<&crate::repo::Checksum>,
+) -> Result<String> {
+    pull_with(repo, remote, refname, rev, true, false)
+}
+
+/// libostree's pull of `refname` (its commit `rev` when given; only a full checksum may name
+/// it: libostree aborts the process on anything else in `override-commit-ids`), the commit
+/// object only or the whole tree, without history.
+fn pull_with(
+    repo: &ostree::Repo,
+    remote: &str,
+    refname: &str,
+    rev: Option<&crate::repo::Checksum>,
+    commit_only: bool,
+    without_deltas: bool,
+) -> Result<String> {
     let opts = glib::VariantDict::new(None);
     opts.insert("refs", &vec![refname.to_string()][..]);
     opts.insert("depth", 0i32);
-    crate::repo::pull(
-        repo,
-        remote,
-        &opts.end(),
-        format!("Pulling {remote}:{refname}"),
-    )
-    .with_context(|| format!("pulling {refname} from remote {remote}"))
-    .map_err(|e| explain_pull_error(repo, e, remote, refname))?;
-    crate::repo::resolve(repo, &format!("{remote}:{refname}"))
+    if let Some(c) = rev {
+        opts.insert("override-commit-ids", &vec![c.to_string()][..]);
+    }
+    if commit_only {
+        opts.insert("flags", ostree::RepoPullFlags::COMMIT_ONLY.bits() as i32);
+    }
+    if without_deltas {
+        opts.insert("disable-static-deltas", true);
+    }
+    let label = match (commit_only, rev) {
+        (true, Some(c)) => format!("Pulling commit {c} of {remote}:{refname}"),
+        (true, None) => format!("Pulling the commit of {remote}:{refname}"),
+        (false, _) => format!("Pulling {remote}:{refname}"),
+    };
+    crate::repo::pull(repo, remote, &opts.end(), label)
+        .with_context(|| match rev {
+            Some(c) => format!("pulling commit {c} of {refname} from remote {remote}"),
+            None => format!("pulling {refname} from remote {remote}"),
+        })
+        .map_err(|e| explain_pull_error(repo, e, remote, refname))?;
+    match rev {
+        Some(c) => Ok(c.to_string()),
+        None => crate::repo::resolve(repo, &format!("{remote}:{refname}")),
+    }
 }
 
 #[cfg(test)]

@@ -2,9 +2,8 @@
 //! archive repository with static deltas and a signed summary, a static HTTP server started
 //! by the test (on 127.0.0.1, stopped at the end) serves it, and the real `stratum` on a
 //! temporary sysroot upgrades through it:
-//! - the upgrade downloads the static delta (the server's log shows what was fetched) and,
-//!   with a libostree that does not also fetch objects the delta rebuilds (2023.7 and
-//!   later), not the changed files' objects, and far fewer bytes than an object pull;
+//! - the upgrade downloads the static delta (the server's log shows what was fetched), not
+//!   the changed files' objects, and far fewer bytes than an object pull;
 //! - the summary's signature is verified, and a summary altered on the server makes the pull
 //!   fail with a message about the summary, deploying nothing.
 
@@ -221,18 +220,6 @@ fn content_object(repo: &Path, commit: &str, path: &str) -> String {
 }
 
 /// The version of the libostree the `ostree` program (and `stratum`) uses: (year, release).
-fn libostree_version() -> (u32, u32) {
-    let out = Command::new("ostree").arg("--version").output().unwrap();
-    let text = succeeded(out, "ostree --version");
-    let version = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Version:"))
-        .map(|v| v.trim().trim_matches('\'').to_string())
-        .unwrap_or_else(|| panic!("no version in `ostree --version`: {text}"));
-    let (year, release) = version.split_once('.').unwrap_or((&version, "0"));
-    (year.parse().unwrap(), release.parse().unwrap_or(0))
-}
-
 fn total(log: &[Request]) -> u64 {
     log.iter().map(|r| r.bytes).sum()
 }
@@ -310,20 +297,18 @@ fn upgrades_over_http_use_static_deltas_and_a_signed_summary() {
     );
     let big_object = content_object(&w.published, &v2, &format!("/{BIG}"));
     let changed = format!("/objects/{}/{}.filez", &big_object[..2], &big_object[2..]);
-    // libostree before 2023.7 scans the new commit while the delta is still being applied
-    // and fetches, as objects too, the files the delta has not rebuilt yet (fixed by
-    // ostreedev/ostree#2054): the delta is used, but that libostree may download more.
-    let fixed_libostree = libostree_version() >= (2023, 7);
-    if fixed_libostree {
-        assert!(
-            !fetched.iter().any(|p| p.ends_with(".filez")),
-            "the upgrade fetched content objects ({changed} is the changed library) as well \
-             as the delta: {fetched:?}"
-        );
-    }
     assert!(
-        stderr.contains("delta parts"),
-        "the pull's summary line names no delta parts: {stderr}"
+        !fetched.iter().any(|p| p.ends_with(".filez")),
+        "the upgrade fetched content objects ({changed} is the changed library) as well \
+         as the delta: {fetched:?}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "Fetching the static delta {}..{}",
+            &v1[..12],
+            &v2[..12]
+        )),
+        "the upgrade did not say it fetched the delta from v1: {stderr}"
     );
     let upgrade_bytes = total(&log);
 
@@ -354,7 +339,7 @@ fn upgrades_over_http_use_static_deltas_and_a_signed_summary() {
          of delta), {object_bytes} bytes as an object pull"
     );
     assert!(
-        !fixed_libostree || upgrade_bytes * 4 < object_bytes,
+        upgrade_bytes * 4 < object_bytes,
         "the delta pull ({upgrade_bytes} bytes) is not much smaller than the object pull \
          ({object_bytes} bytes)"
     );
@@ -386,11 +371,53 @@ fn upgrades_over_http_use_static_deltas_and_a_signed_summary() {
     std::fs::write(&summary, &good).unwrap();
     server.take_log();
     ok(w.env.stratum(&["upgrade", "--apply-now"]));
-    assert_eq!(w.env.checksums(), vec![v3, v2]);
+    assert_eq!(w.env.checksums(), vec![v3.clone(), v2]);
     assert!(server
         .take_log()
         .iter()
         .any(|r| r.status == 200 && r.path.starts_with("/deltas/")));
+
+    // v4's delta damaged on the server (its part no longer matches the superblock): the
+    // upgrade says so and pulls the objects instead.
+    let mut big4 = big3.clone();
+    big4[20000..20004].copy_from_slice(b"four");
+    let v4 = w.compose("4", &big4);
+    let p4 = w.publish(&[]);
+    assert_eq!(deltas(&p4), vec![(Some(v3.clone()), v4.clone())], "{p4}");
+    let part = w.published.join(delta_dir(&v3, &v4)).join("0");
+    let mut data = std::fs::read(&part).unwrap();
+    let mid = data.len() / 2;
+    data[mid] ^= 0xff;
+    std::fs::write(&part, &data).unwrap();
+    server.take_log();
+    let stderr = ok_stderr(w.env.stratum(&["upgrade", "--apply-now"]));
+    assert!(
+        stderr.contains("could not be used, pulling objects instead"),
+        "the damaged delta was not reported: {stderr}"
+    );
+    assert_eq!(w.env.checksums(), vec![v4, v3]);
+    assert!(
+        server.take_log().iter().any(|r| r.path.ends_with(".filez")),
+        "the objects were not pulled after the delta failed"
+    );
+}
+
+/// libostree's directory of the delta `from` -> `to` in a repository (its modified base64).
+fn delta_dir(from: &str, to: &str) -> PathBuf {
+    let b64 = |c: &str| {
+        let out = Command::new("python3")
+            .args([
+                "-c",
+                "import base64,sys; print(base64.b64encode(bytes.fromhex(sys.argv[1]))\
+                 .decode().rstrip('=').replace('/', '_'))",
+                c,
+            ])
+            .output()
+            .unwrap();
+        succeeded(out, "python3 base64").trim().to_string()
+    };
+    let name = format!("{}-{}", b64(from), b64(to));
+    Path::new("deltas").join(&name[..2]).join(&name[2..])
 }
 
 /// A bare repository cannot be served over HTTP: publishing into one is refused.

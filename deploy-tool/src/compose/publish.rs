@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use ostree::{gio, glib};
 
+use crate::delta::short;
 use crate::progress;
 
 /// What to publish.
@@ -245,7 +246,7 @@ fn generate_delta(
         Some(f) => format!("generating the static delta from {f} to {to}"),
         None => format!("generating the static delta from scratch to {to}"),
     })?;
-    let dir = repo_path.join(delta_path(from, to)?);
+    let dir = repo_path.join(crate::delta::relative_path(from, to)?);
     let bytes = dir_size(&dir)?;
     phase.finish(&progress::bytes(bytes));
     Ok(Delta {
@@ -253,29 +254,6 @@ fn generate_delta(
         to: to.to_string(),
         bytes,
     })
-}
-
-fn short(commit: &str) -> &str {
-    &commit[..commit.len().min(12)]
-}
-
-/// Where libostree keeps the delta `from` -> `to` in a repository: under `deltas/`, named by
-/// the commits' checksums in its "modified base64" (standard base64 without padding, `/`
-/// written `_`), the first two characters being a directory.
-fn delta_path(from: Option<&str>, to: &str) -> Result<PathBuf> {
-    let to = checksum_b64(to)?;
-    let name = match from {
-        Some(f) => format!("{}-{to}", checksum_b64(f)?),
-        None => to,
-    };
-    Ok(Path::new("deltas").join(&name[..2]).join(&name[2..]))
-}
-
-fn checksum_b64(commit: &str) -> Result<String> {
-    let raw = hex::decode(commit).with_context(|| format!("{commit:?} is not a checksum"))?;
-    Ok(glib::base64_encode(&raw)
-        .trim_end_matches('=')
-        .replace('/', "_"))
 }
 
 /// The total size of the files directly in `dir`.
@@ -290,28 +268,4 @@ fn dir_size(dir: &Path) -> Result<u64> {
         }
     }
     Ok(total)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn delta_paths_are_libostree_s() {
-        let from = "8e4d5bd6b1b0a3e2e7d8b9b9c56a61f0bb2a0f6fbd8f0a8a3b7f5b4ec0d1e2f3";
-        let to = "ff".repeat(32);
-        // 32 bytes of 0xff: 42 times '/' (written '_') and '8', the padding dropped.
-        let to_b64 = format!("{}8", "_".repeat(42));
-        assert_eq!(
-            delta_path(Some(from), &to).unwrap(),
-            Path::new("deltas/jk").join(format!(
-                "1b1rGwo+Ln2Lm5xWph8LsqD2+9jwqKO39bTsDR4vM-{to_b64}"
-            ))
-        );
-        assert_eq!(
-            delta_path(None, &to).unwrap(),
-            Path::new("deltas/__").join(&to_b64[2..])
-        );
-        assert!(delta_path(Some("xyz"), &to).is_err());
-    }
 }

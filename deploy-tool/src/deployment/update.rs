@@ -251,8 +251,7 @@ pub fn format_time(timestamp: u64) -> String {
 }
 
 /// Makes `refname` (or its commit `rev`) available locally: pulls from `remote` when there is
-/// one. Only a full checksum may name the commit: libostree aborts the process on anything
-/// else in `override-commit-ids`.
+/// one, the commit object only when `commit_only`.
 fn fetch(
     repo: &ostree::Repo,
     remote: Option<&str>,
@@ -260,36 +259,13 @@ fn fetch(
     rev: Option<&Checksum>,
     commit_only: bool,
 ) -> Result<String> {
-    let Some(remote) = remote else {
-        return match rev {
-            Some(c) => Ok(c.to_string()),
-            None => crate::repo::resolve(repo, refname),
-        };
-    };
-    if rev.is_none() && !commit_only {
-        return crate::remote::pull(repo, remote, refname);
-    }
-    let opts = glib::VariantDict::new(None);
-    opts.insert("refs", &vec![refname.to_string()][..]);
-    if let Some(c) = rev {
-        opts.insert("override-commit-ids", &vec![c.to_string()][..]);
-    }
-    if commit_only {
-        opts.insert("flags", ostree::RepoPullFlags::COMMIT_ONLY.bits() as i32);
-    }
-    let label = match rev {
-        Some(c) => format!("Pulling commit {c} of {remote}:{refname}"),
-        None => format!("Pulling the commit of {remote}:{refname}"),
-    };
-    crate::repo::pull(repo, remote, &opts.end(), label)
-        .with_context(|| match rev {
-            Some(c) => format!("pulling commit {c} of {refname} from remote {remote}"),
-            None => format!("pulling {refname} from remote {remote}"),
-        })
-        .map_err(|e| crate::remote::explain_pull_error(repo, e, remote, refname))?;
-    match rev {
-        Some(c) => Ok(c.to_string()),
-        None => crate::repo::resolve(repo, &format!("{remote}:{refname}")),
+    match (remote, rev) {
+        (Some(remote), _) if commit_only => {
+            crate::remote::pull_commit_only(repo, remote, refname, rev)
+        }
+        (Some(remote), _) => crate::remote::pull(repo, remote, refname, rev),
+        (None, Some(c)) => Ok(c.to_string()),
+        (None, None) => crate::repo::resolve(repo, refname),
     }
 }
 
