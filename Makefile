@@ -160,11 +160,12 @@ demo: build deb
 
 # Benchmarks (not tests): ratios against the real peers, measured in one run. The layering
 # benchmark's table is also saved as target/bench-layering.txt; BENCH_RUNS=N sets its runs.
-bench: build deb
+bench: build build-failpoints deb
 	$(MAKE) deps EXTRA_PACKAGES="$(BENCH_PACKAGES)"
 	$(CARGO) bench --locked -p stratum --bench deploy
 	$(CARGO) bench --locked -p stratum --bench layering
 	$(CARGO) bench --locked -p stratum --bench compose
+	$(CARGO) bench --locked -p stratum --bench delivery
 	$(CARGO) bench --locked -p stratum-initramfs --bench generic
 	$(CARGO) run --release --locked -p stratum-vmtests --bin stratum-boot-bench -- --runs 3
 

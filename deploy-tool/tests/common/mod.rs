@@ -6,6 +6,7 @@
 
 pub mod debian;
 pub mod gpg;
+pub mod http;
 
 use std::ffi::OsStr;
 use std::fs;

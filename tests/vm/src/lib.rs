@@ -623,6 +623,21 @@ impl Image {
         Ok(to.to_path_buf())
     }
 
+    /// Publishes the image's ref into a new archive repository at `to` (to travel on a test
+    /// disk) with `stratum compose publish --deltas N`: the deltas from the N previous
+    /// commits, as an update server has them. Returns the publish's JSON.
+    pub fn publish_repo(&self, p: &Project, to: &Path, deltas: u32) -> Result<serde_json::Value> {
+        let out = run_output(
+            Command::new(p.stratum())
+                .args(["compose", "publish", "--json", "--repo"])
+                .arg(&self.repo)
+                .arg("--to")
+                .arg(to)
+                .args(["--ref", &self.refname, "--deltas", &deltas.to_string()]),
+        )?;
+        Ok(serde_json::from_str(&out)?)
+    }
+
     /// Boots a fresh copy of the disk in `dir` with a test disk carrying `scenario` and the
     /// directory `trees` (see [`TestDisk::create_with_tree`]); `configure` adjusts the
     /// machine before it runs.

@@ -267,12 +267,18 @@ fn upgrade_rollback_cleanup() -> Result<()> {
     let v1 = img.commit.clone();
     let v2 = img.compose_update(&p, "2.0", &[("usr/share/stratum-test/release", "2.0\n")])?;
     let dir = p.workdir("upgrade-run")?;
-    // The update repository travels on the test disk (hardlinked copy, no extra space).
-    let repo_copy = img.link_repo(&dir.join("repo"))?;
+    // The update server travels on the test disk: v2 published with its static delta from v1,
+    // which the machine's pull fetches and applies instead of v2's objects.
+    let published = dir.join("repo");
+    let publish = img.publish_repo(&p, &published, 1)?;
+    ensure!(
+        publish["deltas"][0]["from"] == v1.as_str() && publish["deltas"][0]["to"] == v2.as_str(),
+        "publish made no delta from v1 to v2: {publish}"
+    );
     let (out, test) = img.boot_scenario(
         &dir,
         &format!("{SCENARIO_HELPERS}{UPGRADE}"),
-        &[("repo", repo_copy.as_path())],
+        &[("repo", published.as_path())],
         |_| (),
     )?;
     eprintln!("upgrade: three boots in {:.0} s", out.elapsed.as_secs_f64());
@@ -297,6 +303,15 @@ fn upgrade_rollback_cleanup() -> Result<()> {
             r.get(1, "auto_result") == "success",
             "the automatic update ended with {:?}:\n{}",
             r.get(1, "auto_result"),
+            r.get(1, "log")
+        );
+        ensure!(
+            r.get(1, "log").contains(&format!(
+                "Fetching the static delta {}..{}",
+                &v1[..12],
+                &v2[..12]
+            )),
+            "the automatic update did not fetch the static delta from v1:\n{}",
             r.get(1, "log")
         );
         let status = r.get(1, "status");
