@@ -20,7 +20,7 @@ mod common;
 
 use std::fmt::Write as _;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use common::http::{total, Server};
@@ -161,7 +161,7 @@ fn xz_size(path: &Path) -> u64 {
 
 /// The bytes `ostree pull` of `os/x` from the server costs a repository holding `v1`.
 fn ostree_pull(
-    repo: &PathBuf,
+    repo: &Path,
     src: &Path,
     v1: &str,
     url: &str,
