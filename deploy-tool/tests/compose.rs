@@ -245,6 +245,93 @@ fn compose_tree_from_a_manifest() {
     assert_eq!(diff.trim(), "M    /usr/share/compose-test/motd");
 }
 
+/// `[initramfs] mode = "dracut"`: dracut runs in the sandbox with Stratum's module, and the
+/// commit carries its initramfs (systemd inside, the module's unit wired to
+/// initrd-root-fs.target), not one of stratum-initramfs.
+#[test]
+fn compose_tree_with_dracut() {
+    let d = tempfile::tempdir().unwrap();
+    let manifest = d.path().join("dracut.toml");
+    fs::write(
+        &manifest,
+        format!(
+            "include = [\"{}/images/vm-dracut.toml\"]\nref = \"test/dracut\"\n\n\
+             [initramfs]\nmode = \"dracut\"\n",
+            top().display()
+        ),
+    )
+    .unwrap();
+    let repo = d.path().join("repo");
+    let cache = cachedir();
+    let out = ok(
+        stratum(
+            &[
+                "compose",
+                "tree",
+                manifest.to_str().unwrap(),
+                "--repo",
+                repo.to_str().unwrap(),
+                "--cachedir",
+                &cache,
+                "--json",
+            ],
+            &[],
+        ),
+        "compose tree (dracut)",
+    );
+    let commit = json(&out)["commit"].as_str().unwrap().to_string();
+    let modules = ostree(
+        &repo,
+        &[
+            "ls",
+            "-R",
+            "--nul-filenames-only",
+            &commit,
+            "/usr/lib/modules",
+        ],
+    );
+    let image = modules
+        .split('\0')
+        .find(|p| p.ends_with("/initramfs.img"))
+        .unwrap_or_else(|| panic!("no initramfs in the commit: {modules:?}"))
+        .to_string();
+    let file = d.path().join("initramfs.img");
+    let bytes = Command::new("ostree")
+        .arg(format!("--repo={}", repo.display()))
+        .args(["cat", &commit, &image])
+        .output()
+        .unwrap();
+    assert!(bytes.status.success(), "ostree cat {image}");
+    fs::write(&file, &bytes.stdout).unwrap();
+    let lister = Path::new(env!("CARGO_BIN_EXE_stratum")).with_file_name("stratum-initramfs");
+    let list = ok(
+        Command::new(lister)
+            .arg("list")
+            .arg(&file)
+            .output()
+            .unwrap(),
+        "stratum-initramfs list",
+    );
+    // `MODE UID GID SIZE /PATH [-> TARGET]`
+    let members: Vec<&str> = list
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4))
+        .map(|p| p.trim_start_matches('/'))
+        .collect();
+    for member in [
+        "usr/lib/stratum/stratum-prepare-root",
+        "usr/lib/systemd/system/stratum-prepare-root.service",
+        "usr/lib/systemd/system/initrd-root-fs.target.wants/stratum-prepare-root.service",
+        "usr/lib/systemd/systemd",
+        "usr/lib/dracut-lib.sh",
+    ] {
+        assert!(
+            members.contains(&member),
+            "{member} is not in the dracut initramfs {image}:\n{list}"
+        );
+    }
+}
+
 #[test]
 fn compose_errors() {
     let d = tempfile::tempdir().unwrap();
