@@ -52,6 +52,20 @@ fn main() {
             .output()
             .unwrap());
     }
+    // A stand-in initramfs (these systems are never booted), the same in both versions.
+    let kver = fs::read_dir(root1.join("usr/lib/modules"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .file_name();
+    for r in [&root1, &root2] {
+        let initrd = r
+            .join("boot")
+            .join(format!("initrd.img-{}", kver.to_string_lossy()));
+        let _ = fs::remove_file(&initrd);
+        fs::write(initrd, "initrd\n").unwrap();
+    }
     // The copies share inodes with the cache: replace the file, never write into it.
     fs::remove_file(root2.join(CHANGED)).unwrap();
     fs::copy(&new_build, root2.join(CHANGED)).unwrap();
