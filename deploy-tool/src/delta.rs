@@ -86,10 +86,15 @@ pub fn fetch_and_apply(
     remote: &str,
     to: &Checksum,
 ) -> Result<Option<Applied>> {
-    let url = repo
-        .remote_get_url(remote)
-        .with_context(|| format!("reading the URL of remote {remote}"))?
-        .to_string();
+    // Objects and deltas come from the remote's `contenturl` when it has one (the summary
+    // and signatures stay at `url`); mirror lists are left to libostree.
+    let url = match remote_option(repo, remote, "contenturl")? {
+        Some(u) => u,
+        None => repo
+            .remote_get_url(remote)
+            .with_context(|| format!("reading the URL of remote {remote}"))?
+            .to_string(),
+    };
     if !["http://", "https://", "file://"]
         .iter()
         .any(|s| url.starts_with(s))

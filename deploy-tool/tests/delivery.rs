@@ -256,18 +256,39 @@ fn upgrades_over_http_use_static_deltas_and_a_signed_summary() {
         "an altered summary let an upgrade through: {e}"
     );
 
-    // Put back, the signed summary verifies and v3 arrives through its delta from v2.
+    // Put back, the signed summary verifies and v3 arrives through its delta from v2, from
+    // the remote's `contenturl` (a second server of the same files), as libostree fetches
+    // content: the summary still comes from `url`.
     std::fs::write(&summary, &good).unwrap();
+    let content = Server::start(&w.published);
+    let out = Command::new("ostree")
+        .arg(format!(
+            "--repo={}",
+            w.env.sysroot.join("ostree/repo").display()
+        ))
+        .args(["config", "set", "remote \"pub\".contenturl", &content.url()])
+        .output()
+        .unwrap();
+    succeeded(out, "ostree config set contenturl");
     server.take_log();
     ok(w.env.stratum(&["upgrade", "--apply-now"]));
     assert_eq!(w.env.checksums(), vec![v3.clone(), v2]);
-    assert!(server
+    let main_log = server.take_log();
+    assert!(
+        main_log.iter().any(|r| r.path == "/summary"),
+        "the summary was not fetched from the remote's url: {main_log:?}"
+    );
+    assert!(
+        !main_log.iter().any(|r| r.path.starts_with("/deltas/")),
+        "the delta came from url, not contenturl: {main_log:?}"
+    );
+    assert!(content
         .take_log()
         .iter()
         .any(|r| r.status == 200 && r.path.starts_with("/deltas/")));
 
     // v4's delta damaged on the server (its part no longer matches the superblock): the
-    // upgrade says so and pulls the objects instead.
+    // upgrade says so and pulls the objects instead (from contenturl too).
     let mut big4 = big3.clone();
     big4[20000..20004].copy_from_slice(b"four");
     let v4 = w.compose("4", &big4);
@@ -278,7 +299,7 @@ fn upgrades_over_http_use_static_deltas_and_a_signed_summary() {
     let mid = data.len() / 2;
     data[mid] ^= 0xff;
     std::fs::write(&part, &data).unwrap();
-    server.take_log();
+    content.take_log();
     let stderr = ok_stderr(w.env.stratum(&["upgrade", "--apply-now"]));
     assert!(
         stderr.contains("could not be used, pulling objects instead"),
@@ -286,7 +307,10 @@ fn upgrades_over_http_use_static_deltas_and_a_signed_summary() {
     );
     assert_eq!(w.env.checksums(), vec![v4, v3]);
     assert!(
-        server.take_log().iter().any(|r| r.path.ends_with(".filez")),
+        content
+            .take_log()
+            .iter()
+            .any(|r| r.path.ends_with(".filez")),
         "the objects were not pulled after the delta failed"
     );
 }
