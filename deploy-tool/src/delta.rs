@@ -194,10 +194,11 @@ pub fn fetch_and_apply(
             Some(&meter),
         )?;
     }
+    let n = sb.parts.len();
     phase.finish(&format!(
-        "{} in {} parts",
+        "{} in {n} part{}",
         progress::bytes(total),
-        sb.parts.len()
+        if n == 1 { "" } else { "s" }
     ));
 
     let phase = progress::Phase::start("Applying the static delta", progress::Unit::Time);

@@ -283,7 +283,11 @@ pub fn pull(
     // After a delta was tried, applied or not, libostree must not try it again: it would
     // fail on the same damage, or fetch objects beside a tree already whole.
     let tried = match crate::delta::fetch_and_apply(repo, remote, &checksum) {
-        Ok(applied) => applied.is_some(),
+        Ok(Some(a)) => {
+            tracing::debug!(from = %a.from, bytes = a.bytes, parts = a.parts, "static delta applied");
+            true
+        }
+        Ok(None) => false,
         Err(e) => {
             crate::progress::warn(&format!(
                 "the static delta to {commit} could not be used, pulling objects instead: {e:#}"

@@ -263,7 +263,9 @@ boot_3() {
 /// at shutdown), reboot into v2 with /etc and /var kept, roll back, reboot into v1, clean up.
 fn upgrade_rollback_cleanup() -> Result<()> {
     let p = project();
-    let img = p.build_image("upgrade", "1.0")?;
+    // The scenarios' image: its repository gains v2, which the other scenarios (booting
+    // copies of the disk as installed) never see.
+    let img = image()?;
     let v1 = img.commit.clone();
     let v2 = img.compose_update(&p, "2.0", &[("usr/share/stratum-test/release", "2.0\n")])?;
     let dir = p.workdir("upgrade-run")?;
