@@ -2,7 +2,8 @@
 //! written.
 //!
 //! - [`entry`] is the codec between a deployment and its BLS entry, bootlink and boot files;
-//! - [`bls`], [`grubcfg`] and [`grubenv`] are the on-disk formats;
+//! - [`bls`], [`grubcfg`] and [`grubenv`] are the on-disk formats, [`sdboot`] systemd-boot's
+//!   boot counters in entry file names;
 //! - [`writer`] writes a new generation and swaps it in atomically; [`durability`] makes it
 //!   reach the disk in a state GRUB can read; [`files`] holds boot files and overlays;
 //! - [`gc`] removes what the new boot set no longer needs.
@@ -17,6 +18,7 @@ pub mod files;
 pub mod gc;
 pub mod grubcfg;
 pub mod grubenv;
+pub mod sdboot;
 pub mod writer;
 
 use crate::sysroot::{Deployment, Sysroot};
