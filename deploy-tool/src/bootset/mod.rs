@@ -4,6 +4,8 @@
 //! - [`entry`] is the codec between a deployment and its BLS entry, bootlink and boot files;
 //! - [`bls`], [`grubcfg`] and [`grubenv`] are the on-disk formats, [`sdboot`] systemd-boot's
 //!   boot counters in entry file names;
+//! - [`esp`] writes a boot set where systemd-boot reads it (FAT, no symlinks), in an order
+//!   that keeps a bootable default through a crash;
 //! - [`writer`] writes a new generation and swaps it in atomically; [`durability`] makes it
 //!   reach the disk in a state GRUB can read; [`files`] holds boot files and overlays;
 //! - [`gc`] removes what the new boot set no longer needs.
@@ -14,6 +16,7 @@
 pub mod bls;
 pub mod durability;
 pub mod entry;
+pub mod esp;
 pub mod files;
 pub mod gc;
 pub mod grubcfg;

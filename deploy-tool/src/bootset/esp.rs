@@ -1,0 +1,394 @@
+//! The boot set as systemd-boot reads it: entries and boot files on a FAT partition (the
+//! ESP, or an XBOOTLDR partition), where there are no symlinks to swap.
+//!
+//! Layout, relative to the partition's root:
+//! - `loader/entries/<name>[+LEFT[-DONE]].conf`: one type #1 entry per deployment
+//!   ([`super::sdboot`] for the counters);
+//! - `stratum/<stateroot>-<bootcsum>/…`: the boot files the entries name.
+//!
+//! systemd-boot boots the entry that sorts first: every Stratum entry has the same
+//! `sort-key`, so their `version` decides ([`entry_version`]). Each boot set is a new
+//! generation G ([`next_generation`]); its entries are named `stratum-G-I` ([`entry_name`],
+//! never reused with other contents). The default's version is `G`, which sorts before every
+//! entry of earlier generations; the others' is `0.G.(N-I)`, which sorts after every default
+//! and in boot-set order among themselves. The write order then keeps a bootable default at
+//! every moment, so a crash anywhere leaves the old default or the new one in charge, with
+//! every file it names:
+//! 1. boot files the new entries need, each under a temporary name, fsynced, renamed;
+//! 2. the new entries, the default last: each written under a name systemd-boot ignores,
+//!    fsynced and renamed to `*.conf`; the others sort after the old default, and the new
+//!    default takes over the moment it appears;
+//! 3. the old entries, removed;
+//! 4. boot files no entry names, removed.
+//!
+//! An entry whose tries are spent (`+0-DONE`) sorts last: the next, the previous default,
+//! boots.
+//!
+//! Each step is durable (files and directories fsynced, then the filesystem synced) before
+//! the next.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use super::sdboot::EntryName;
+use crate::fsutil;
+
+/// Where entries live.
+pub const ENTRIES: &str = "loader/entries";
+/// Where boot files live.
+pub const FILES: &str = "stratum";
+
+/// The prefix of Stratum's entry names.
+const PREFIX: &str = "stratum-";
+
+/// The name of entry `index` (0: the default) of generation `gen`, on trial with `tries`
+/// tries (0: not counted).
+pub fn entry_name(gen: u64, index: usize, tries: u32) -> EntryName {
+    EntryName::new(&format!("{PREFIX}{gen}-{index}"), tries)
+}
+
+/// The `version` of entry `index` of `count` in generation `gen` (see the module
+/// documentation).
+pub fn entry_version(gen: u64, index: usize, count: usize) -> String {
+    if index == 0 {
+        gen.to_string()
+    } else {
+        format!("0.{gen}.{}", count - index)
+    }
+}
+
+/// The generation after every one on the partition (1 on an empty one).
+pub fn next_generation(esp: &Path) -> Result<u64> {
+    Ok(present_entries(esp)?
+        .iter()
+        .filter_map(|e| {
+            let rest = e.name.strip_prefix(PREFIX)?;
+            rest.split_once('-')?.0.parse::<u64>().ok()
+        })
+        .max()
+        .map_or(1, |g| g + 1))
+}
+
+/// One entry of a boot set.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub name: EntryName,
+    /// The entry file's text.
+    pub text: String,
+}
+
+/// A boot file to put on the partition.
+#[derive(Debug, Clone)]
+pub struct BootFile {
+    /// Relative to the partition's root, under [`FILES`].
+    pub path: String,
+    /// Where its contents are now.
+    pub source: PathBuf,
+}
+
+/// A boot set: entries (default first) and the boot files they name.
+#[derive(Debug, Clone, Default)]
+pub struct BootSet {
+    pub entries: Vec<Entry>,
+    pub files: Vec<BootFile>,
+}
+
+/// One change of the partition, in the order [`plan`] gives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Copy a boot file (`source` to `path`).
+    AddFile { path: String, source: PathBuf },
+    /// Write an entry file.
+    AddEntry { file: String, text: String },
+    /// Remove an entry file.
+    RemoveEntry { file: String },
+    /// Remove a boot file directory under [`FILES`].
+    RemoveFiles { dir: String },
+}
+
+/// The steps that turn what `esp` holds into `set`: nothing for what is already there (an
+/// entry of the same name, whatever its counter now says: it keeps its tries).
+pub fn plan(esp: &Path, set: &BootSet) -> Result<Vec<Step>> {
+    for f in &set.files {
+        check_file_path(&f.path)?;
+    }
+    let present = present_entries(esp)?;
+    let wanted: BTreeSet<&str> = set.entries.iter().map(|e| e.name.name.as_str()).collect();
+    if wanted.len() != set.entries.len() {
+        bail!("two entries of the new boot set have the same name");
+    }
+    let mut steps = Vec::new();
+    for f in &set.files {
+        if !esp.join(&f.path).exists() {
+            steps.push(Step::AddFile {
+                path: f.path.clone(),
+                source: f.source.clone(),
+            });
+        }
+    }
+    let have: BTreeSet<&str> = present.iter().map(|e| e.name.as_str()).collect();
+    // The default last, so that it appears when the rest of its boot set is there.
+    for e in set.entries.iter().rev() {
+        if !have.contains(e.name.name.as_str()) {
+            steps.push(Step::AddEntry {
+                file: e.name.to_string(),
+                text: e.text.clone(),
+            });
+        }
+    }
+    for e in &present {
+        if !wanted.contains(e.name.as_str()) {
+            steps.push(Step::RemoveEntry {
+                file: e.to_string(),
+            });
+        }
+    }
+    let used: BTreeSet<&str> = set.files.iter().filter_map(|f| file_dir(&f.path)).collect();
+    for dir in fsutil::dir_entries(&esp.join(FILES)).unwrap_or_default() {
+        if !used.contains(dir.0.as_str()) {
+            steps.push(Step::RemoveFiles { dir: dir.0 });
+        }
+    }
+    Ok(steps)
+}
+
+impl Step {
+    /// The failpoint after the last step of this kind (crash tests).
+    fn failpoint(&self) -> &'static str {
+        match self {
+            Step::AddFile { .. } => "esp::after-files",
+            Step::AddEntry { .. } => "esp::after-entries",
+            Step::RemoveEntry { .. } => "esp::after-old-entries",
+            Step::RemoveFiles { .. } => "esp::after-old-files",
+        }
+    }
+}
+
+/// Carries out `steps` on `esp` (in [`plan`]'s order), each kind of step made durable
+/// before the next kind; a failpoint follows each kind ([`Step::failpoint`]).
+pub fn apply(esp: &Path, steps: &[Step]) -> Result<()> {
+    for (i, step) in steps.iter().enumerate() {
+        apply_one(esp, step)?;
+        let last_of_kind = steps
+            .get(i + 1)
+            .is_none_or(|next| std::mem::discriminant(next) != std::mem::discriminant(step));
+        if last_of_kind {
+            super::durability::syncfs(esp)?;
+            crate::failpoint(step.failpoint())?;
+        }
+    }
+    Ok(())
+}
+
+fn apply_one(esp: &Path, step: &Step) -> Result<()> {
+    match step {
+        Step::AddFile { path, source } => {
+            let dst = esp.join(path);
+            let dir = dst.parent().expect("under FILES");
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            fsutil::copy_file_durable(source, &dst)?;
+            fsutil::fsync_dir(dir)
+        }
+        Step::AddEntry { file, text } => {
+            let dir = esp.join(ENTRIES);
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            // FAT keeps no modes; 0644 where it does.
+            fsutil::atomic_write(&dir.join(file), text.as_bytes(), 0o644)
+        }
+        Step::RemoveEntry { file } => {
+            let dir = esp.join(ENTRIES);
+            fsutil::remove_any(&dir.join(file))?;
+            fsutil::fsync_dir(&dir)
+        }
+        Step::RemoveFiles { dir } => {
+            let files = esp.join(FILES);
+            fsutil::remove_any(&files.join(dir))?;
+            fsutil::fsync_dir(&files)
+        }
+    }
+}
+
+/// The entries on the partition (files that parse as entry names).
+pub fn present_entries(esp: &Path) -> Result<Vec<EntryName>> {
+    let dir = esp.join(ENTRIES);
+    let mut out: Vec<EntryName> = match std::fs::read_dir(&dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        r => r.with_context(|| format!("reading {}", dir.display()))?,
+    }
+    .filter_map(|e| e.ok())
+    .filter_map(|e| EntryName::parse(&e.file_name().to_string_lossy()))
+    .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// `stratum/DIR/FILE` → `DIR`.
+fn file_dir(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix(FILES)?.strip_prefix('/')?;
+    rest.split_once('/').map(|(d, _)| d)
+}
+
+/// Boot files go to `stratum/DIR/FILE`, nothing else: no `..`, no deeper paths.
+fn check_file_path(path: &str) -> Result<()> {
+    let ok = file_dir(path).is_some_and(|d| !d.is_empty() && d != "." && d != "..")
+        && path
+            .rsplit('/')
+            .next()
+            .is_some_and(|f| !f.is_empty() && f != "." && f != "..")
+        && path.matches('/').count() == 2;
+    if !ok {
+        bail!("boot file path {path:?} is not {FILES}/DIR/FILE");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// systemd-boot's version order for Stratum's versions (dot-separated numbers).
+    fn version_key(text: &str) -> Vec<u64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix("version "))
+            .unwrap()
+            .split('.')
+            .map(|p| p.parse().unwrap())
+            .collect()
+    }
+
+    /// What systemd-boot would boot: of the entries present, the first in its order (bad
+    /// ones last; then by `version`, highest first, every entry having the same `sort-key`),
+    /// as its title, and whether every file it names is there.
+    fn default_boots(esp: &Path) -> Option<(String, bool)> {
+        let mut entries: Vec<(bool, Vec<u64>, String)> = present_entries(esp)
+            .unwrap()
+            .into_iter()
+            .map(|n| {
+                let text = std::fs::read_to_string(esp.join(ENTRIES).join(n.to_string())).unwrap();
+                (n.is_bad(), version_key(&text), text)
+            })
+            .collect();
+        entries.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        let (_, _, text) = entries.into_iter().next()?;
+        let title = text.lines().find_map(|l| l.strip_prefix("title ")).unwrap();
+        let whole = text
+            .lines()
+            .filter_map(|l| {
+                l.strip_prefix("linux ")
+                    .or_else(|| l.strip_prefix("initrd "))
+            })
+            .all(|p| esp.join(p.trim_start_matches('/')).is_file());
+        Some((title.to_string(), whole))
+    }
+
+    /// The next boot set on `esp`: `deployments` (default first), each with its own kernel
+    /// directory, the default on trial.
+    fn set(esp: &Path, src: &Path, deployments: &[&str]) -> BootSet {
+        let gen = next_generation(esp).unwrap();
+        let mut s = BootSet::default();
+        let n = deployments.len();
+        for (i, d) in deployments.iter().enumerate() {
+            let kernel = src.join(format!("vmlinuz-{d}"));
+            std::fs::write(&kernel, format!("kernel {d}")).unwrap();
+            let path = format!("{FILES}/default-{d}/vmlinuz");
+            s.files.push(BootFile {
+                path: path.clone(),
+                source: kernel,
+            });
+            s.entries.push(Entry {
+                name: entry_name(gen, i, if i == 0 { 3 } else { 0 }),
+                text: format!(
+                    "title {d}\nsort-key stratum\nversion {}\nlinux /{path}\n",
+                    entry_version(gen, i, n)
+                ),
+            });
+        }
+        s
+    }
+
+    /// Every prefix of the steps from one boot set to the next leaves a default whose files
+    /// are all there: the old default until the new one appears, then the new one; never
+    /// another deployment of either set.
+    #[test]
+    fn every_crash_point_boots_old_or_new() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        let sets: [&[&str]; 5] = [&["a"], &["b", "a"], &["c", "a", "b"], &["a", "c"], &["d"]];
+        // Each set written whole after the one before, from an empty partition.
+        let build = |esp: &Path, upto: usize| {
+            for s in &sets[..upto] {
+                let s = set(esp, &src, s);
+                apply(esp, &plan(esp, &s).unwrap()).unwrap();
+            }
+        };
+        for k in 1..sets.len() {
+            let (old, new) = (sets[k - 1][0], sets[k][0]);
+            let probe = d.path().join(format!("probe-{k}"));
+            build(&probe, k);
+            let next = set(&probe, &src, sets[k]);
+            let steps = plan(&probe, &next).unwrap();
+            let new_default = next.entries[0].name.to_string();
+            for cut in 0..=steps.len() {
+                let esp = d.path().join(format!("esp-{k}-{cut}"));
+                build(&esp, k);
+                apply(&esp, &steps[..cut]).unwrap();
+                let (title, whole) = default_boots(&esp).expect("an entry");
+                assert!(whole, "set {k}, after {cut} steps: {title} misses files");
+                let appeared = steps[..cut]
+                    .iter()
+                    .any(|s| matches!(s, Step::AddEntry { file, .. } if *file == new_default));
+                let expected = if appeared { new } else { old };
+                assert_eq!(title, expected, "set {k}, after {cut} of {steps:?}");
+            }
+            let done = d.path().join(format!("esp-{k}-{}", steps.len()));
+            assert!(plan(&done, &next).unwrap().is_empty());
+            assert_eq!(present_entries(&done).unwrap().len(), sets[k].len());
+        }
+    }
+
+    #[test]
+    fn entries_keep_their_tries_and_bad_ones_fall_back() {
+        let d = tempfile::tempdir().unwrap();
+        let (src, esp) = (d.path().join("src"), d.path().join("esp"));
+        std::fs::create_dir_all(&src).unwrap();
+        let s = set(&esp, &src, &["b", "a"]);
+        apply(&esp, &plan(&esp, &s).unwrap()).unwrap();
+        assert_eq!(default_boots(&esp).unwrap().0, "b");
+        // systemd-boot counted every try down to +0: the entry is bad and the previous
+        // deployment boots.
+        let entries = esp.join(ENTRIES);
+        std::fs::rename(
+            entries.join("stratum-1-0+3.conf"),
+            entries.join("stratum-1-0+0-3.conf"),
+        )
+        .unwrap();
+        assert_eq!(default_boots(&esp).unwrap().0, "a");
+        assert_eq!(next_generation(&esp).unwrap(), 2);
+        // The same set written again changes nothing: the counter stays as systemd-boot left it.
+        assert_eq!(plan(&esp, &s).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn bad_boot_file_paths_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        for bad in [
+            "stratum/x",
+            "stratum/../x/y",
+            "other/x/y",
+            "stratum/a/b/c",
+            "stratum//x",
+        ] {
+            let s = BootSet {
+                entries: vec![],
+                files: vec![BootFile {
+                    path: bad.to_string(),
+                    source: PathBuf::from("/dev/null"),
+                }],
+            };
+            assert!(plan(d.path(), &s).is_err(), "{bad}");
+        }
+    }
+}
