@@ -145,10 +145,16 @@ pub fn plan(esp: &Path, set: &BootSet) -> Result<Vec<Step>> {
             });
         }
     }
+    // What a write cut short left under its temporary name (never read by systemd-boot).
+    for (file, _) in fsutil::dir_entries(&esp.join(ENTRIES))? {
+        if file.starts_with('.') && file.ends_with(".tmp") {
+            steps.push(Step::RemoveEntry { file });
+        }
+    }
     let used: BTreeSet<&str> = set.files.iter().filter_map(|f| file_dir(&f.path)).collect();
-    for dir in fsutil::dir_entries(&esp.join(FILES)).unwrap_or_default() {
-        if !used.contains(dir.0.as_str()) {
-            steps.push(Step::RemoveFiles { dir: dir.0 });
+    for (dir, _) in fsutil::dir_entries(&esp.join(FILES))? {
+        if !used.contains(dir.as_str()) {
+            steps.push(Step::RemoveFiles { dir });
         }
     }
     Ok(steps)
@@ -212,14 +218,10 @@ fn apply_one(esp: &Path, step: &Step) -> Result<()> {
 
 /// The entries on the partition (files that parse as entry names).
 pub fn present_entries(esp: &Path) -> Result<Vec<EntryName>> {
-    let dir = esp.join(ENTRIES);
-    let mut out: Vec<EntryName> = match std::fs::read_dir(&dir) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        r => r.with_context(|| format!("reading {}", dir.display()))?,
-    }
-    .filter_map(|e| e.ok())
-    .filter_map(|e| EntryName::parse(&e.file_name().to_string_lossy()))
-    .collect();
+    let mut out: Vec<EntryName> = fsutil::dir_entries(&esp.join(ENTRIES))?
+        .iter()
+        .filter_map(|(file, _)| EntryName::parse(file))
+        .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
 }
@@ -369,6 +371,26 @@ mod tests {
         assert_eq!(next_generation(&esp).unwrap(), 2);
         // The same set written again changes nothing: the counter stays as systemd-boot left it.
         assert_eq!(plan(&esp, &s).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn leftovers_of_a_cut_write_go() {
+        let d = tempfile::tempdir().unwrap();
+        let (src, esp) = (d.path().join("src"), d.path().join("esp"));
+        std::fs::create_dir_all(&src).unwrap();
+        let s = set(&esp, &src, &["a"]);
+        apply(&esp, &plan(&esp, &s).unwrap()).unwrap();
+        let stray = esp.join(ENTRIES).join(".stratum-9-0+3.conf.tmp");
+        std::fs::write(&stray, "title half\n").unwrap();
+        let steps = plan(&esp, &s).unwrap();
+        assert_eq!(
+            steps,
+            vec![Step::RemoveEntry {
+                file: ".stratum-9-0+3.conf.tmp".into()
+            }]
+        );
+        apply(&esp, &steps).unwrap();
+        assert!(!stray.exists());
     }
 
     #[test]
