@@ -24,7 +24,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::http::{total, Server};
-use common::{ok, succeeded, Env};
+use common::{ok, Env};
 
 const TARGET: f64 = 1.5;
 /// The file of the package that changes.
@@ -146,13 +146,7 @@ fn publish(env: &Env, to: &Path) {
 
 /// The files added or modified from `from` to `to` (`ostree diff`), relative paths.
 fn changed_files(repo: &Path, from: &str, to: &str) -> Vec<String> {
-    let out = Command::new("ostree")
-        .arg("diff")
-        .arg(format!("--repo={}", repo.display()))
-        .args([from, to])
-        .output()
-        .unwrap();
-    succeeded(out, "ostree diff")
+    common::ostree(repo, &["diff", from, to])
         .lines()
         .filter_map(|l| l.strip_prefix("M    ").or_else(|| l.strip_prefix("A    ")))
         .map(|p| p.trim_start_matches('/').to_string())
@@ -182,14 +176,7 @@ fn ostree_pull(
     server: &Server,
     objects_only: bool,
 ) -> u64 {
-    let ostree = |args: &[&str]| {
-        let out = Command::new("ostree")
-            .args(args)
-            .arg(format!("--repo={}", repo.display()))
-            .output()
-            .unwrap();
-        succeeded(out, &format!("ostree {args:?}"));
-    };
+    let ostree = |args: &[&str]| common::ostree(repo, args);
     ostree(&["init", "--mode=bare-user"]);
     ostree(&["pull-local", src.to_str().unwrap(), v1]);
     ostree(&["remote", "add", "--no-gpg-verify", "pub", url]);

@@ -204,14 +204,7 @@ fn upgrades_over_http_use_static_deltas_and_a_signed_summary() {
     // The same update as an object pull (what a remote without deltas costs), with
     // libostree's own client: v1's objects present, static deltas disabled.
     let cmp = w.env.dir.path().join("cmp-repo");
-    let ostree = |args: &[&str]| {
-        let out = Command::new("ostree")
-            .args(args)
-            .arg(format!("--repo={}", cmp.display()))
-            .output()
-            .unwrap();
-        succeeded(out, &format!("ostree {args:?}"));
-    };
+    let ostree = |args: &[&str]| common::ostree(&cmp, args);
     ostree(&["init", "--mode=archive"]);
     ostree(&["pull-local", w.published.to_str().unwrap(), &v1]);
     ostree(&["remote", "add", "--no-gpg-verify", "pub", &server.url()]);
@@ -261,15 +254,10 @@ fn upgrades_over_http_use_static_deltas_and_a_signed_summary() {
     // content: the summary still comes from `url`.
     std::fs::write(&summary, &good).unwrap();
     let content = Server::start(&w.published);
-    let out = Command::new("ostree")
-        .arg(format!(
-            "--repo={}",
-            w.env.sysroot.join("ostree/repo").display()
-        ))
-        .args(["config", "set", "remote \"pub\".contenturl", &content.url()])
-        .output()
-        .unwrap();
-    succeeded(out, "ostree config set contenturl");
+    common::ostree(
+        &w.env.sysroot.join("ostree/repo"),
+        &["config", "set", "remote \"pub\".contenturl", &content.url()],
+    );
     server.take_log();
     ok(w.env.stratum(&["upgrade", "--apply-now"]));
     assert_eq!(w.env.checksums(), vec![v3.clone(), v2]);

@@ -232,6 +232,16 @@ pub fn stratum_failpoints() -> PathBuf {
 }
 
 /// The stdout of a command that must have succeeded; `what` names it in the failure.
+/// `ostree ARGS --repo=REPO`, which must succeed; its stdout.
+pub fn ostree(repo: &Path, args: &[&str]) -> String {
+    let out = Command::new("ostree")
+        .args(args)
+        .arg(format!("--repo={}", repo.display()))
+        .output()
+        .unwrap();
+    succeeded(out, &format!("ostree {args:?}"))
+}
+
 pub fn succeeded(out: Output, what: &str) -> String {
     assert!(
         out.status.success(),
