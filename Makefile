@@ -25,7 +25,7 @@ export STRATUM_CACHE ?= $(HOME)/.cache/stratum
 # Build and test dependencies (Debian 12 package names).
 DEB_PACKAGES := libostree-dev ostree pkg-config qemu-system-x86 ovmf debootstrap fdisk bubblewrap \
 	mtools dosfstools grub-efi-amd64-bin e2fsprogs cpio zstd kmod gnupg systemd qemu-utils \
-	dpkg-dev apt-utils groff-base mmdebstrap libcurl4-gnutls-dev
+	dpkg-dev apt-utils groff-base mmdebstrap libcurl4-gnutls-dev systemd-boot-efi
 
 .PHONY: all deps build man build-failpoints install deb test test-unit test-deb test-vm soak demo \
 	bench clean fuzz fuzz-build fuzz-smoke
@@ -134,7 +134,7 @@ test-unit: build build-failpoints fuzz-smoke test-deb
 
 # The VM scenarios run in two lanes at once, each booting one one-vCPU guest at a time (the
 # machines that run them have two cores); each lane's output is prefixed with its name.
-VM_LANE_A := --test dracut --test fallback --test kargs --test initramfs
+VM_LANE_A := --test dracut --test fallback --test kargs --test initramfs --test systemd_boot
 VM_LANE_B := --lib --test vm --test powercut --test layering
 # The guests' roots are built from images/*.toml, which install Stratum's package (make deb).
 test-vm: build build-failpoints deb

@@ -101,9 +101,9 @@ pub fn fetch_and_apply(
     {
         return Ok(None);
     }
-    let (summary, _) = repo
-        .remote_fetch_summary_with_options(remote, None, gio::Cancellable::NONE)
-        .with_context(|| format!("fetching the summary of remote {remote}"))?;
+    let Some(summary) = remote_summary(repo, remote)? else {
+        return Ok(None);
+    };
     let summary =
         glib::Variant::from_bytes_with_type(&summary, glib::VariantTy::new(SUMMARY_TYPE)?);
     let mut best: Option<(u64, String, Vec<u8>)> = None;
@@ -452,6 +452,40 @@ impl Fetcher {
             .with_context(|| format!("writing {}", dest.display()))?;
         Ok(written)
     }
+}
+
+/// The remote's summary, `None` when it publishes none. (The binding of
+/// `ostree_repo_remote_fetch_summary_with_options` takes the NULL libostree returns then for
+/// a `Bytes`.)
+fn remote_summary(repo: &ostree::Repo, remote: &str) -> Result<Option<glib::Bytes>> {
+    use glib::translate::{from_glib_full, ToGlibPtr};
+    let mut summary: *mut glib::ffi::GBytes = std::ptr::null_mut();
+    let mut signatures: *mut glib::ffi::GBytes = std::ptr::null_mut();
+    let mut error: *mut glib::ffi::GError = std::ptr::null_mut();
+    // The pointers are valid for the call; what it returns is owned.
+    #[allow(unsafe_code)]
+    let ok = unsafe {
+        ostree::ffi::ostree_repo_remote_fetch_summary_with_options(
+            repo.to_glib_none().0,
+            remote.to_glib_none().0,
+            std::ptr::null_mut(),
+            &mut summary,
+            &mut signatures,
+            std::ptr::null_mut(),
+            &mut error,
+        )
+    };
+    #[allow(unsafe_code)]
+    let signatures: Option<glib::Bytes> = unsafe { from_glib_full(signatures) };
+    drop(signatures);
+    if ok == glib::ffi::GFALSE {
+        #[allow(unsafe_code)]
+        let e: glib::Error = unsafe { from_glib_full(error) };
+        return Err(e).with_context(|| format!("fetching the summary of remote {remote}"));
+    }
+    #[allow(unsafe_code)]
+    let summary: Option<glib::Bytes> = unsafe { from_glib_full(summary) };
+    Ok(summary)
 }
 
 /// The remote's `option` (its section of the repository's configuration or of

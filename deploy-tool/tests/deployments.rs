@@ -367,18 +367,6 @@ fn the_installed_build_ignores_failpoints() {
     assert_eq!(env.checksums(), vec![v2, v1]);
 }
 
-fn cp(from: &Path, to: &Path) {
-    let _ = Command::new("chattr").arg("-R").arg("-i").arg(to).output();
-    let _ = fs::remove_dir_all(to);
-    assert!(Command::new("cp")
-        .arg("-a")
-        .arg(from)
-        .arg(to)
-        .status()
-        .unwrap()
-        .success());
-}
-
 fn restore(pristine: &Path, sysroot: &Path) {
     let _ = Command::new("chattr")
         .arg("-R")

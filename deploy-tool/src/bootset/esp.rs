@@ -40,6 +40,11 @@ pub const ENTRIES: &str = "loader/entries";
 /// Where boot files live.
 pub const FILES: &str = "stratum";
 
+/// The `sort-key` of every Stratum entry: among them, `version` decides.
+pub const SORT_KEY: &str = "stratum";
+/// The file in a `/boot/loader.N` generation that names the ESP generation written with it.
+pub const GENERATION_FILE: &str = "esp-generation";
+
 /// The prefix of Stratum's entry names.
 const PREFIX: &str = "stratum-";
 
@@ -63,12 +68,57 @@ pub fn entry_version(gen: u64, index: usize, count: usize) -> String {
 pub fn next_generation(esp: &Path) -> Result<u64> {
     Ok(present_entries(esp)?
         .iter()
-        .filter_map(|e| {
-            let rest = e.name.strip_prefix(PREFIX)?;
-            rest.split_once('-')?.0.parse::<u64>().ok()
-        })
+        .filter_map(generation_index)
+        .map(|(gen, _)| gen)
         .max()
         .map_or(1, |g| g + 1))
+}
+
+/// Where the boot file at `boot_path` (relative to `/boot`, as an entry names it:
+/// `/ostree/DIR/FILE`) goes on the ESP: `stratum/DIR/FILE`.
+pub fn file_path(boot_path: &str) -> Result<String> {
+    let rest = boot_path
+        .strip_prefix("/ostree/")
+        .with_context(|| format!("boot file {boot_path:?} is not under /ostree"))?;
+    let path = format!("{FILES}/{rest}");
+    check_file_path(&path)?;
+    Ok(path)
+}
+
+/// Where Debian's `systemd-boot-efi` puts systemd-boot, relative to a root.
+pub const SYSTEMD_BOOT_EFI: &str = "usr/lib/systemd/boot/efi/systemd-bootx64.efi";
+
+/// `loader/loader.conf`: no menu unless a key is held, no entries but Stratum's and the
+/// firmware's own boot options; the default is the entry that sorts first.
+const LOADER_CONF: &str = "timeout 0\neditor no\nauto-entries no\nauto-firmware no\n";
+
+/// Puts systemd-boot on the ESP as the removable-media loader `EFI/BOOT/BOOTX64.EFI` (found
+/// without an EFI boot variable) and at its own path, with its `loader.conf`. The binary
+/// comes from `root` (the deployment) when its image ships one, else from the running
+/// system.
+pub fn install_loader(esp: &Path, root: &Path) -> Result<()> {
+    let source = [
+        root.join(SYSTEMD_BOOT_EFI),
+        Path::new("/").join(SYSTEMD_BOOT_EFI),
+    ]
+    .into_iter()
+    .find(|p| p.is_file())
+    .with_context(|| {
+        format!(
+            "systemd-boot is missing: neither the image nor this system has /{SYSTEMD_BOOT_EFI} \
+                 (Debian: apt-get install systemd-boot-efi)"
+        )
+    })?;
+    for dest in ["EFI/BOOT/BOOTX64.EFI", "EFI/systemd/systemd-bootx64.efi"] {
+        let dest = esp.join(dest);
+        let dir = dest.parent().context("EFI directory")?;
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        fsutil::copy_file_durable(&source, &dest)?;
+        fsutil::fsync_dir(dir)?;
+    }
+    let loader = esp.join("loader");
+    std::fs::create_dir_all(&loader).with_context(|| format!("creating {}", loader.display()))?;
+    fsutil::atomic_write(&loader.join("loader.conf"), LOADER_CONF.as_bytes(), 0o644)
 }
 
 /// One entry of a boot set.
@@ -138,7 +188,8 @@ pub fn plan(esp: &Path, set: &BootSet) -> Result<Vec<Step>> {
             });
         }
     }
-    for e in &present {
+    // Only Stratum's own: an entry an administrator added stays.
+    for e in present.iter().filter(|e| generation_index(e).is_some()) {
         if !wanted.contains(e.name.as_str()) {
             steps.push(Step::RemoveEntry {
                 file: e.to_string(),
@@ -158,6 +209,14 @@ pub fn plan(esp: &Path, set: &BootSet) -> Result<Vec<Step>> {
         }
     }
     Ok(steps)
+}
+
+/// `steps` (as [`plan`] orders them) split into what adds to the partition (boot files,
+/// then entries: the new default last) and what removes the old boot set.
+pub fn split_additions(steps: Vec<Step>) -> (Vec<Step>, Vec<Step>) {
+    steps
+        .into_iter()
+        .partition(|s| matches!(s, Step::AddFile { .. } | Step::AddEntry { .. }))
 }
 
 impl Step {
@@ -224,6 +283,91 @@ pub fn present_entries(esp: &Path) -> Result<Vec<EntryName>> {
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
+}
+
+/// The generation and index of one of Stratum's entries (`stratum-G-I`).
+fn generation_index(e: &EntryName) -> Option<(u64, usize)> {
+    let (gen, index) = e.name.strip_prefix(PREFIX)?.split_once('-')?;
+    Some((gen.parse().ok()?, index.parse().ok()?))
+}
+
+/// The default entry of the newest generation on the partition (what systemd-boot boots
+/// unless its tries are spent), whatever its counter says.
+pub fn default_entry(esp: &Path) -> Result<Option<EntryName>> {
+    Ok(present_entries(esp)?
+        .into_iter()
+        .filter_map(|e| generation_index(&e).map(|gi| (gi, e)))
+        .filter(|((_, index), _)| *index == 0)
+        .max_by_key(|((gen, _), _)| *gen)
+        .map(|(_, e)| e))
+}
+
+/// The generation of one of Stratum's entries.
+pub fn generation_of(e: &EntryName) -> Option<u64> {
+    generation_index(e).map(|(gen, _)| gen)
+}
+
+/// What a write of generation `gen` that a crash cut short left behind: Stratum's entries
+/// of other generations, entries under a temporary name, and boot-file directories no entry
+/// of `gen` names. Nothing while `gen`'s default is not on the partition.
+pub fn leftovers(esp: &Path, gen: u64) -> Result<Vec<Step>> {
+    let present = present_entries(esp)?;
+    if !present
+        .iter()
+        .any(|e| generation_index(e) == Some((gen, 0)))
+    {
+        return Ok(Vec::new());
+    }
+    let mut used = BTreeSet::new();
+    let mut steps = Vec::new();
+    for e in &present {
+        match generation_of(e) {
+            Some(g) if g == gen => {
+                for line in read_entry(esp, e)?.lines() {
+                    let path = line
+                        .strip_prefix("linux ")
+                        .or_else(|| line.strip_prefix("initrd "));
+                    if let Some(d) = path.and_then(|p| file_dir(p.trim().trim_start_matches('/'))) {
+                        used.insert(d.to_string());
+                    }
+                }
+            }
+            Some(_) => steps.push(Step::RemoveEntry {
+                file: e.to_string(),
+            }),
+            None => {}
+        }
+    }
+    for (file, _) in fsutil::dir_entries(&esp.join(ENTRIES))? {
+        if file.starts_with('.') && file.ends_with(".tmp") {
+            steps.push(Step::RemoveEntry { file });
+        }
+    }
+    for (dir, _) in fsutil::dir_entries(&esp.join(FILES))? {
+        if !used.contains(&dir) {
+            steps.push(Step::RemoveFiles { dir });
+        }
+    }
+    Ok(steps)
+}
+
+/// The text of the entry `e`.
+pub fn read_entry(esp: &Path, e: &EntryName) -> Result<String> {
+    let path = esp.join(ENTRIES).join(e.to_string());
+    std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
+}
+
+/// Blesses the entry `e`: renamed without its counter (as `systemd-bless-boot` does), the
+/// directory fsynced. Nothing to do for an entry without a counter.
+pub fn bless(esp: &Path, e: &EntryName) -> Result<()> {
+    if e.counter.is_none() {
+        return Ok(());
+    }
+    let dir = esp.join(ENTRIES);
+    let (from, to) = (dir.join(e.to_string()), dir.join(e.blessed().to_string()));
+    std::fs::rename(&from, &to)
+        .with_context(|| format!("renaming {} to {}", from.display(), to.display()))?;
+    fsutil::fsync_dir(&dir)
 }
 
 /// `stratum/DIR/FILE` → `DIR`.

@@ -4,6 +4,7 @@
 //! - [`entry`] is the codec between a deployment and its BLS entry, bootlink and boot files;
 //! - [`bls`], [`grubcfg`] and [`grubenv`] are the on-disk formats, [`sdboot`] systemd-boot's
 //!   boot counters in entry file names;
+//! - [`bootloader`] is the sysroot's choice of bootloader (GRUB or systemd-boot);
 //! - [`esp`] writes a boot set where systemd-boot reads it (FAT, no symlinks), in an order
 //!   that keeps a bootable default through a crash;
 //! - [`writer`] writes a new generation and swaps it in atomically; [`durability`] makes it
@@ -14,6 +15,7 @@
 //! ([`writer::WriterOptions::prelude`]).
 
 pub mod bls;
+pub mod bootloader;
 pub mod durability;
 pub mod entry;
 pub mod esp;

@@ -19,7 +19,8 @@ use std::fs;
 
 use anyhow::{Context, Result};
 
-use super::{durability, entry, files, grubcfg, BootDeployment};
+use super::bootloader::Bootloader;
+use super::{bls, durability, entry, esp, files, grubcfg, BootDeployment};
 use crate::fsutil;
 use crate::sysroot::Sysroot;
 
@@ -30,6 +31,8 @@ pub struct WriterOptions {
     /// GRUB script run before the menu: the boot-counting prelude of the deployment on trial
     /// (made by the boot-counting module), empty for none.
     pub prelude: String,
+    /// systemd-boot: the tries the new default's entry carries (`+N`), 0 for none.
+    pub tries: u32,
 }
 
 impl Default for WriterOptions {
@@ -37,6 +40,7 @@ impl Default for WriterOptions {
         WriterOptions {
             grub_timeout_secs: 1,
             prelude: String::new(),
+            tries: 0,
         }
     }
 }
@@ -45,12 +49,18 @@ impl Default for WriterOptions {
 /// each deployment is assigned here. Every entry is built and checked before anything is
 /// written, so a refused deployment (a hostile kernel version, a command line GRUB would cut)
 /// leaves the sysroot untouched. Returns the new bootversion.
+///
+/// With systemd-boot the generation holds no `grub.cfg`: the ESP gets the entries and boot
+/// files ([`esp`]), its new default written after step 4 and before the switch, so the
+/// switch only confirms what the firmware already boots; the ESP's old entries go after it.
+/// The generation records which ESP generation it made (`esp-generation`).
 pub fn write_boot_set(
     sysroot: &Sysroot,
     deployments: &[BootDeployment],
     opts: &WriterOptions,
 ) -> Result<u8> {
     let boot = sysroot.boot();
+    let esp_dir = Bootloader::of(sysroot)?.esp(sysroot)?;
     let new_bv = match sysroot.bootversion()? {
         Some(b) => 1 - b,
         None => 0,
@@ -73,6 +83,16 @@ pub fn write_boot_set(
         });
         entries.push((super::bls::entry_file_name(n - i, &dep.stateroot), e));
     }
+    let esp_set = match &esp_dir {
+        Some(esp) => {
+            let gen = esp::next_generation(esp)?;
+            Some((
+                gen,
+                esp_boot_set(sysroot, &deployments, &entries, gen, opts.tries)?,
+            ))
+        }
+        None => None,
+    };
 
     // 1. Boot files.
     for d in &deployments {
@@ -94,14 +114,20 @@ pub fn write_boot_set(
         let path = entries_dir.join(name);
         fs::write(&path, e.to_string()).with_context(|| format!("writing {}", path.display()))?;
     }
-    let cfg = grubcfg::render(
-        &menu,
-        &grubcfg::MenuOptions {
-            timeout_secs: opts.grub_timeout_secs,
-            prelude: opts.prelude.clone(),
-        },
-    )?;
-    fs::write(gen.join("grub.cfg"), cfg).context("writing grub.cfg")?;
+    match &esp_set {
+        None => {
+            let cfg = grubcfg::render(
+                &menu,
+                &grubcfg::MenuOptions {
+                    timeout_secs: opts.grub_timeout_secs,
+                    prelude: opts.prelude.clone(),
+                },
+            )?;
+            fs::write(gen.join("grub.cfg"), cfg).context("writing grub.cfg")?;
+        }
+        Some((esp_gen, _)) => fs::write(gen.join(esp::GENERATION_FILE), format!("{esp_gen}\n"))
+            .context("writing the ESP generation")?,
+    }
     crate::failpoint("bootloader::after-generation")?;
 
     // 4. Make the bootlinks and the generation durable (one syncfs per filesystem instead of
@@ -109,17 +135,117 @@ pub fn write_boot_set(
     durability::sync_sysroot_and_boot(&sysroot.path, &boot)?;
     crate::failpoint("bootloader::before-swap")?;
 
+    // 4b. systemd-boot: the new boot files and entries on the ESP; the new default boots from
+    // the moment its entry appears.
+    let esp_removals = match (&esp_dir, &esp_set) {
+        (Some(esp), Some((_, set))) => {
+            let steps = esp::plan(esp, set)?;
+            let (add, remove) = esp::split_additions(steps);
+            esp::apply(esp, &add)?;
+            remove
+        }
+        _ => Vec::new(),
+    };
+
     // 5. The switch, made durable before anyone is told it happened.
     fsutil::replace_symlink(&format!("loader.{new_bv}"), &boot.join("loader"))?;
     durability::sync_and_freeze(&boot)?;
     crate::failpoint("bootloader::after-swap")?;
 
-    // 6. Garbage.
+    // 6. Garbage: the ESP's old entries first (the record no longer names them), then
+    // the rest.
+    if let Some(esp) = &esp_dir {
+        esp::apply(esp, &esp_removals)?;
+    }
     fsutil::remove_any(&boot.join(format!("loader.{}", 1 - new_bv)))?;
     let live: Vec<_> = deployments.iter().map(|d| d.deployment.clone()).collect();
     files::remove_unused(sysroot, &live)?;
     remove_unused_bootlinks(sysroot)?;
     Ok(new_bv)
+}
+
+/// Finishes a systemd-boot boot-set write that a crash cut short (nothing to do with GRUB):
+/// - the new default was on the ESP but the record not switched yet: the firmware boots the
+///   new boot set, so the record is switched to its generation (complete on `/boot` before
+///   the ESP was touched);
+/// - the record was switched but the ESP's old entries and boot files are still there: they
+///   are removed.
+///
+/// Run before every change of the sysroot, under its lock.
+pub fn reconcile_esp(sysroot: &Sysroot) -> Result<()> {
+    let Some(esp_dir) = Bootloader::of(sysroot)?.esp(sysroot)? else {
+        return Ok(());
+    };
+    let Some(bv) = sysroot.bootversion()? else {
+        return Ok(());
+    };
+    let boot = sysroot.boot();
+    let generation_of = |bv: u8| -> Option<u64> {
+        fs::read_to_string(boot.join(format!("loader.{bv}")).join(esp::GENERATION_FILE))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    let mut record = generation_of(bv);
+    let on_esp = esp::default_entry(&esp_dir)?
+        .as_ref()
+        .and_then(esp::generation_of);
+    if on_esp.is_some() && on_esp != record && generation_of(1 - bv) == on_esp {
+        tracing::info!(
+            "completing the boot-set write a crash cut short (generation {bv} to {})",
+            1 - bv
+        );
+        fsutil::replace_symlink(&format!("loader.{}", 1 - bv), &boot.join("loader"))?;
+        durability::sync_and_freeze(&boot)?;
+        record = on_esp;
+    }
+    match record {
+        Some(gen) => esp::apply(&esp_dir, &esp::leftovers(&esp_dir, gen)?),
+        None => Ok(()),
+    }
+}
+
+/// The ESP's copy of a boot set: `entries` (the generation's, default first) with their
+/// boot files under [`esp::FILES`], named for ESP generation `gen`; the default carries
+/// `tries`.
+fn esp_boot_set(
+    sysroot: &Sysroot,
+    deployments: &[BootDeployment],
+    entries: &[(String, bls::Entry)],
+    gen: u64,
+    tries: u32,
+) -> Result<esp::BootSet> {
+    let n = deployments.len();
+    let mut set = esp::BootSet::default();
+    let mut seen = BTreeSet::new();
+    for (i, (d, (_, e))) in deployments.iter().zip(entries).enumerate() {
+        let dep = &d.deployment;
+        let mut on_esp = |boot_path: &str| -> Result<String> {
+            let path = esp::file_path(boot_path)?;
+            if seen.insert(path.clone()) {
+                set.files.push(esp::BootFile {
+                    path: path.clone(),
+                    source: sysroot.boot().join(boot_path.trim_start_matches('/')),
+                });
+            }
+            Ok(format!("/{path}"))
+        };
+        let mut text = bls::Entry::default();
+        text.set("title", e.get("title").unwrap_or_default());
+        text.set("version", esp::entry_version(gen, i, n));
+        text.set("sort-key", esp::SORT_KEY);
+        text.set("options", e.get("options").unwrap_or_default());
+        text.set("linux", on_esp(&entry::linux_path(dep))?);
+        for initrd in entry::initrd_paths(dep) {
+            text.push("initrd", on_esp(&initrd)?);
+        }
+        set.entries.push(esp::Entry {
+            name: esp::entry_name(gen, i, if i == 0 { tries } else { 0 }),
+            text: text.to_string(),
+        });
+    }
+    Ok(set)
 }
 
 /// Numbers deployments that share a bootcsum 0, 1, … in boot order, as OSTree does.

@@ -4,9 +4,11 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
+use clap::builder::TypedValueParser as _;
 use clap::Subcommand;
 
 use super::Globals;
+use crate::bootset::bootloader::Bootloader;
 use crate::install::{FollowRemote, RemoteTrust};
 
 /// `install`: packages, or a subcommand that installs an image.
@@ -22,7 +24,7 @@ pub struct InstallArgs {
 /// Install an image onto a new disk or directory
 #[derive(Debug, Subcommand)]
 pub enum InstallCmd {
-    /// Write a bootable GPT disk image (UEFI): ESP with GRUB, ext4 /boot, ext4 root.
+    /// Write a bootable GPT disk image (UEFI): ESP with the bootloader, ext4 /boot, ext4 root.
     ///
     /// Built from files, without loop devices or mounts, so it works unprivileged too. The
     /// root partition holds the sysroot (/ostree/repo with the commit, the stateroot and one
@@ -30,7 +32,10 @@ pub enum InstallCmd {
     /// to a block device is not supported: write an image and copy it with
     /// `dd if=IMAGE of=DEVICE bs=4M conv=sparse`.
     ToDisk(ToDiskOpts),
-    /// Write a sysroot into an existing directory (its boot/ holds the boot set)
+    /// Write a sysroot into an existing directory (its boot/ holds the boot set).
+    ///
+    /// With --bootloader systemd-boot, the EFI system partition must be mounted at
+    /// DIR/boot/efi: the entries, the boot files and systemd-boot itself go there.
     ToFilesystem(ToFilesystemOpts),
 }
 
@@ -60,6 +65,14 @@ pub struct InstallSource {
     /// summary (its refs and static deltas)
     #[arg(long, requires = "remote_gpg_import")]
     pub remote_sign_verify_summary: bool,
+    /// The bootloader that boots the system: grub (GRUB reads /boot, counts tries in
+    /// /boot/grubenv) or systemd-boot (reads entries and boot files from the EFI system
+    /// partition, counts tries in the entry file names). Recorded in the sysroot; every
+    /// later boot-set write uses it. See docs/bootloaders.md
+    #[arg(long, value_name = "NAME", default_value = "grub",
+          value_parser = clap::builder::PossibleValuesParser::new(["grub", "systemd-boot"])
+              .map(|s| s.parse::<Bootloader>().expect("a possible value")))]
+    pub bootloader: Bootloader,
     /// Print the result as JSON
     #[arg(long)]
     pub json: bool,
@@ -167,6 +180,7 @@ fn install_options(g: &Globals, s: &InstallSource) -> Result<crate::install::Ins
         stateroot,
         kargs,
         remote,
+        bootloader: s.bootloader,
     })
 }
 
@@ -193,6 +207,7 @@ mod tests {
                 repo: "r".into(),
                 refname: "x".into(),
                 kargs: vec![bad.into()],
+                bootloader: Bootloader::Grub,
                 json: false,
                 remote: None,
                 remote_gpg_import: None,
@@ -206,6 +221,7 @@ mod tests {
             repo: "r".into(),
             refname: "x".into(),
             kargs: vec![r#"q="a b""#.into(), "rw".into()],
+            bootloader: Bootloader::Grub,
             json: false,
             remote: None,
             remote_gpg_import: None,
@@ -229,6 +245,7 @@ mod tests {
             repo: "r".into(),
             refname: "x".into(),
             kargs: vec![],
+            bootloader: Bootloader::Grub,
             json: false,
             remote: Some("u=https://example.com/repo".into()),
             remote_gpg_import: keys.map(Into::into),

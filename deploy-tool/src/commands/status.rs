@@ -6,6 +6,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use super::Globals;
+use crate::bootset::bootloader::Bootloader;
 use crate::config::{Policy, RebootWindow};
 use crate::counting::{self, BootState, Fallback, TrialStatus};
 use crate::deployment::automatic::{self, CachedUpdate, Record};
@@ -139,6 +140,9 @@ pub struct Status {
     /// The last failed finalize of a staged deployment, if not superseded since.
     #[serde(rename = "finalize-failure")]
     pub finalize_failure: Option<FinalizeFailure>,
+    /// The bootloader the sysroot was installed with (`grub`, `systemd-boot`); what the
+    /// repository config says when it cannot be read.
+    pub bootloader: String,
     /// The latest automatic fallback after failed boots, if any.
     pub fallback: Option<Fallback>,
     /// The boot-counting trial in progress.
@@ -272,6 +276,10 @@ pub fn read(st: &State) -> Status {
         deployments: out,
         sysroot: sysroot.path.to_string_lossy().into_owned(),
         finalize_failure,
+        bootloader: match Bootloader::of(sysroot) {
+            Ok(b) => b.to_string(),
+            Err(e) => format!("unknown ({e:#})"),
+        },
         fallback,
         trial,
         staged_problem: st.staged_problem.clone(),
@@ -297,6 +305,9 @@ pub fn render(status: &Status, verbose: bool) -> String {
         return s;
     }
     render_automatic(&mut s, status);
+    if verbose {
+        let _ = writeln!(s, "Bootloader: {}", status.bootloader);
+    }
     if let Some(p) = &status.staged_problem {
         let _ = writeln!(
             s,

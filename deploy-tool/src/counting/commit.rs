@@ -11,6 +11,7 @@
 use anyhow::Result;
 
 use super::{grub_counting_script, prepare_for_boot_set};
+use crate::bootset::bootloader::Bootloader;
 use crate::bootset::{self, gc, grubenv, BootDeployment, WriterOptions};
 use crate::config::{Config, MAX_BOOT_TRIES};
 use crate::state::{staged, State};
@@ -27,6 +28,7 @@ pub fn write(st: &State, list: &[Deployment]) -> Result<u8> {
         .collect();
     let mut undo = None;
     let mut prelude = String::new();
+    let mut tries = 0;
     if let Some(new_default) = list.first() {
         let config_root =
             super::config_root(sysroot, st.default_deployment().or(Some(new_default)));
@@ -42,9 +44,19 @@ pub fn write(st: &State, list: &[Deployment]) -> Result<u8> {
         if list.len() >= 2 {
             prelude = grub_counting_script(&new_default.id(), MAX_BOOT_TRIES);
         }
+        if let Some(esp) = Bootloader::of(sysroot)?.esp(sysroot)? {
+            tries = super::esp_tries(
+                sysroot,
+                &esp,
+                new_default,
+                st.default_deployment(),
+                config.boot_tries,
+            )?;
+        }
     }
     let opts = WriterOptions {
         prelude,
+        tries,
         ..WriterOptions::default()
     };
     let bv = match bootset::write_boot_set(sysroot, &boot, &opts) {

@@ -1,7 +1,8 @@
 //! `stratum boot-complete`: run after every boot by `stratum-boot-complete.service`.
 //!
 //! 1. Repairs a missing or corrupt grubenv (GRUB ignored it and booted the default entry).
-//! 2. If GRUB fell back from a deployment on trial, makes the running deployment the default,
+//! 2. If the bootloader fell back from a deployment on trial (GRUB sets `stratum_fallback`;
+//!    systemd-boot leaves the trial's entry at `+0`), makes the running deployment the default,
 //!    keeps the failed one (marked, never re-entered automatically) and records the fallback.
 //! 3. Runs the health checks; during a trial, success blesses the deployment and a failed
 //!    required check reboots (or only reports, with `on-failure = "none"`), so that GRUB
@@ -117,6 +118,10 @@ fn assess(session: &Session) -> Result<(Outcome, PathBuf, Duration)> {
     if let Some(p) = &problem {
         eprintln!("Repairing the GRUB environment: {p}");
         grubenv::store(&bootstate::grubenv_path(sysroot), &env)?;
+    }
+    // systemd-boot counts in the entry's file name and records no fallback itself.
+    if let Some(failed) = bootstate::esp_fallback(sysroot, &env, &booted)? {
+        env.set(bootstate::FALLBACK, failed);
     }
     let booted_id = booted.id();
     let mut outcome = Outcome {

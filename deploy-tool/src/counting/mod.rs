@@ -26,7 +26,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::bootset::bootloader::Bootloader;
 use crate::bootset::grubenv::{self, GrubEnv, Loaded};
+use crate::bootset::sdboot::EntryName;
+use crate::bootset::{bls, esp};
 use crate::sysroot::{Deployment, Sysroot};
 
 pub const COUNTER: &str = "boot_counter";
@@ -190,8 +193,14 @@ pub fn prepare_for_boot_set(
     Ok(Some(before))
 }
 
-/// Marks `d` good: clears the counter (GRUB stops counting) and remembers it.
+/// Marks `d` good: clears the counter (GRUB stops counting; systemd-boot's entry loses its
+/// `+LEFT-DONE`) and remembers it.
 pub fn bless(sysroot: &Sysroot, d: &Deployment) -> Result<()> {
+    if let Some(esp) = Bootloader::of(sysroot)?.esp(sysroot)? {
+        if let Some(e) = esp_entry_of(sysroot, &esp, d)? {
+            esp::bless(&esp, &e)?;
+        }
+    }
     let (mut env, _) = load_env(sysroot)?;
     env.set(SUCCESS, "1");
     env.unset(COUNTER);
@@ -200,6 +209,65 @@ pub fn bless(sysroot: &Sysroot, d: &Deployment) -> Result<()> {
     let mut st = BootState::load(sysroot, &d.stateroot);
     st.bless(d);
     st.store(sysroot, &d.stateroot)
+}
+
+/// The ESP's default entry and the deployment it boots.
+fn esp_default(sysroot: &Sysroot, esp: &Path) -> Result<Option<(EntryName, Deployment)>> {
+    let Some(e) = esp::default_entry(esp)? else {
+        return Ok(None);
+    };
+    let text = esp::read_entry(esp, &e)?;
+    let boots = crate::bootset::entry::from_entry(sysroot, &bls::Entry::parse(&text)?)?;
+    Ok(Some((e, boots)))
+}
+
+/// The ESP's default entry when it boots `d`.
+fn esp_entry_of(sysroot: &Sysroot, esp: &Path, d: &Deployment) -> Result<Option<EntryName>> {
+    Ok(esp_default(sysroot, esp)?
+        .filter(|(_, boots)| boots.same_dir(d))
+        .map(|(e, _)| e))
+}
+
+/// systemd-boot's fallback, as GRUB records it in `stratum_fallback`: the id of the
+/// deployment on trial when its entry's tries are spent (`+0-N`, so systemd-boot booted the
+/// next entry) and `booted` is another deployment. `None` with GRUB.
+pub fn esp_fallback(
+    sysroot: &Sysroot,
+    env: &GrubEnv,
+    booted: &Deployment,
+) -> Result<Option<String>> {
+    let Some(esp) = Bootloader::of(sysroot)?.esp(sysroot)? else {
+        return Ok(None);
+    };
+    let Some((entry, failed)) = esp_default(sysroot, &esp)? else {
+        return Ok(None);
+    };
+    let id = failed.id();
+    let on_trial = env.get(TRIAL) == Some(id.as_str()) && env.get(SUCCESS) != Some("1");
+    Ok((entry.is_bad() && on_trial && !failed.same_dir(booted)).then_some(id))
+}
+
+/// systemd-boot: the tries the new default's entry carries (`+N`). A trial armed for a new
+/// default gets `tries`; a boot set rewritten during the trial of the same default (new
+/// kernel arguments) keeps what its entry has left; no trial, none.
+pub fn esp_tries(
+    sysroot: &Sysroot,
+    esp: &Path,
+    new_default: &Deployment,
+    old_default: Option<&Deployment>,
+    tries: u32,
+) -> Result<u32> {
+    let (env, _) = load_env(sysroot)?;
+    let id = new_default.id();
+    if env.get(TRIAL) != Some(id.as_str()) || env.get(SUCCESS) == Some("1") {
+        return Ok(0);
+    }
+    if old_default.map(Deployment::id) != Some(id) {
+        return Ok(tries);
+    }
+    Ok(esp_entry_of(sysroot, esp, new_default)?
+        .and_then(|e| e.counter)
+        .map_or(0, |c| c.left))
 }
 
 /// The GRUB script that counts the trial of entry 0 (`entry0` is its id). Stock GRUB 2.06:

@@ -20,6 +20,8 @@ const MIB: u64 = 1024 * 1024;
 pub const ESP_TYPE: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
 /// Extended boot loader partition (`/boot`), from the Discoverable Partitions Specification.
 pub const XBOOTLDR_TYPE: &str = "BC13C2FF-59E6-4262-A352-B275FD6F7172";
+/// A Linux filesystem with no particular role.
+pub const LINUX_DATA_TYPE: &str = "0FC63DAF-8483-4772-8E79-3D69D8477DE4";
 /// Root partition (x86-64).
 pub const ROOT_TYPE: &str = "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709";
 
@@ -82,8 +84,8 @@ pub fn mkfs_ext4(image: &Path, size: u64, label: &str, uuid: &str, tree: &Path) 
     .with_context(|| format!("making the {label} filesystem from {}", tree.display()))
 }
 
-/// Makes a FAT image of `size` bytes at `image` holding `files` (path in the image, source).
-pub fn mkfs_esp(image: &Path, size: u64, volume_id: &str, files: &[(&str, &Path)]) -> Result<()> {
+/// Makes a FAT image of `size` bytes at `image` holding a copy of the directory `tree`.
+pub fn mkfs_esp(image: &Path, size: u64, volume_id: &str, tree: &Path) -> Result<()> {
     File::create(image)
         .and_then(|f| f.set_len(size))
         .with_context(|| format!("creating {}", image.display()))?;
@@ -92,24 +94,22 @@ pub fn mkfs_esp(image: &Path, size: u64, volume_id: &str, files: &[(&str, &Path)
             .args(["-n", "EFI-SYSTEM", "-i", volume_id])
             .arg(image),
     )?;
-    let img = image.to_string_lossy();
-    for (dest, src) in files {
-        let mut dir = String::from("::");
-        let parents: Vec<&str> = dest.split('/').filter(|s| !s.is_empty()).collect();
-        for p in &parents[..parents.len().saturating_sub(1)] {
-            dir.push('/');
-            dir.push_str(p);
-            // mmd fails when the directory exists; that is fine.
-            let _ = cmd::run(Command::new("mmd").args(["-i", &img, &dir]));
-        }
-        cmd::run(
-            Command::new("mcopy")
-                .args(["-o", "-i", &img])
-                .arg(src)
-                .arg(format!("::/{}", dest.trim_start_matches('/'))),
-        )?;
+    let mut top: Vec<PathBuf> = fs::read_dir(tree)
+        .with_context(|| format!("reading {}", tree.display()))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<std::io::Result<_>>()?;
+    if top.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    top.sort();
+    cmd::run(
+        Command::new("mcopy")
+            .args(["-s", "-o", "-i"])
+            .arg(image)
+            .args(&top)
+            .arg("::/"),
+    )
+    .with_context(|| format!("copying {} into the ESP", tree.display()))
 }
 
 /// Writes a GPT disk image of `size` bytes at `out` with `parts` (1 MiB aligned, in order;

@@ -7,6 +7,7 @@ use anyhow::{bail, Context, Result};
 
 pub mod disk;
 
+use crate::bootset::bootloader::{Bootloader, ESP_MOUNT};
 use crate::deployment::{self, NewDeployment};
 use crate::progress::{self, Phase, Unit};
 use crate::state::origin::Origin;
@@ -23,6 +24,7 @@ pub struct InstallOptions {
     pub kargs: Vec<String>,
     /// A remote the installed system follows: the origin becomes `NAME:REF`.
     pub remote: Option<FollowRemote>,
+    pub bootloader: Bootloader,
 }
 
 /// A remote an installed system follows for updates.
@@ -52,15 +54,24 @@ pub struct InstallResult {
     pub deployment: String,
     pub bootcsum: String,
     pub kargs: Vec<String>,
+    pub bootloader: Bootloader,
 }
 
 /// Writes a complete sysroot into the directory `dest` (its `boot/` holds the boot set):
 /// repository with the commit, stateroot, one deployment, bootloader entries. `fstab` lines
-/// are written into the deployment's `/etc/fstab`.
+/// are written into the deployment's `/etc/fstab`. With systemd-boot, the ESP is
+/// `dest/boot/efi` and gets systemd-boot itself besides the entries.
 pub fn to_filesystem(dest: &Path, opts: &InstallOptions, fstab: &str) -> Result<InstallResult> {
     let sysroot = Sysroot::new(dest);
+    if opts.bootloader == Bootloader::SystemdBoot && !dest.join(ESP_MOUNT).is_dir() {
+        bail!(
+            "{} does not exist: mount the EFI system partition there (systemd-boot reads its              entries from it), or install with --bootloader grub",
+            dest.join(ESP_MOUNT).display()
+        );
+    }
     sysroot.init(&opts.stateroot)?;
     let repo = crate::repo::open_or_create(&sysroot.repo_path(), ostree::RepoMode::Bare)?;
+    opts.bootloader.record(&repo)?;
     let commit = crate::repo::pull_local(&repo, &opts.repo, &opts.refname)?;
     let info = crate::repo::commit_info(&repo, &commit)?;
     let refspec = match &opts.remote {
@@ -127,16 +138,22 @@ pub fn to_filesystem(dest: &Path, opts: &InstallOptions, fstab: &str) -> Result<
         },
     )?;
     let dep = outcome.new.context("the new deployment")?;
+    if let Some(esp) = opts.bootloader.esp(&sysroot)? {
+        crate::bootset::esp::install_loader(&esp, &sysroot.deployment_root(&dep))?;
+    }
     Ok(InstallResult {
         commit,
         deployment: dep.relpath().to_string_lossy().into_owned(),
         bootcsum: dep.bootcsum,
         kargs: dep.kargs,
+        bootloader: opts.bootloader,
     })
 }
 
-/// Sizes of the fixed partitions.
-const ESP_SIZE: u64 = 64 << 20;
+/// Sizes of the fixed partitions. With systemd-boot the ESP holds the boot files too (a
+/// kernel and an initramfs per boot checksum).
+const ESP_SIZE_GRUB: u64 = 64 << 20;
+const ESP_SIZE_SYSTEMD_BOOT: u64 = 512 << 20;
 const BOOT_SIZE: u64 = 512 << 20;
 
 /// The scratch directory of an install without `--workdir`, removed when dropped. The
@@ -207,6 +224,8 @@ pub fn to_disk(
          UUID={esp_fs_uuid} /boot/efi vfat umask=0077,shortname=winnt,nofail 0 2\n"
     );
     let sysroot_dir = work.join("sysroot");
+    // The ESP's contents are staged at its mount point, and become its FAT image.
+    fs::create_dir_all(sysroot_dir.join(ESP_MOUNT))?;
     let result = to_filesystem(
         &sysroot_dir,
         &InstallOptions {
@@ -215,33 +234,41 @@ pub fn to_disk(
         },
         &fstab,
     )?;
-    fs::create_dir_all(sysroot_dir.join("boot/efi"))?;
-
     let phase = Phase::start("Making the filesystems", Unit::Time);
     phase.meter().set_message("ESP");
-    let efi = work.join("BOOTX64.EFI");
-    disk::grub_efi(&efi, &boot_uuid, &work)?;
+    let esp_tree = sysroot_dir.join(ESP_MOUNT);
+    let esp_size = match opts.bootloader {
+        Bootloader::Grub => {
+            let efi = esp_tree.join("EFI/BOOT/BOOTX64.EFI");
+            fs::create_dir_all(efi.parent().context("EFI/BOOT")?)?;
+            disk::grub_efi(&efi, &boot_uuid, &work)?;
+            ESP_SIZE_GRUB
+        }
+        Bootloader::SystemdBoot => ESP_SIZE_SYSTEMD_BOOT,
+    };
     let esp_img = work.join("esp.img");
-    disk::mkfs_esp(
-        &esp_img,
-        ESP_SIZE,
-        &esp_id,
-        &[("EFI/BOOT/BOOTX64.EFI", &efi)],
-    )?;
+    disk::mkfs_esp(&esp_img, esp_size, &esp_id, &esp_tree)?;
     phase.meter().set_message("/boot");
+    // /boot gets an empty efi/, the ESP's mount point: its tree is set aside meanwhile.
     let boot_img = work.join("boot.img");
-    disk::mkfs_ext4(
+    let esp_aside = work.join("esp-aside");
+    fs::rename(&esp_tree, &esp_aside)?;
+    fs::create_dir(&esp_tree)?;
+    let made = disk::mkfs_ext4(
         &boot_img,
         BOOT_SIZE,
         "boot",
         &boot_uuid,
         &sysroot_dir.join("boot"),
-    )?;
+    );
+    fs::remove_dir(&esp_tree)?;
+    fs::rename(&esp_aside, &esp_tree)?;
+    made?;
     // The root filesystem gets an empty /boot: the boot partition is mounted there. The boot
     // tree is set aside while the root image is made, then put back so the staged sysroot
     // stays whole for inspection.
     let root_size = size
-        .checked_sub(ESP_SIZE + BOOT_SIZE + (2 << 20))
+        .checked_sub(esp_size + BOOT_SIZE + (2 << 20))
         .with_context(|| format!("disk size {size} is too small"))?;
     let aside = work.join("boot-aside");
     fs::rename(sysroot_dir.join("boot"), &aside)?;
@@ -259,12 +286,17 @@ pub fn to_disk(
         disk::Partition {
             name: "EFI-SYSTEM",
             type_guid: disk::ESP_TYPE,
-            size: ESP_SIZE,
+            size: esp_size,
             image: esp_img,
         },
         disk::Partition {
             name: "boot",
-            type_guid: disk::XBOOTLDR_TYPE,
+            // systemd-boot would look for entries on an XBOOTLDR partition, which must be
+            // FAT for it; this one is ext4 and holds the record only.
+            type_guid: match opts.bootloader {
+                Bootloader::Grub => disk::XBOOTLDR_TYPE,
+                Bootloader::SystemdBoot => disk::LINUX_DATA_TYPE,
+            },
             size: BOOT_SIZE,
             image: boot_img,
         },

@@ -235,7 +235,9 @@ impl Session {
     pub fn begin(&self) -> Result<SysrootLock> {
         lock::make_writable(&self.sysroot)?;
         self.sysroot.ensure_is_sysroot()?;
-        lock::lock(&self.sysroot, self.no_wait)
+        let lock = lock::lock(&self.sysroot, self.no_wait)?;
+        crate::bootset::writer::reconcile_esp(&self.sysroot)?;
+        Ok(lock)
     }
 
     /// Reads the state, refusing a corrupt staged record (see

@@ -268,3 +268,16 @@ pub fn ok_stderr(out: Output) -> String {
     assert!(out.status.success(), "stratum failed: {stderr}");
     stderr
 }
+
+/// `cp -a FROM TO`, replacing `to` (immutable deployment roots made writable first).
+pub fn cp(from: &Path, to: &Path) {
+    let _ = Command::new("chattr").arg("-R").arg("-i").arg(to).output();
+    let _ = fs::remove_dir_all(to);
+    assert!(Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap()
+        .success());
+}

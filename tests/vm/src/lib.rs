@@ -195,7 +195,8 @@ impl Project {
         Ok(out.trim().to_string())
     }
 
-    /// `stratum install to-disk`; returns the parsed JSON result.
+    /// `stratum install to-disk` with `bootloader` (`grub`, `systemd-boot`); returns the
+    /// parsed JSON result.
     pub fn install_disk(
         &self,
         repo: &Path,
@@ -203,6 +204,7 @@ impl Project {
         image: &Path,
         workdir: &Path,
         kargs: &[&str],
+        bootloader: &str,
     ) -> Result<serde_json::Value> {
         let mut cmd = Command::new(self.stratum());
         // The installed system follows the test disk's repository for updates; its commits
@@ -216,6 +218,8 @@ impl Project {
             "--remote",
             TEST_REMOTE,
             "--no-sign-verify",
+            "--bootloader",
+            bootloader,
         ])
         .arg("--repo")
         .arg(repo)
@@ -536,6 +540,42 @@ impl Project {
         customize: impl FnOnce(&Path) -> Result<()>,
         kargs: &[&str],
     ) -> Result<Image> {
+        self.build_image_for("grub", name, version, customize, kargs)
+    }
+
+    /// A v1 image for boot-counting scenarios: `boot-tries = TRIES` in
+    /// `/etc/stratum/stratum.toml`, installed with `bootloader` and `kargs`.
+    pub fn build_trial_image(
+        &self,
+        bootloader: &str,
+        name: &str,
+        tries: usize,
+        kargs: &[&str],
+    ) -> Result<Image> {
+        self.build_image_for(
+            bootloader,
+            name,
+            "1.0",
+            |root| {
+                let d = root.join("etc/stratum");
+                fs::create_dir_all(&d)?;
+                fs::write(d.join("stratum.toml"), format!("boot-tries = {tries}\n"))?;
+                Ok(())
+            },
+            kargs,
+        )
+    }
+
+    /// Like [`Project::build_image_with`], installed with `bootloader` (`grub`,
+    /// `systemd-boot`).
+    pub fn build_image_for(
+        &self,
+        bootloader: &str,
+        name: &str,
+        version: &str,
+        customize: impl FnOnce(&Path) -> Result<()>,
+        kargs: &[&str],
+    ) -> Result<Image> {
         let t = Instant::now();
         let dir = self.workdir(name)?;
         eprintln!("[{name}] preparing the guest root (Debian bookworm + Stratum)");
@@ -545,8 +585,11 @@ impl Project {
         let commit = self.compose(&root, &repo, TEST_REF, version)?;
         let disk = dir.join("disk.img");
         let stage = dir.join("install");
-        eprintln!("[{name}] stratum install to-disk → {}", disk.display());
-        let install = self.install_disk(&repo, TEST_REF, &disk, &stage, kargs)?;
+        eprintln!(
+            "[{name}] stratum install to-disk --bootloader {bootloader} → {}",
+            disk.display()
+        );
+        let install = self.install_disk(&repo, TEST_REF, &disk, &stage, kargs, bootloader)?;
         eprintln!("[{name}] image ready in {:.0} s: commit {commit}", secs(t));
         Ok(Image {
             dir,
@@ -617,6 +660,19 @@ impl Image {
         Ok(to.to_path_buf())
     }
 
+    /// The same image with a repository of its own in `target/vm-work/<name>` (a hardlinked
+    /// copy, which later composes do not share): scenarios that each publish their own next
+    /// version share one image build. The guest root stays shared, so the forks of one image
+    /// compose one at a time.
+    pub fn fork(&self, p: &Project, name: &str) -> Result<Image> {
+        let dir = p.workdir(name)?;
+        let repo = self.link_repo(&dir.join("repo"))?;
+        Ok(Image {
+            repo,
+            ..self.clone()
+        })
+    }
+
     /// A hardlinked copy of the image's repository at `to` (to travel on a test disk).
     pub fn link_repo(&self, to: &Path) -> Result<PathBuf> {
         run(Command::new("cp").arg("-al").arg(&self.repo).arg(to))?;
@@ -655,6 +711,27 @@ impl Image {
         configure(&mut q);
         let out = q.run()?;
         Ok((out, test))
+    }
+
+    /// Boots a fresh copy of the disk in `target/vm-work/<name>` with `scenario` (after
+    /// [`SCENARIO_HELPERS`]) and the image's repository on the test disk (`repo/`). Returns
+    /// the outcome, the test disk and the work directory.
+    pub fn boot_with_repo(
+        &self,
+        p: &Project,
+        name: &str,
+        scenario: &str,
+    ) -> Result<(QemuOutcome, TestDisk, PathBuf)> {
+        let dir = p.workdir(name)?;
+        let repo = self.link_repo(&dir.join("repo"))?;
+        let (out, test) = self.boot_scenario(
+            &dir,
+            &format!("{SCENARIO_HELPERS}{scenario}"),
+            &[("repo", repo.as_path())],
+            |_| (),
+        )?;
+        eprintln!("{name}: {:.0} s", out.elapsed.as_secs_f64());
+        Ok((out, test, dir))
     }
 
     /// The root filesystem's `root=` argument as installed.

@@ -58,7 +58,7 @@ fn build() -> Result<Built> {
     let disk = dir.join("disk.img");
     let stage = dir.join("install");
     eprintln!("[{name}] stratum install to-disk → {}", disk.display());
-    let install = p.install_disk(&repo, TEST_REF, &disk, &stage, &["console=ttyS0"])?;
+    let install = p.install_disk(&repo, TEST_REF, &disk, &stage, &["console=ttyS0"], "grub")?;
     eprintln!("[{name}] image ready in {:.0} s: commit {commit}", secs(t));
     Ok(Built {
         image: Image {

@@ -3,11 +3,11 @@
 //! The images use `boot-tries = 2` and quick reboots (`panic=3`, `stratum.reboot-delay=2`) to
 //! keep the number of boots small; the logic is the same for any count.
 
-use std::fs;
+use std::sync::OnceLock;
 
 use anyhow::{ensure, Context, Result};
 use libtest_mimic::Arguments;
-use stratum_vmtests::{check, trial, Image, Project, QemuOutcome, TestDisk, SCENARIO_HELPERS};
+use stratum_vmtests::{check, trial, Image, Project, QemuOutcome, TestDisk};
 
 const TRIES: usize = 2;
 const KARGS: &[&str] = &["console=ttyS0", "panic=3", "stratum.reboot-delay=2"];
@@ -16,19 +16,20 @@ fn project() -> Project {
     Project::locate().expect("locating the project")
 }
 
-/// A v1 image configured for two tries.
+static IMAGE: OnceLock<std::result::Result<Image, String>> = OnceLock::new();
+
+/// A v1 image configured for two tries, built once; each scenario composes its v2 into a
+/// repository of its own (`name`).
 fn image(name: &str) -> Result<Image> {
-    project().build_image_with(
-        name,
-        "1.0",
-        |root| {
-            let d = root.join("etc/stratum");
-            fs::create_dir_all(&d)?;
-            fs::write(d.join("stratum.toml"), format!("boot-tries = {TRIES}\n"))?;
-            Ok(())
-        },
-        KARGS,
-    )
+    IMAGE
+        .get_or_init(|| {
+            project()
+                .build_trial_image("grub", "fallback", TRIES, KARGS)
+                .map_err(|e| format!("{e:#}"))
+        })
+        .clone()
+        .map_err(|e| anyhow::anyhow!("building the test image: {e}"))?
+        .fork(&project(), name)
 }
 
 /// Boots `img`'s disk with the scenario; the update repository travels on the test disk.
@@ -37,17 +38,7 @@ fn boot(
     name: &str,
     scenario: &str,
 ) -> Result<(QemuOutcome, TestDisk, std::path::PathBuf)> {
-    let p = project();
-    let dir = p.workdir(name)?;
-    let repo = img.link_repo(&dir.join("repo"))?;
-    let (out, test) = img.boot_scenario(
-        &dir,
-        &format!("{SCENARIO_HELPERS}{scenario}"),
-        &[("repo", repo.as_path())],
-        |_| (),
-    )?;
-    eprintln!("{name}: {:.0} s", out.elapsed.as_secs_f64());
-    Ok((out, test, dir))
+    img.boot_with_repo(&project(), name, scenario)
 }
 
 /// How many times GRUB booted the entry titled with `version` (its menu title ends in

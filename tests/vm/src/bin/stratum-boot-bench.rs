@@ -100,7 +100,7 @@ fn build_ostree_image(p: &Project) -> Result<Image> {
     let disk = dir.join("disk.img");
     let stage = dir.join("install");
     eprintln!("[{name}] stratum install to-disk → {}", disk.display());
-    let install = p.install_disk(&repo, TEST_REF, &disk, &stage, KARGS)?;
+    let install = p.install_disk(&repo, TEST_REF, &disk, &stage, KARGS, "grub")?;
     eprintln!("[{name}] image ready in {:.0} s: commit {commit}", secs(t));
     Ok(Image {
         dir,
