@@ -168,6 +168,7 @@ bench: build build-failpoints deb
 	$(CARGO) bench --locked -p stratum --bench delivery
 	$(CARGO) bench --locked -p stratum-initramfs --bench generic
 	$(CARGO) run --release --locked -p stratum-vmtests --bin stratum-boot-bench -- --runs 3
+	$(CARGO) run --release --locked -p stratum-vmtests --bin stratum-loader-bench -- --runs 3
 
 # Fuzzing (docs/security.md, "Fuzzing"). libFuzzer, built from source by libfuzzer-sys (a C++
 # compiler), drives the targets of fuzz/; rustc's sanitizer-coverage instrumentation (stable

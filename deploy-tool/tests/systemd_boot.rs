@@ -233,3 +233,53 @@ fn crash_at_every_step_leaves_a_bootable_esp() {
         assert_clean(&env, point);
     }
 }
+
+/// Kernel arguments and `initramfs-etc` overlays reach the ESP's entries, the overlay copied
+/// beside the boot files, and go again.
+#[test]
+fn kargs_and_initramfs_etc_reach_the_esp() {
+    let env = Env::new();
+    let v1 = env.compose_fake_os("1", &[], &[]);
+    install(&env);
+    fs::write(
+        env.dep_serial(&v1, 0).join("etc/stratum-test.conf"),
+        "secret=1\n",
+    )
+    .unwrap();
+    ok(env.stratum(&["kargs", "--append", "stratumtest=esp"]));
+    ok(env.stratum(&["initramfs-etc", "--track", "/etc/stratum-test.conf"]));
+    let (file, text) = booting_entry(&env);
+    assert!(
+        value(&text, "options")
+            .unwrap()
+            .split(' ')
+            .any(|a| a == "stratumtest=esp"),
+        "{file}: {text}"
+    );
+    let initrds: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("initrd "))
+        .collect();
+    assert_eq!(initrds.len(), 2, "{file}: {text}");
+    let overlay = initrds[1]
+        .strip_prefix("/stratum/initramfs-overlays/")
+        .unwrap_or_else(|| panic!("{file}: overlay {}", initrds[1]));
+    assert_eq!(
+        fs::read(esp(&env).join(initrds[1].trim_start_matches('/'))).unwrap(),
+        fs::read(
+            env.sysroot
+                .join("boot/ostree/initramfs-overlays")
+                .join(overlay)
+        )
+        .unwrap(),
+        "the ESP's overlay is not /boot's"
+    );
+    assert_eq!(assert_bootable(&env, "initramfs-etc"), v1);
+    assert_clean(&env, "initramfs-etc");
+    ok(env.stratum(&["initramfs-etc", "--untrack", "/etc/stratum-test.conf"]));
+    ok(env.stratum(&["kargs", "--delete", "stratumtest=esp"]));
+    let (_, text) = booting_entry(&env);
+    assert_eq!(text.matches("initrd ").count(), 1, "{text}");
+    assert!(!text.contains("stratumtest"), "{text}");
+    assert_clean(&env, "untracked");
+}

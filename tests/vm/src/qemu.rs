@@ -45,6 +45,9 @@ pub struct Qemu {
     /// Cut the power (SIGKILL QEMU) `delay` after a console line containing `marker`; the run
     /// then ends at the first QEMU exit, as with `no_reboot`.
     pub cut: Option<PowerCut>,
+    /// Time the first console line containing this, from the start of the first QEMU
+    /// process ([`QemuOutcome::stamp`]; benchmarks).
+    pub stamp: Option<String>,
 }
 
 /// When to cut the power of a run: `delay` after the guest prints a line containing `marker`.
@@ -76,6 +79,8 @@ pub struct QemuOutcome {
     pub elapsed: Duration,
     /// Set for a run with a [`PowerCut`].
     pub cut: Option<CutReport>,
+    /// When the first line containing [`Qemu::stamp`] arrived, from QEMU's start.
+    pub stamp: Option<Duration>,
 }
 
 impl Qemu {
@@ -91,6 +96,7 @@ impl Qemu {
             echo_filter: None,
             readonly_disks: Vec::new(),
             cut: None,
+            stamp: None,
         }
     }
 
@@ -175,6 +181,7 @@ impl Qemu {
         let mut console = String::new();
         let mut timed_out = false;
         let mut cut = None;
+        let mut stamp = None;
         // Bounded only as a safety net; the overall timeout is what ends a stuck run.
         for _ in 0..64 {
             let Some(left) = self.timeout.checked_sub(start.elapsed()) else {
@@ -184,6 +191,9 @@ impl Qemu {
             let run = self.run_once(&vars, left, &mut log)?;
             console.push_str(&run.console);
             cut = run.cut;
+            if stamp.is_none() {
+                stamp = run.stamp.map(|at| at - start);
+            }
             if run.timed_out {
                 timed_out = true;
                 break;
@@ -203,6 +213,7 @@ impl Qemu {
             console,
             elapsed: start.elapsed(),
             cut,
+            stamp,
         })
     }
 
@@ -226,11 +237,16 @@ impl Qemu {
         let (marker_tx, marker_rx) = mpsc::channel();
         let marker = self.cut.as_ref().map(|c| c.marker.clone());
         let end = self.cut.as_ref().and_then(|c| c.end.clone());
+        let stamp = self.stamp.clone();
         let reader = std::thread::spawn(move || {
             let mut all = String::new();
+            let mut stamped = None;
             for line in BufReader::new(stdout).split(b'\n') {
                 let Ok(line) = line else { break };
                 let text = String::from_utf8_lossy(&line).replace('\r', "");
+                if stamped.is_none() && stamp.as_deref().is_some_and(|m| text.contains(m)) {
+                    stamped = Some(Instant::now());
+                }
                 let _ = writeln!(log, "{text}");
                 if echo {
                     eprintln!("{text}");
@@ -245,7 +261,7 @@ impl Qemu {
                 all.push_str(&text);
                 all.push('\n');
             }
-            let _ = tx.send(all);
+            let _ = tx.send((all, stamped));
         });
         // Wait for QEMU itself; poll its status with a short period only to enforce the
         // deadline (the wait is for the process, not a guess at readiness).
@@ -290,12 +306,13 @@ impl Qemu {
                 50
             }));
         };
-        let console = rx.recv_timeout(Duration::from_secs(10)).unwrap_or_default();
+        let (console, stamp) = rx.recv_timeout(Duration::from_secs(10)).unwrap_or_default();
         let _ = reader.join();
         Ok(OneRun {
             timed_out,
             exited_ok: status.is_some_and(|s| s.success()),
             console,
+            stamp,
             cut: self.cut.as_ref().map(|_| CutReport {
                 marker_seen: marker_at.is_some(),
                 ..report
@@ -313,6 +330,7 @@ struct OneRun {
     timed_out: bool,
     exited_ok: bool,
     console: String,
+    stamp: Option<Instant>,
     cut: Option<CutReport>,
 }
 

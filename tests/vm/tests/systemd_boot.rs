@@ -57,15 +57,17 @@ fn kernel_boots(console: &str) -> usize {
     console.matches("Linux version ").count()
 }
 
-/// First boot, a counted and blessed upgrade, a rollback, kernel arguments, and an update
-/// whose initramfs cannot boot: systemd-boot spends its tries and boots the previous entry.
+/// First boot, a counted and blessed upgrade, a rollback, kernel arguments, then the two
+/// kinds of failed update: v3's initramfs cannot boot (the kernel panics), v4's required
+/// health check fails (boot-complete reboots). Each time systemd-boot spends the tries and
+/// boots the previous entry by itself.
 const LIFECYCLE: &str = r#"
 boot_1() {
     result booted "$(booted)"
     result entries "$(entries)"
     result count_path "$(count_path)"
     stratum status -v > "$out/boot-1.status_text"
-    # v2 by version: the ref's head is v3.
+    # v2 by version: the ref's head is v4.
     stratum deploy --version 2.0 --apply-now; result rc $?
     request_reboot
 }
@@ -86,7 +88,7 @@ boot_3() {
 boot_4() {
     result booted "$(booted)"
     result cmdline "$(cat /proc/cmdline)"
-    stratum upgrade --apply-now; result rc $?
+    stratum deploy --version 3.0 --apply-now; result rc $?
     request_reboot
 }
 boot_5() {
@@ -94,8 +96,49 @@ boot_5() {
     result entries "$(entries)"
     stratum status > "$out/boot-5.status_text"
     stratum status --json > "$out/boot-5.status"
+    stratum upgrade --apply-now; result upgrade_rc $?
+    request_reboot
+}
+boot_6() {
+    result booted "$(booted)"
+    result entries "$(entries)"
+    stratum status > "$out/boot-6.status_text"
+    stratum status --json > "$out/boot-6.status"
 }
 "#;
+
+/// Fails unless boot `n`'s status reports the fallback from `failed` to `running` after
+/// TRIES boots, with `running` the default and `failed` kept, marked.
+fn expect_fallback(r: &Results, n: u32, failed: &str, running: &str) -> Result<()> {
+    ensure!(
+        r.get(n, "booted") == running,
+        "boot {n}: booted {}",
+        r.get(n, "booted")
+    );
+    let text = r.get(n, "status_text");
+    ensure!(
+        text.contains("Fell back from") && text.contains(&format!("after {TRIES} failed boots")),
+        "boot {n}: status does not report the fallback:\n{text}"
+    );
+    let st: serde_json::Value = serde_json::from_str(&r.get(n, "status"))?;
+    ensure!(
+        st["fallback"]["from"]
+            .as_str()
+            .is_some_and(|f| f.contains(failed))
+            && st["deployments"][0]["checksum"] == running
+            && st["deployments"][1]["checksum"] == failed
+            && st["deployments"][1]["failed"] == true,
+        "boot {n}: after the fallback {running} must be the default and {failed} kept, \
+         marked failed: {st}"
+    );
+    // The fallback's boot set: a new generation, nothing on trial.
+    let entries = r.get(n, "entries");
+    ensure!(
+        !entries.contains('+') && entries.split(' ').count() == 2,
+        "boot {n}: the ESP after the fallback: {entries}"
+    );
+    Ok(())
+}
 
 fn lifecycle() -> Result<()> {
     let p = project();
@@ -120,11 +163,18 @@ fn lifecycle() -> Result<()> {
         )],
         &["--keep-initramfs"],
     )?;
+    let failing = b"#!/bin/sh\necho the service is not healthy\nexit 1\n";
+    let v4 = img.compose_update_with(
+        &p,
+        "4.0",
+        &[("etc/stratum/health.d/required.d/50-fail", failing, 0o755)],
+        &[],
+    )?;
     let (out, r) = boot(&img, "sdboot-lifecycle-run", LIFECYCLE)?;
     check("sdboot-lifecycle", &out, || {
         ensure!(
-            r.boots() == 5,
-            "expected 5 scenario boots, got {}",
+            r.boots() == 6,
+            "expected 6 scenario boots, got {}",
             r.boots()
         );
         // First boot: one entry, not counted.
@@ -165,32 +215,17 @@ fn lifecycle() -> Result<()> {
             "the appended argument is not on the kernel command line: {}",
             r.get(4, "cmdline")
         );
-        r.expect_success(4, "rc", "log", "upgrade to v3")?;
+        r.expect_success(4, "rc", "log", "deploy --version 3.0")?;
         // v3 panicked TRIES times; systemd-boot then booted the previous entry, v1.
-        r.expect(5, "booted", &v1)?;
+        expect_fallback(&r, 5, &v3, &v1)?;
+        r.expect_success(5, "upgrade_rc", "log", "upgrade to v4")?;
+        // v4 failed its required check TRIES times (each a reboot); v1 again.
+        expect_fallback(&r, 6, &v4, &v1)?;
         let kernels = kernel_boots(&out.console);
         ensure!(
-            kernels == 5 + TRIES,
-            "{kernels} kernels started, expected the 5 scenario boots and {TRIES} of v3"
-        );
-        let text = r.get(5, "status_text");
-        ensure!(
-            text.contains("Fell back from")
-                && text.contains(&format!("after {TRIES} failed boots")),
-            "status does not report the fallback:\n{text}"
-        );
-        let st: serde_json::Value = serde_json::from_str(&r.get(5, "status"))?;
-        ensure!(
-            st["deployments"][0]["checksum"] == v1.as_str()
-                && st["deployments"][1]["checksum"] == v3.as_str()
-                && st["deployments"][1]["failed"] == true,
-            "after the fallback v1 must be the default and v3 kept, marked failed: {st}"
-        );
-        // The fallback's boot set: a new generation, nothing on trial.
-        let entries = r.get(5, "entries");
-        ensure!(
-            !entries.contains('+') && entries.split(' ').count() == 2,
-            "the ESP after the fallback: {entries}"
+            kernels == 6 + 2 * TRIES,
+            "{kernels} kernels started, expected the 6 scenario boots and {TRIES} each of v3 \
+             and v4"
         );
         Ok(())
     })
@@ -199,7 +234,7 @@ fn lifecycle() -> Result<()> {
 fn main() {
     let args = Arguments::from_args();
     let trials = vec![trial(
-        "systemd_boot::upgrade_bless_rollback_kargs_and_fallback",
+        "systemd_boot::upgrade_bless_rollback_kargs_and_two_fallbacks",
         lifecycle,
     )];
     libtest_mimic::run(&args, trials).exit();

@@ -164,6 +164,7 @@ fn boot(
         timed_out: first.timed_out || second.timed_out,
         elapsed: first.elapsed + second.elapsed,
         cut: None,
+        stamp: first.stamp,
     };
     let keep = || {
         let log = p.artifacts.join(format!("{name}.console.log"));
