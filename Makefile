@@ -150,7 +150,8 @@ test-vm: build build-failpoints deb
 test: test-unit test-vm
 
 # Power-cut soak (not part of `make test`): SOAK_CUTS cuts per operation kind (default 9),
-# SOAK_SEED=N replays a run, SOAK_KINDS=upgrade,kargs,... picks kinds. The report is printed
+# SOAK_SEED=N replays a run, SOAK_KINDS=upgrade,kargs,... picks kinds, SOAK_BOOTLOADER=
+# systemd-boot cuts a systemd-boot disk. The report is printed
 # and saved as target/soak-report.txt.
 soak: build deb
 	$(CARGO) run --release --locked -p stratum-vmtests --bin stratum-soak

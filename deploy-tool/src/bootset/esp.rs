@@ -171,7 +171,9 @@ pub fn plan(esp: &Path, set: &BootSet) -> Result<Vec<Step>> {
     }
     let mut steps = Vec::new();
     for f in &set.files {
-        if !esp.join(&f.path).exists() {
+        // Present with the source's size: paths are named by content, so the same path holds
+        // the same bytes, unless a cut left a renamed file empty (see [`bless`]).
+        if !same_size(&esp.join(&f.path), &f.source) {
             steps.push(Step::AddFile {
                 path: f.path.clone(),
                 source: f.source.clone(),
@@ -321,6 +323,26 @@ pub fn leftovers(esp: &Path, gen: u64) -> Result<Vec<Step>> {
     let mut used = BTreeSet::new();
     let mut steps = Vec::new();
     for e in &present {
+        // A blessing cut short: the counted file and the blessed copy. The copy stays when it
+        // is complete, else the counted file does.
+        if e.counter.is_some()
+            && present
+                .iter()
+                .any(|b| b.counter.is_none() && b.name == e.name)
+        {
+            let copy_complete = !read_entry(esp, &e.blessed())?.trim().is_empty();
+            let remove = if copy_complete {
+                e.clone()
+            } else {
+                e.blessed()
+            };
+            steps.push(Step::RemoveEntry {
+                file: remove.to_string(),
+            });
+            if copy_complete {
+                continue;
+            }
+        }
         match generation_of(e) {
             Some(g) if g == gen => {
                 for line in read_entry(esp, e)?.lines() {
@@ -357,17 +379,35 @@ pub fn read_entry(esp: &Path, e: &EntryName) -> Result<String> {
     std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
 }
 
-/// Blesses the entry `e`: renamed without its counter (as `systemd-bless-boot` does), the
-/// directory fsynced. Nothing to do for an entry without a counter.
+/// Blesses the entry `e`: the same text under the name without the counter, as
+/// `systemd-bless-boot` does, then the counted file removed; the partition synced after each.
+///
+/// Not a rename: on FAT (Linux's vfat) a rename writes the new directory entry with size 0
+/// and no first cluster, and fills them in only when the file's inode is written back; a
+/// power cut in between leaves an empty entry, which systemd-boot skips, and the previous
+/// deployment boots. Written as a new file first, a cut leaves two complete entries for the
+/// same deployment (or an empty blessed one beside the counted one), which [`leftovers`]
+/// resolves.
 pub fn bless(esp: &Path, e: &EntryName) -> Result<()> {
     if e.counter.is_none() {
         return Ok(());
     }
     let dir = esp.join(ENTRIES);
-    let (from, to) = (dir.join(e.to_string()), dir.join(e.blessed().to_string()));
-    std::fs::rename(&from, &to)
-        .with_context(|| format!("renaming {} to {}", from.display(), to.display()))?;
-    fsutil::fsync_dir(&dir)
+    let text = read_entry(esp, e)?;
+    fsutil::atomic_write(&dir.join(e.blessed().to_string()), text.as_bytes(), 0o644)?;
+    super::durability::syncfs(esp)?;
+    crate::failpoint("esp::after-blessed-entry")?;
+    fsutil::remove_any(&dir.join(e.to_string()))?;
+    fsutil::fsync_dir(&dir)?;
+    super::durability::syncfs(esp)
+}
+
+/// Whether `a` is a file of `b`'s size.
+fn same_size(a: &Path, b: &Path) -> bool {
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.is_file() && a.len() == b.len(),
+        _ => false,
+    }
 }
 
 /// `stratum/DIR/FILE` → `DIR`.
@@ -452,6 +492,50 @@ mod tests {
             });
         }
         s
+    }
+
+    /// Blessing writes the blessed copy, then removes the counted file; a cut in between
+    /// (two files), or one that left the copy empty (FAT's rename), is resolved by
+    /// [`leftovers`] without losing the complete entry.
+    #[test]
+    fn blessing_and_its_leftovers() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        let esp = d.path().join("esp");
+        let s = set(&esp, &src, &["a"]);
+        apply(&esp, &plan(&esp, &s).unwrap()).unwrap();
+        let counted = s.entries[0].name.clone();
+        let text = read_entry(&esp, &counted).unwrap();
+        bless(&esp, &counted).unwrap();
+        assert_eq!(present_entries(&esp).unwrap(), vec![counted.blessed()]);
+        assert_eq!(read_entry(&esp, &counted.blessed()).unwrap(), text);
+        assert!(leftovers(&esp, 1).unwrap().is_empty());
+
+        let dir = esp.join(ENTRIES);
+        for (copy, keeps) in [(text.as_str(), counted.blessed()), ("", counted.clone())] {
+            std::fs::write(dir.join(counted.to_string()), &text).unwrap();
+            std::fs::write(dir.join(counted.blessed().to_string()), copy).unwrap();
+            apply(&esp, &leftovers(&esp, 1).unwrap()).unwrap();
+            assert_eq!(
+                present_entries(&esp).unwrap(),
+                vec![keeps.clone()],
+                "copy {copy:?}"
+            );
+            assert_eq!(read_entry(&esp, &keeps).unwrap(), text);
+            std::fs::remove_file(dir.join(keeps.to_string())).unwrap();
+            std::fs::write(dir.join(counted.blessed().to_string()), &text).unwrap();
+        }
+        // A boot file left empty under its name is copied again.
+        let file = esp.join(&s.files[0].path);
+        std::fs::write(&file, "").unwrap();
+        let steps = plan(&esp, &s).unwrap();
+        assert!(
+            steps
+                .iter()
+                .any(|st| matches!(st, Step::AddFile { path, .. } if *path == s.files[0].path)),
+            "{steps:?}"
+        );
     }
 
     /// Every prefix of the steps from one boot set to the next leaves a default whose files

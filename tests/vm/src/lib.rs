@@ -341,6 +341,36 @@ impl Results {
         Ok(())
     }
 
+    /// Fails unless boot `n` ran `running` and its status (observations `status_text`, the
+    /// text, and `status`, the JSON) reports the fallback from `failed` after `tries` boots:
+    /// `running` the default, `failed` kept and marked.
+    pub fn expect_fallback(&self, n: u32, failed: &str, running: &str, tries: usize) -> Result<()> {
+        let booted = self.get(n, "booted");
+        if booted != running {
+            bail!("boot {n}: after the fallback {running} should run, booted {booted:?}");
+        }
+        let text = self.get(n, "status_text");
+        if !(text.contains("Fell back from")
+            && text.contains(&format!("after {tries} failed boots")))
+        {
+            bail!("boot {n}: status does not report the fallback:\n{text}");
+        }
+        let st: serde_json::Value = serde_json::from_str(&self.get(n, "status"))?;
+        if !(st["fallback"]["from"]
+            .as_str()
+            .is_some_and(|f| f.contains(failed))
+            && st["deployments"][0]["checksum"] == running
+            && st["deployments"][1]["checksum"] == failed
+            && st["deployments"][1]["failed"] == true)
+        {
+            bail!(
+                "boot {n}: after the fallback {running} must be the default and {failed} kept, \
+                 marked failed: {st}"
+            );
+        }
+        Ok(())
+    }
+
     /// Fails unless the command recorded as exit status `rc` (`result RC $?`) of boot `n`
     /// succeeded, with its stderr (observation `err`) in the message.
     pub fn expect_success(&self, n: u32, rc: &str, err: &str, what: &str) -> Result<()> {
@@ -649,6 +679,43 @@ impl Image {
             let _ = fs::remove_file(root.join(path));
         }
         Ok(out?.trim().to_string())
+    }
+
+    /// Composes two failing versions: `unbootable`, whose initramfs the kernel cannot unpack
+    /// (it panics), then `unhealthy`, whose required health check fails. Returns their
+    /// commits.
+    pub fn compose_failing_updates(
+        &self,
+        p: &Project,
+        unbootable: &str,
+        unhealthy: &str,
+    ) -> Result<(String, String)> {
+        // The bad initramfs goes where the distribution keeps one, for the image's kernel.
+        let (kernel, _) = self.boot_files()?;
+        let kver = kernel
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .trim_start_matches("vmlinuz-")
+            .to_string();
+        let bad = self.compose_update_with(
+            p,
+            unbootable,
+            &[(
+                &format!("boot/initrd.img-{kver}"),
+                b"this is not an initramfs",
+                0o644,
+            )],
+            &["--keep-initramfs"],
+        )?;
+        let failing = b"#!/bin/sh\necho the service is not healthy\nexit 1\n";
+        let unhealthy = self.compose_update_with(
+            p,
+            unhealthy,
+            &[("etc/stratum/health.d/required.d/50-fail", failing, 0o755)],
+            &[],
+        )?;
+        Ok((bad, unhealthy))
     }
 
     /// A fresh copy of the disk (sparse), so each test boots a pristine machine.

@@ -1,7 +1,8 @@
 //! VM scenarios of boot counting and automatic fallback (GRUB 2.06 on OVMF, TCG).
 //!
 //! The images use `boot-tries = 2` and quick reboots (`panic=3`, `stratum.reboot-delay=2`) to
-//! keep the number of boots small; the logic is the same for any count.
+//! keep the number of boots small; the logic is the same for any count. Two runs share one
+//! image: a good update and a rollback during a trial; then the two kinds of failed update.
 
 use std::sync::OnceLock;
 
@@ -53,12 +54,19 @@ fn grub_boots(console: &str, version: &str) -> usize {
         .count()
 }
 
-const GOOD: &str = r#"
-boot_1() { result booted "$(booted)"; stratum upgrade --apply-now; result rc $?; request_reboot; }
+/// v2 is good: on trial, blessed, and stays the default through a garbage grubenv. v3's
+/// required check fails but only reports (`on-failure = "none"`): its trial stays open, and a
+/// rollback ends it.
+const GOOD_THEN_ROLLBACK: &str = r#"
+boot_1() {
+    result booted "$(booted)"
+    # v2 by version: the ref's head is v3.
+    stratum deploy --version 2.0 --apply-now; result rc $?
+    request_reboot
+}
 boot_2() {
     result booted "$(booted)"
     stratum boot-complete --status --json > "$out/boot-2.trial"
-    stratum status --json > "$out/boot-2.status"
     # A garbage grubenv must not stop the default entry from booting.
     head -c 1024 /dev/urandom > /boot/grubenv
     request_reboot
@@ -66,173 +74,33 @@ boot_2() {
 boot_3() {
     result booted "$(booted)"
     result grubenv_head "$(head -c 24 /boot/grubenv)"
-    stratum boot-complete --status --json > "$out/boot-3.trial"
+    stratum upgrade --apply-now; result rc $?
+    request_reboot
 }
+boot_4() {
+    result booted "$(booted)"
+    stratum boot-complete --status --json > "$out/boot-4.trial_before"
+    stratum rollback; result rc $?
+    request_reboot
+}
+boot_5() {
+    result booted "$(booted)"
+    stratum boot-complete --status --json > "$out/boot-5.trial"
+    stratum status --json > "$out/boot-5.status"
+    request_reboot
+}
+boot_6() { result booted "$(booted)"; }
 "#;
 
-fn good_update_is_blessed() -> Result<()> {
+fn good_update_then_rollback_during_trial() -> Result<()> {
     let p = project();
     let img = image("fallback-good")?;
     let v1 = img.commit.clone();
     let v2 = img.compose_update(&p, "2.0", &[("usr/share/stratum-test/release", "2.0\n")])?;
-    let (out, test, dir) = boot(&img, "fallback-good-run", GOOD)?;
-    check("fallback-good", &out, || {
-        let r = test.results(&dir.join("results"))?;
-        ensure!(
-            r.boots() == 3,
-            "expected 3 scenario boots, got {}",
-            r.boots()
-        );
-        ensure!(
-            r.get(1, "booted") == v1 && r.get(1, "rc") == "0",
-            "upgrade failed: {}",
-            r.get(1, "log")
-        );
-        ensure!(r.get(2, "booted") == v2, "v2 did not boot");
-        let trial: serde_json::Value =
-            serde_json::from_str(&r.get(2, "trial")).context("trial json")?;
-        ensure!(
-            trial["blessed"] == true && trial["trial"].is_null(),
-            "v2 not blessed after its checks: {trial}"
-        );
-        ensure!(
-            r.get(3, "booted") == v2,
-            "after blessing (and a garbage grubenv) v2 must stay the default; booted {}",
-            r.get(3, "booted")
-        );
-        ensure!(
-            r.get(3, "grubenv_head") == "# GRUB Environment Block",
-            "the garbage grubenv was not repaired"
-        );
-        ensure!(
-            grub_boots(&out.console, "2.0") == 2,
-            "v2 booted {} times, expected 2",
-            grub_boots(&out.console, "2.0")
-        );
-        Ok(())
-    })
-}
-
-const FAILING: &str = r#"
-boot_1() { result booted "$(booted)"; stratum upgrade --apply-now; result rc $?; request_reboot; }
-boot_2() {
-    result booted "$(booted)"
-    stratum status > "$out/boot-2.status_text"
-    stratum status --json > "$out/boot-2.status"
-    request_reboot
-}
-boot_3() { result booted "$(booted)"; stratum status --json > "$out/boot-3.status"; }
-"#;
-
-/// v2 fails (a required health check, or it cannot boot at all): after exactly TRIES boots of
-/// v2, v1 boots, status reports the fallback, and the next reboot stays on v1.
-fn falls_back(name: &str, v2_files: &[(&str, &[u8], u32)], compose_args: &[&str]) -> Result<()> {
-    let p = project();
-    let img = image(name)?;
-    let v1 = img.commit.clone();
-    // An unbootable initramfs goes where the distribution keeps one, for the image's kernel.
-    let (kernel, _) = img.boot_files()?;
-    let kver = kernel
-        .file_name()
-        .unwrap_or_default()
-        .to_string_lossy()
-        .trim_start_matches("vmlinuz-")
-        .to_string();
-    let initrd_path = format!("boot/initrd.img-{kver}");
-    let files: Vec<(&str, &[u8], u32)> = v2_files
-        .iter()
-        .map(|(p, c, m)| {
-            (
-                if *p == "@initrd" {
-                    initrd_path.as_str()
-                } else {
-                    *p
-                },
-                *c,
-                *m,
-            )
-        })
-        .collect();
-    let v2 = img.compose_update_with(&p, "2.0", &files, compose_args)?;
-    let (out, test, dir) = boot(&img, &format!("{name}-run"), FAILING)?;
-    check(name, &out, || {
-        let r = test.results(&dir.join("results"))?;
-        ensure!(
-            r.get(1, "booted") == v1 && r.get(1, "rc") == "0",
-            "upgrade failed: {}",
-            r.get(1, "log")
-        );
-        let v2_boots = grub_boots(&out.console, "2.0");
-        ensure!(
-            v2_boots == TRIES,
-            "v2 was booted {v2_boots} times, expected exactly {TRIES}"
-        );
-        ensure!(
-            r.get(2, "booted") == v1,
-            "after the fallback v1 should run, booted {:?}",
-            r.get(2, "booted")
-        );
-        let text = r.get(2, "status_text");
-        ensure!(
-            text.contains("Fell back from")
-                && text.contains(&format!("after {TRIES} failed boots")),
-            "status does not report the fallback:\n{text}"
-        );
-        let st: serde_json::Value = serde_json::from_str(&r.get(2, "status"))?;
-        ensure!(
-            st["fallback"]["from"]
-                .as_str()
-                .is_some_and(|f| f.contains(&v2)),
-            "status --json fallback: {st}"
-        );
-        ensure!(
-            st["deployments"][0]["checksum"] == v1.as_str(),
-            "v1 is not the default after the fallback: {st}"
-        );
-        ensure!(
-            st["deployments"][1]["checksum"] == v2.as_str()
-                && st["deployments"][1]["failed"] == true,
-            "the failed v2 is not kept and marked: {st}"
-        );
-        ensure!(
-            r.get(3, "booted") == v1,
-            "the reboot after the fallback left v1"
-        );
-        ensure!(
-            r.boots() == 3,
-            "expected 3 scenario boots, got {}",
-            r.boots()
-        );
-        Ok(())
-    })
-}
-
-const ROLLBACK_DURING_TRIAL: &str = r#"
-boot_1() { result booted "$(booted)"; stratum upgrade --apply-now; result rc $?; request_reboot; }
-boot_2() {
-    result booted "$(booted)"
-    stratum boot-complete --status --json > "$out/boot-2.trial_before"
-    stratum rollback; result rollback_rc $?
-    request_reboot
-}
-boot_3() {
-    result booted "$(booted)"
-    stratum boot-complete --status --json > "$out/boot-3.trial"
-    stratum status --json > "$out/boot-3.status"
-    request_reboot
-}
-boot_4() { result booted "$(booted)"; }
-"#;
-
-fn rollback_ends_the_trial() -> Result<()> {
-    let p = project();
-    let img = image("fallback-rollback")?;
-    let v1 = img.commit.clone();
-    // v2's required check fails but only reports (on-failure = "none"): the trial stays open.
     let failing = b"#!/bin/sh\necho always fails\nexit 1\n";
-    let v2 = img.compose_update_with(
+    let v3 = img.compose_update_with(
         &p,
-        "2.0",
+        "3.0",
         &[
             ("etc/stratum/health.d/required.d/50-fail", failing, 0o755),
             (
@@ -243,35 +111,48 @@ fn rollback_ends_the_trial() -> Result<()> {
         ],
         &[],
     )?;
-    let (out, test, dir) = boot(&img, "fallback-rollback-run", ROLLBACK_DURING_TRIAL)?;
-    check("fallback-rollback", &out, || {
+    let (out, test, dir) = boot(&img, "fallback-good-run", GOOD_THEN_ROLLBACK)?;
+    check("fallback-good", &out, || {
         let r = test.results(&dir.join("results"))?;
         ensure!(
-            r.boots() == 4,
-            "expected 4 scenario boots, got {}",
+            r.boots() == 6,
+            "expected 6 scenario boots, got {}",
             r.boots()
         );
-        ensure!(r.get(2, "booted") == v2, "v2 did not boot");
-        let before: serde_json::Value = serde_json::from_str(&r.get(2, "trial_before"))?;
+        r.expect(1, "booted", &v1)?;
+        r.expect_success(1, "rc", "log", "deploy --version 2.0")?;
+        r.expect(2, "booted", &v2)?;
+        let trial: serde_json::Value =
+            serde_json::from_str(&r.get(2, "trial")).context("trial json")?;
         ensure!(
-            before["trial"].as_str().is_some_and(|t| t.contains(&v2)),
-            "v2 should be on trial: {before}"
+            trial["blessed"] == true && trial["trial"].is_null(),
+            "v2 not blessed after its checks: {trial}"
         );
+        // After blessing (and a garbage grubenv) v2 stays the default.
+        r.expect(3, "booted", &v2)?;
+        r.expect(3, "grubenv_head", "# GRUB Environment Block")?;
         ensure!(
-            r.get(2, "rollback_rc") == "0",
-            "rollback failed: {}",
-            r.get(2, "log")
+            grub_boots(&out.console, "2.0") == 4,
+            "v2 booted {} times, expected 4 (boots 2, 3, 5 and 6)",
+            grub_boots(&out.console, "2.0")
         );
+        r.expect_success(3, "rc", "log", "upgrade to v3")?;
+        // v3 on trial, its check failing without a reboot; the rollback ends the trial.
+        r.expect(4, "booted", &v3)?;
+        let before: serde_json::Value = serde_json::from_str(&r.get(4, "trial_before"))?;
         ensure!(
-            r.get(3, "booted") == v1 && r.get(4, "booted") == v1,
-            "v1 should boot after the rollback"
+            before["trial"].as_str().is_some_and(|t| t.contains(&v3)),
+            "v3 should be on trial: {before}"
         );
-        let trial: serde_json::Value = serde_json::from_str(&r.get(3, "trial"))?;
+        r.expect_success(4, "rc", "log", "rollback")?;
+        r.expect(5, "booted", &v2)?;
+        r.expect(6, "booted", &v2)?;
+        let trial: serde_json::Value = serde_json::from_str(&r.get(5, "trial"))?;
         ensure!(
             trial["trial"].is_null() && trial["pending-fallback"].is_null(),
             "the trial did not end: {trial}"
         );
-        let st: serde_json::Value = serde_json::from_str(&r.get(3, "status"))?;
+        let st: serde_json::Value = serde_json::from_str(&r.get(5, "status"))?;
         ensure!(
             st["fallback"].is_null(),
             "a rollback is not a fallback: {st}"
@@ -280,36 +161,74 @@ fn rollback_ends_the_trial() -> Result<()> {
     })
 }
 
+/// v2 cannot boot (an initramfs the kernel cannot unpack: it panics, `panic=3` reboots); v3
+/// boots but its required health check fails (boot-complete reboots). After exactly TRIES
+/// boots of each, v1 boots by itself, status reports the fallback, and v1 stays.
+const TWO_FAILURES: &str = r#"
+boot_1() {
+    result booted "$(booted)"
+    stratum deploy --version 2.0 --apply-now; result rc $?
+    request_reboot
+}
+boot_2() {
+    result booted "$(booted)"
+    stratum status > "$out/boot-2.status_text"
+    stratum status --json > "$out/boot-2.status"
+    stratum upgrade --apply-now; result rc $?
+    request_reboot
+}
+boot_3() {
+    result booted "$(booted)"
+    stratum status > "$out/boot-3.status_text"
+    stratum status --json > "$out/boot-3.status"
+    request_reboot
+}
+boot_4() { result booted "$(booted)"; }
+"#;
+
+fn failed_updates_fall_back() -> Result<()> {
+    let p = project();
+    let img = image("fallback-failures")?;
+    let v1 = img.commit.clone();
+    let (v2, v3) = img.compose_failing_updates(&p, "2.0", "3.0")?;
+    let (out, test, dir) = boot(&img, "fallback-failures-run", TWO_FAILURES)?;
+    check("fallback-failures", &out, || {
+        let r = test.results(&dir.join("results"))?;
+        ensure!(
+            r.boots() == 4,
+            "expected 4 scenario boots, got {}",
+            r.boots()
+        );
+        r.expect(1, "booted", &v1)?;
+        r.expect_success(1, "rc", "log", "deploy --version 2.0")?;
+        for (version, what) in [
+            ("2.0", "the unbootable v2"),
+            ("3.0", "v3, whose check fails"),
+        ] {
+            let boots = grub_boots(&out.console, version);
+            ensure!(
+                boots == TRIES,
+                "{what} was booted {boots} times, expected exactly {TRIES}"
+            );
+        }
+        r.expect_fallback(2, &v2, &v1, TRIES)?;
+        r.expect_success(2, "rc", "log", "upgrade to v3")?;
+        r.expect_fallback(3, &v3, &v1, TRIES)?;
+        r.expect(4, "booted", &v1)?;
+        Ok(())
+    })
+}
+
 fn main() {
     let args = Arguments::from_args();
-    let failing_check: &'static [u8] = b"#!/bin/sh\necho the service is not healthy\nexit 1\n";
     let trials = vec![
         trial(
-            "fallback::good_update_is_blessed_and_survives_garbage_grubenv",
-            good_update_is_blessed,
+            "fallback::good_update_survives_garbage_grubenv_then_rollback_ends_a_trial",
+            good_update_then_rollback_during_trial,
         ),
-        trial("fallback::failing_health_check_falls_back", move || {
-            falls_back(
-                "fallback-check",
-                &[(
-                    "etc/stratum/health.d/required.d/50-fail",
-                    failing_check,
-                    0o755,
-                )],
-                &[],
-            )
-        }),
-        trial("fallback::unbootable_update_falls_back", || {
-            // An initramfs the kernel cannot unpack: the kernel panics (panic=3 reboots).
-            falls_back(
-                "fallback-unbootable",
-                &[("@initrd", b"this is not an initramfs", 0o644)],
-                &["--keep-initramfs"],
-            )
-        }),
         trial(
-            "fallback::rollback_during_trial_ends_it",
-            rollback_ends_the_trial,
+            "fallback::unbootable_and_unhealthy_updates_fall_back",
+            failed_updates_fall_back,
         ),
     ];
     libtest_mimic::run(&args, trials).exit();

@@ -1,7 +1,8 @@
 //! VM scenarios of power cuts: one cut per operation kind (upgrade + finalize at shutdown,
 //! kargs, rollback, cleanup, initramfs --enable, the boot-complete blessing), at a moment
 //! drawn from the operation's typical duration; the machine must come up on the old or the new
-//! state, consistent and with clean filesystems (see [`stratum_vmtests::cut`]). `make soak`
+//! state, consistent and with clean filesystems (see [`stratum_vmtests::cut`]). A disk
+//! installed for systemd-boot is cut during the upgrade too. `make soak`
 //! runs many more. `SOAK_SEED=N` replays the moments. Run with
 //! `cargo test --release -p stratum-vmtests --test powercut -- --test-threads=1`.
 
@@ -12,15 +13,22 @@ use libtest_mimic::Arguments;
 use stratum_vmtests::cut::{Op, Rig, Rng};
 use stratum_vmtests::{trial, Project};
 
-/// One image and its bases for all cuts (built on first use).
-static RIG: OnceLock<std::result::Result<Mutex<Rig>, String>> = OnceLock::new();
+type Shared = OnceLock<std::result::Result<Mutex<Rig>, String>>;
+
+/// One image and its bases for all cuts of a bootloader (built on first use).
+static RIG: Shared = OnceLock::new();
+static RIG_SYSTEMD_BOOT: Shared = OnceLock::new();
 static SEED: OnceLock<u64> = OnceLock::new();
 
-fn cut(op: Op) -> Result<()> {
-    let rig = RIG
+fn cut(op: Op, bootloader: &str) -> Result<()> {
+    let (shared, name) = match bootloader {
+        "grub" => (&RIG, "powercut"),
+        _ => (&RIG_SYSTEMD_BOOT, "powercut-sdboot"),
+    };
+    let rig = shared
         .get_or_init(|| {
             Project::locate()
-                .and_then(|p| Rig::build(&p, "powercut"))
+                .and_then(|p| Rig::build_for(&p, name, bootloader))
                 .map(Mutex::new)
                 .map_err(|e| format!("{e:#}"))
         })
@@ -31,7 +39,7 @@ fn cut(op: Op) -> Result<()> {
     let mut rig = rig.lock().map_err(|_| anyhow!("an earlier cut panicked"))?;
     let r = rig.cut(op, delay, 0)?;
     eprintln!(
-        "powercut {}: SOAK_SEED={seed}, cut {} ms after the start{}: {:?} in {:.0} s",
+        "powercut {} ({bootloader}): SOAK_SEED={seed}, cut {} ms after the start{}: {:?} in {:.0} s",
         op.key(),
         delay.as_millis(),
         if r.killed { "" } else { " (it finished first)" },
@@ -48,7 +56,7 @@ fn cut(op: Op) -> Result<()> {
 
 fn main() {
     let args = Arguments::from_args();
-    let trials = Op::ALL
+    let mut trials: Vec<_> = Op::ALL
         .into_iter()
         .map(|op| {
             let name: &'static str = match op {
@@ -59,8 +67,13 @@ fn main() {
                 Op::Initramfs => "powercut::initramfs_enable",
                 Op::Bless => "powercut::boot_complete_blessing",
             };
-            trial(name, move || cut(op))
+            trial(name, move || cut(op, "grub"))
         })
         .collect();
+    // systemd-boot: the ESP written at shutdown (finalize). `SOAK_BOOTLOADER=systemd-boot
+    // make soak` cuts every operation.
+    trials.push(trial("powercut::systemd_boot_upgrade_and_finalize", || {
+        cut(Op::Upgrade, "systemd-boot")
+    }));
     libtest_mimic::run(&args, trials).exit();
 }

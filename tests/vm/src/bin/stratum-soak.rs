@@ -3,7 +3,8 @@
 //! cut's delay is drawn from that span by a generator seeded with `SOAK_SEED` (printed, so a
 //! run can be replayed). `SOAK_CUTS` sets the cuts per operation (default 9), `SOAK_KINDS` a
 //! comma-separated subset (`upgrade,kargs,rollback,cleanup,initramfs,bless`), `SOAK_KEEP=1`
-//! keeps every cut's overlay and console logs. The table is printed and saved as
+//! keeps every cut's overlay and console logs, `SOAK_BOOTLOADER=systemd-boot` cuts a disk
+//! installed for systemd-boot (default `grub`). The table is printed and saved as
 //! `target/soak-report.txt`; the exit status is non-zero when any cut failed.
 
 use std::process::ExitCode;
@@ -39,7 +40,8 @@ fn soak() -> Result<usize> {
         Ok(k) => k.split(',').map(Op::from_key).collect::<Result<_>>()?,
         Err(_) => Op::ALL.to_vec(),
     };
-    let mut rig = Rig::build(&p, "soak")?;
+    let bootloader = std::env::var("SOAK_BOOTLOADER").unwrap_or_else(|_| "grub".into());
+    let mut rig = Rig::build_for(&p, "soak", &bootloader)?;
     rig.keep = std::env::var_os("SOAK_KEEP").is_some();
     let mut report = Report::default();
     let mut spans = String::new();

@@ -172,9 +172,15 @@ pub struct Rig {
 }
 
 impl Rig {
-    /// Builds the image `name` (v1, customized by [`customize_root`]) and v2.
+    /// Builds the image `name` (v1, customized by [`customize_root`]) and v2, for GRUB.
     pub fn build(p: &Project, name: &str) -> Result<Rig> {
-        let image = p.build_image_with(name, "1.0", customize_root, &["console=ttyS0"])?;
+        Rig::build_for(p, name, "grub")
+    }
+
+    /// Like [`Rig::build`], installed with `bootloader` (`grub`, `systemd-boot`).
+    pub fn build_for(p: &Project, name: &str, bootloader: &str) -> Result<Rig> {
+        let image =
+            p.build_image_for(bootloader, name, "1.0", customize_root, &["console=ttyS0"])?;
         let v2 = image.compose_update(p, "2.0", &[("usr/share/stratum-test/release", "2.0\n")])?;
         let dir = p.workdir(&format!("{name}-cuts"))?;
         let repo_disk = dir.join("repo.img");
