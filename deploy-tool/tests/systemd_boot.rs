@@ -156,9 +156,25 @@ fn install_and_upgrade_write_the_esp() {
     // No grub.cfg: nothing reads it.
     assert!(!env.sysroot.join("boot/loader/grub.cfg").exists());
 
-    let v2 = env.compose_fake_os("2", &[], &[]);
+    // v2's image adds a default kernel argument (kargs.d): it reaches v2's ESP entry.
+    let v2 = env.compose_fake_os(
+        "2",
+        &[],
+        &[(
+            "usr/lib/stratum/kargs.d/10-image.toml",
+            "kargs = [\"image.default=1\"]\n",
+        )],
+    );
     ok(env.stratum(&["upgrade", "--apply-now"]));
     assert_eq!(env.checksums(), vec![v2.clone(), v1.clone()]);
+    let (_, text) = booting_entry(&env);
+    assert!(
+        value(&text, "options")
+            .unwrap()
+            .split(' ')
+            .any(|a| a == "image.default=1"),
+        "kargs.d of v2 not on its entry: {text}"
+    );
     // The new default on trial with boot-tries (3) tries, the old one plain.
     assert_eq!(
         entry_files(&env),
