@@ -45,6 +45,11 @@ fn value<'a>(text: &'a str, key: &str) -> Option<&'a str> {
         .find_map(|l| l.strip_prefix(key)?.strip_prefix(' '))
 }
 
+/// Whether the entry `text` passes `arg` to the kernel.
+fn has_karg(text: &str, arg: &str) -> bool {
+    value(text, "options").is_some_and(|o| o.split(' ').any(|a| a == arg))
+}
+
 /// The entry systemd-boot boots: entries whose tries are spent (`+0`) last, then the highest
 /// `version` (dot-separated numbers). Returns its file name and text.
 fn booting_entry(env: &Env) -> (String, String) {
@@ -169,10 +174,7 @@ fn install_and_upgrade_write_the_esp() {
     assert_eq!(env.checksums(), vec![v2.clone(), v1.clone()]);
     let (_, text) = booting_entry(&env);
     assert!(
-        value(&text, "options")
-            .unwrap()
-            .split(' ')
-            .any(|a| a == "image.default=1"),
+        has_karg(&text, "image.default=1"),
         "kargs.d of v2 not on its entry: {text}"
     );
     // The new default on trial with boot-tries (3) tries, the old one plain.
@@ -265,13 +267,7 @@ fn kargs_and_initramfs_etc_reach_the_esp() {
     ok(env.stratum(&["kargs", "--append", "stratumtest=esp"]));
     ok(env.stratum(&["initramfs-etc", "--track", "/etc/stratum-test.conf"]));
     let (file, text) = booting_entry(&env);
-    assert!(
-        value(&text, "options")
-            .unwrap()
-            .split(' ')
-            .any(|a| a == "stratumtest=esp"),
-        "{file}: {text}"
-    );
+    assert!(has_karg(&text, "stratumtest=esp"), "{file}: {text}");
     let initrds: Vec<&str> = text
         .lines()
         .filter_map(|l| l.strip_prefix("initrd "))
