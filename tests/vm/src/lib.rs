@@ -455,6 +455,17 @@ pub fn remove_tree(dir: &Path) -> Result<()> {
 }
 
 /// Seconds elapsed since `t`, for progress lines.
+/// The median of `v` (the mean of the middle two for an even count); for benchmarks.
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
 pub fn secs(t: Instant) -> f64 {
     t.elapsed().as_secs_f64()
 }

@@ -28,7 +28,7 @@ use std::time::Instant;
 
 use anyhow::{bail, ensure, Context, Result};
 use stratum_vmtests::{
-    kernel_version, remove_tree, run_dracut, secs, Image, Project, Qemu, TestDisk, TEST_REF,
+    kernel_version, median, remove_tree, run_dracut, secs, Image, Project, Qemu, TestDisk, TEST_REF,
 };
 
 const KARGS: &[&str] = &["console=ttyS0"];
@@ -229,16 +229,6 @@ fn boot(
         })
     };
     Ok((sample(1)?, sample(2)?))
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }
 
 fn med(s: &[Sample], f: impl Fn(&Sample) -> Option<f64>) -> Option<f64> {

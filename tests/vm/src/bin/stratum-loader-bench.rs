@@ -15,7 +15,7 @@
 use std::time::Instant;
 
 use anyhow::{bail, ensure, Context, Result};
-use stratum_vmtests::{secs, Project, Qemu, TestDisk, TEST_REF};
+use stratum_vmtests::{median, secs, Project, Qemu, TestDisk, TEST_REF};
 
 const KARGS: &[&str] = &["console=ttyS0", "earlycon=uart8250,io,0x3f8,115200"];
 /// The kernel's first line.
@@ -54,16 +54,6 @@ fn boot(p: &Project, disk: &std::path::Path, label: &str, run: usize) -> Result<
         .stamp
         .with_context(|| format!("{name}: no {KERNEL_START:?} on the console"))?;
     Ok(at.as_secs_f64() * 1000.0)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }
 
 fn main() -> Result<()> {
