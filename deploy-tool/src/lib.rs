@@ -19,6 +19,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod beneath;
 pub mod bootset;
 pub mod cli;
 pub mod cmd;

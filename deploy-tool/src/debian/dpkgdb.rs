@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use super::deb822::{self, Paragraph};
+use super::names;
 
 /// dpkg's database in an image (`/var/lib/dpkg` links here).
 pub const DB_DIR: &str = "usr/lib/sysimage/dpkg";
@@ -33,16 +34,25 @@ impl PackageId {
         format!("{}_{}_{}", self.name, self.version, self.arch)
     }
 
+    /// A package id from its three names, each checked against Debian policy
+    /// ([`names`]): every id is safe to build a path or a ref from.
+    pub fn new(name: &str, version: &str, arch: &str) -> Result<PackageId> {
+        names::package(name)?;
+        names::version(version)?;
+        names::architecture(arch)?;
+        Ok(PackageId {
+            name: name.to_string(),
+            version: version.to_string(),
+            arch: arch.to_string(),
+        })
+    }
+
     /// Parses [`PackageId::nva`].
     pub fn parse_nva(s: &str) -> Result<PackageId> {
         let mut it = s.splitn(3, '_');
         match (it.next(), it.next(), it.next()) {
-            (Some(n), Some(v), Some(a)) if !n.is_empty() && !v.is_empty() && !a.is_empty() => {
-                Ok(PackageId {
-                    name: n.to_string(),
-                    version: v.to_string(),
-                    arch: a.to_string(),
-                })
+            (Some(n), Some(v), Some(a)) => {
+                PackageId::new(n, v, a).with_context(|| format!("{s:?} is not NAME_VERSION_ARCH"))
             }
             _ => anyhow::bail!("{s:?} is not NAME_VERSION_ARCH"),
         }
@@ -52,14 +62,10 @@ impl PackageId {
     pub fn of(p: &Paragraph) -> Result<PackageId> {
         let f = |k: &str| {
             p.get(k)
-                .map(|v| v.trim().to_string())
+                .map(str::trim)
                 .with_context(|| format!("package paragraph without {k}"))
         };
-        Ok(PackageId {
-            name: f("Package")?,
-            version: f("Version")?,
-            arch: f("Architecture")?,
-        })
+        PackageId::new(f("Package")?, f("Version")?, f("Architecture")?)
     }
 
     /// The name dpkg gives the package's files in `info/`: `name:arch` for `Multi-Arch: same`.
@@ -125,14 +131,11 @@ pub fn packages_of_commit(
         return Ok(list
             .into_iter()
             .map(|(name, version, arch)| {
-                let id = PackageId {
-                    name,
-                    version,
-                    arch,
-                };
-                (id.name.clone(), id)
+                let id = PackageId::new(&name, &version, &arch)
+                    .with_context(|| format!("commit {commit}: {META_PACKAGES}"))?;
+                Ok((id.name.clone(), id))
             })
-            .collect());
+            .collect::<Result<_>>()?);
     }
     match status_of_commit(repo, commit)? {
         Some(s) => installed(&s).with_context(|| format!("commit {commit}")),

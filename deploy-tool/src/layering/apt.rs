@@ -593,11 +593,10 @@ pub fn parse_simulation(out: &str) -> Result<Resolution> {
                 if let Some(old) = old {
                     r.changed.push((name.to_string(), old, version.to_string()));
                 }
-                r.install.push(PackageId {
-                    name: name.to_string(),
-                    version: version.to_string(),
-                    arch: arch.to_string(),
-                });
+                r.install.push(
+                    PackageId::new(name, version, arch)
+                        .with_context(|| format!("apt's line {line:?}"))?,
+                );
             }
             Some("Remv") => {
                 let name = t.next().context("Remv line without a package")?;

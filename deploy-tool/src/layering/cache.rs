@@ -9,15 +9,14 @@
 //! `Conffiles` with their checksums) is commit metadata, appended to the database's `status`
 //! when the package is layered.
 
-use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use ostree::{gio, glib};
 
+use super::unpack;
 use crate::debian::deb822::{self, Paragraph};
-use crate::debian::dpkgdb::{PackageId, DB_DIR};
+use crate::debian::dpkgdb::PackageId;
 use crate::repo::{self, NewCommit};
 
 /// Ref prefix of packages from repositories: `<prefix>/<name>/<version>_<arch>`.
@@ -28,18 +27,6 @@ pub const LOCAL_REF_PREFIX: &str = "stratum/pkgcache-local";
 const META_STATUS: &str = "stratum.dpkg.status";
 /// Commit metadata: the SHA-256 of the `.deb` (`s`).
 const META_SHA256: &str = "stratum.deb.sha256";
-
-/// Top-level directories that merged-`/usr` keeps under `/usr`.
-const USR_MERGED: &[&str] = &["bin", "sbin", "lib", "lib32", "lib64", "libx32"];
-/// Directories that OSTree systems keep in `/var`, and where (see `compose::layout`).
-const IN_VAR: &[(&str, &str)] = &[
-    ("opt", "var/opt"),
-    ("srv", "var/srv"),
-    ("usr/local", "var/usrlocal"),
-    ("home", "var/home"),
-    ("root", "var/roothome"),
-    ("mnt", "var/mnt"),
-];
 
 /// A package in the cache.
 #[derive(Debug, Clone)]
@@ -120,62 +107,15 @@ pub fn import(repo: &ostree::Repo, deb: &Path, refname: &str, scratch: &Path) ->
         return Ok(c);
     }
     let sha256 = sha256_file(deb)?;
-    let ctl = scratch.join("control");
-    let tree = scratch.join("tree");
-    fs::create_dir_all(&tree)?;
-    crate::cmd::run(Command::new("dpkg-deb").arg("--control").arg(deb).arg(&ctl))
-        .with_context(|| format!("reading the control archive of {}", deb.display()))?;
-    let control = fs::read_to_string(ctl.join("control"))
-        .with_context(|| format!("{}: no control file", deb.display()))?;
-    let mut status = deb822::parse_one(&control)
-        .with_context(|| format!("{}: DEBIAN/control", deb.display()))?;
-    let id = PackageId::of(&status).with_context(|| format!("{}", deb.display()))?;
-    let paths = unpack(deb, &tree)?;
-    relocate(&tree, &id)?;
-    // dpkg's files for the package.
-    let info_name = id.info_name(status.get("Multi-Arch") == Some("same"));
-    let info = tree.join(DB_DIR).join("info");
-    fs::create_dir_all(&info)?;
-    let mut list = String::new();
-    for p in &paths {
-        list.push_str(p);
-        list.push('\n');
-    }
-    fs::write(info.join(format!("{info_name}.list")), list)?;
-    let mut members: Vec<_> = fs::read_dir(&ctl)?.collect::<std::io::Result<_>>()?;
-    members.sort_by_key(|e| e.file_name());
-    for e in members {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name == "control" {
-            continue;
-        }
-        fs::copy(e.path(), info.join(format!("{info_name}.{name}")))?;
-    }
-    // Conffiles with the checksums dpkg compares at configuration and upgrade.
-    if let Ok(conffiles) = fs::read_to_string(ctl.join("conffiles")) {
-        let mut field = String::new();
-        for cf in conffiles.lines().map(str::trim).filter(|l| !l.is_empty()) {
-            let Some(rel) = cf.strip_prefix("/etc/") else {
-                // `remove-on-upgrade` and other flags only concern upgrades in place.
-                continue;
-            };
-            let file = tree.join("usr/etc").join(rel);
-            let sum = md5_file(&file)
-                .with_context(|| format!("{id}: conffile {cf} is not in the package"))?;
-            field.push_str(&format!("\n {cf} {sum}"));
-        }
-        if !field.is_empty() {
-            status.set("Conffiles", &field, None);
-        }
-    }
-    status.set("Status", "install ok unpacked", Some("Package"));
+    let unpacked = unpack::unpack(deb, scratch)?;
+    let (id, status) = (unpacked.id, unpacked.status);
     let meta = glib::VariantDict::new(None);
     meta.insert(META_STATUS, status.to_text().as_str());
     meta.insert(META_SHA256, sha256.as_str());
     meta.insert("version", id.version.as_str());
     let commit = repo::write_commit(
         repo,
-        &tree,
+        &unpacked.tree,
         &NewCommit {
             parent: None,
             subject: &format!("{} {}", id.name, id.version),
@@ -193,102 +133,6 @@ pub fn import(repo: &ostree::Repo, deb: &Path, refname: &str, scratch: &Path) ->
         status,
         sha256,
     })
-}
-
-/// Unpacks the data archive of `deb` into `tree`; returns its paths as dpkg lists them
-/// (`/.` first, no trailing `/`).
-fn unpack(deb: &Path, tree: &Path) -> Result<Vec<String>> {
-    let mut dpkg = Command::new("dpkg-deb")
-        .arg("--fsys-tarfile")
-        .arg(deb)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .context("running dpkg-deb")?;
-    let out = Command::new("tar")
-        .args(["-x", "-v", "--numeric-owner", "--same-owner", "-p", "-C"])
-        .arg(tree)
-        .stdin(dpkg.stdout.take().context("dpkg-deb stdout")?)
-        .output()
-        .context("running tar")?;
-    let st = dpkg.wait()?;
-    if !st.success() || !out.status.success() {
-        bail!(
-            "unpacking {}: {}",
-            deb.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    let mut paths = Vec::new();
-    for l in String::from_utf8_lossy(&out.stdout).lines() {
-        let p = l.trim_start_matches('.').trim_end_matches('/');
-        paths.push(if p.is_empty() {
-            "/.".to_string()
-        } else {
-            p.to_string()
-        });
-    }
-    Ok(paths)
-}
-
-/// Moves the unpacked files to where an image keeps them.
-fn relocate(tree: &Path, id: &PackageId) -> Result<()> {
-    for top in USR_MERGED {
-        move_merge(&tree.join(top), &tree.join("usr").join(top), id)?;
-    }
-    move_merge(&tree.join("etc"), &tree.join("usr/etc"), id)?;
-    for (from, to) in IN_VAR {
-        move_merge(&tree.join(from), &tree.join(to), id)?;
-    }
-    if tree.join("boot").exists() {
-        let boot = tree.join("boot");
-        if fs::read_dir(&boot)?.next().is_some() {
-            bail!(
-                "{id} installs files in /boot; on Stratum the kernel and its files come with \
-                 the image (layering a kernel is not supported)"
-            );
-        }
-        fs::remove_dir(&boot)?;
-    }
-    Ok(())
-}
-
-/// Moves the directory `from` into `to`, merging with what is there; a file in both is an
-/// error.
-fn move_merge(from: &Path, to: &Path, id: &PackageId) -> Result<()> {
-    let Ok(meta) = fs::symlink_metadata(from) else {
-        return Ok(());
-    };
-    if !meta.is_dir() {
-        bail!("{id}: {} is not a directory", from.display());
-    }
-    if !to.exists() {
-        fs::create_dir_all(to.parent().context("parent")?)?;
-        fs::rename(from, to)?;
-        return Ok(());
-    }
-    for e in fs::read_dir(from)? {
-        let e = e?;
-        let dest: PathBuf = to.join(e.file_name());
-        if e.file_type()?.is_dir() && dest.is_dir() {
-            move_merge(&e.path(), &dest, id)?;
-        } else if fs::symlink_metadata(&dest).is_ok() {
-            bail!(
-                "{id} ships both {} and {}, the same path on a merged-/usr system",
-                e.path().display(),
-                dest.display()
-            );
-        } else {
-            fs::rename(e.path(), &dest)?;
-        }
-    }
-    fs::remove_dir(from)?;
-    Ok(())
-}
-
-fn md5_file(path: &Path) -> Result<String> {
-    use md5::{Digest as _, Md5};
-    let data = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(hex::encode(Md5::digest(&data)))
 }
 
 /// Every cached package: (ref, commit).

@@ -18,6 +18,7 @@
 pub mod apt;
 pub mod cache;
 pub mod sandbox;
+pub mod unpack;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -151,11 +152,7 @@ impl Layering<'_> {
         if !apt.has_indexes() {
             apt.refresh(&status)?;
         }
-        let id = PackageId {
-            name: name.to_string(),
-            version: version.to_string(),
-            arch: apt::native_arch()?,
-        };
+        let id = PackageId::new(name, version, &apt::native_arch()?)?;
         let debs = scratch.path().join("debs");
         fs::create_dir_all(&debs)?;
         apt.download(&status, std::slice::from_ref(&id), &debs)

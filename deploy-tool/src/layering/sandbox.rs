@@ -1,17 +1,33 @@
-//! The sandbox maintainer scripts and triggers run in: bubblewrap over an overlay of the
-//! tree being assembled.
+//! The sandboxes of layering: bubblewrap around everything a package brings.
 //!
-//! The tree is a hardlink checkout: its files are the repository's objects, and a script
-//! that wrote into one in place would corrupt every commit that shares it. So the tree is
-//! never the scripts' root. They see an overlay filesystem whose lower layer is the tree
-//! (read-only to them) and whose upper layer is a scratch directory: every write, chmod or
-//! delete lands in the upper layer as a new file or a whiteout. After each run the upper
-//! layer is folded into the tree by renames, which replace links and never write through
-//! them.
+//! Two kinds, built from the same confinement ([`confined`]):
+//! - [`extract`]: a `.deb` unpacked by `dpkg-deb` and `tar`, which see the host's `/usr`
+//!   read-only and one writable directory. Whatever an archive holds (`../` names, symlinks
+//!   followed by later members), nothing outside that directory can be written.
+//! - [`Sandbox`]: maintainer scripts and triggers, over an overlay of the tree being
+//!   assembled.
+//!
+//! The confinement: no network, own PID, IPC, UTS and cgroup namespaces, a clean
+//! environment (bubblewrap's own process too, so `/proc/1/environ` shows nothing of the
+//! caller's), `/proc/sys` read-only, a `/dev` with only the harmless nodes, and every
+//! capability dropped but the few that give files their owners and modes inside the tree
+//! ([`KEPT_CAPS`]): no mount, mknod, module loading, ptrace, raw I/O or network
+//! administration, so a script cannot undo the confinement.
+//!
+//! The script sandbox's tree is a hardlink checkout: its files are the repository's objects,
+//! and a script that wrote into one in place would corrupt every commit that shares it. So
+//! the tree is never the scripts' root. They see an overlay filesystem whose lower layer is
+//! the tree (read-only to them) and whose upper layer is a scratch directory: every write,
+//! chmod or delete lands in the upper layer as a new file or a whiteout. After each run the
+//! upper layer is folded into the tree by renames, which replace links and never write
+//! through them.
 //!
 //! Inside: the tree as `/`, its `/usr/etc` as `/etc`, fresh `/dev`, `/proc`, `/run` and
-//! `/tmp`, no network, its own PID, IPC and UTS namespaces, nothing of the host; services
-//! are not started (`policy-rc.d` says no, and no systemd runs there).
+//! `/tmp`, nothing of the host; services are not started (`policy-rc.d` says no, and no
+//! systemd runs there). Before each run the paths bubblewrap mounts on or binds from are
+//! checked to be real directories of the tree, reached without a symlink: a script that
+//! replaced `/usr/etc` or `/run` with a symlink cannot make the next run's mounts resolve on
+//! the host.
 
 use std::ffi::OsString;
 use std::fs;
@@ -21,6 +37,137 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
+
+use crate::beneath::{self, Kind};
+
+/// Capabilities sandboxed programs keep: what dpkg, tar and maintainer scripts need to give
+/// files in the tree their owners, modes, set-id bits and file capabilities, and to run a
+/// program as a system user. All of them act only on what the sandbox can see.
+const KEPT_CAPS: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_SETUID",
+    "CAP_SETGID",
+    "CAP_SETFCAP",
+];
+
+/// The environment of sandboxed programs, and all of it.
+const BASE_ENV: &[(&str, &str)] = &[
+    ("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+    ("LC_ALL", "C.UTF-8"),
+    ("HOME", "/root"),
+    ("DEBIAN_FRONTEND", "noninteractive"),
+    ("DEBCONF_NONINTERACTIVE_SEEN", "true"),
+    ("INITRD", "No"),
+    ("SYSTEMD_OFFLINE", "1"),
+];
+
+/// A command with none of the caller's environment: what starts the sandbox (`unshare`,
+/// `bwrap`) stays visible inside it as PID 1's `/proc/1/environ`.
+fn clean_command(program: &str) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.env_clear()
+        .env("PATH", BASE_ENV[0].1)
+        .env("LC_ALL", "C.UTF-8");
+    cmd
+}
+
+/// bubblewrap's arguments for the confinement every sandbox shares (see the module doc),
+/// before its own mounts.
+fn confined(env: &[(&str, &str)]) -> Vec<OsString> {
+    let mut args: Vec<OsString> = [
+        "--unshare-net",
+        "--unshare-ipc",
+        "--unshare-pid",
+        "--unshare-uts",
+        "--unshare-cgroup-try",
+        "--hostname",
+        "localhost",
+        "--die-with-parent",
+        "--new-session",
+        "--clearenv",
+        "--cap-drop",
+        "ALL",
+    ]
+    .iter()
+    .map(OsString::from)
+    .collect();
+    for c in KEPT_CAPS {
+        args.extend(["--cap-add".into(), (*c).into()]);
+    }
+    for (k, v) in BASE_ENV.iter().chain(env.iter()) {
+        args.extend(["--setenv".into(), (*k).into(), (*v).into()]);
+    }
+    args
+}
+
+/// `--proc /proc` with `/proc/sys` read-only, and a `/dev` of null, zero, random and ttys.
+fn proc_and_dev() -> Vec<OsString> {
+    [
+        "--dev",
+        "/dev",
+        "--proc",
+        "/proc",
+        "--ro-bind",
+        "/proc/sys",
+        "/proc/sys",
+    ]
+    .iter()
+    .map(OsString::from)
+    .collect()
+}
+
+/// Where `extract` leaves a package: `control/` (its control members) and `tree/` (its
+/// files); returns tar's listing of the data archive, one member a line.
+pub fn extract(deb: &Path, out: &Path) -> Result<String> {
+    for d in ["control", "tree"] {
+        fs::create_dir_all(out.join(d)).with_context(|| format!("creating {}", out.display()))?;
+    }
+    let mut args = confined(&[]);
+    args.extend(proc_and_dev());
+    // The host's programs, read-only; the merged-/usr links as the host has them.
+    args.extend(["--ro-bind".into(), "/usr".into(), "/usr".into()]);
+    for top in ["bin", "sbin", "lib", "lib64"] {
+        let host = Path::new("/").join(top);
+        match fs::read_link(&host) {
+            Ok(target) => args.extend(["--symlink".into(), target.into(), host.into()]),
+            Err(_) if host.is_dir() => {
+                args.extend(["--ro-bind".into(), host.clone().into(), host.into()])
+            }
+            Err(_) => {}
+        }
+    }
+    args.extend(["--ro-bind".into(), deb.into(), "/in.deb".into()]);
+    args.extend([
+        "--bind".into(),
+        out.into(),
+        "/out".into(),
+        "--chdir".into(),
+        "/out".into(),
+    ]);
+    args.extend(["--".into(), "/bin/sh".into(), "-c".into()]);
+    // dash has no pipefail: the data archive goes through a file.
+    args.push(
+        "set -e; dpkg-deb --control /in.deb control; dpkg-deb --fsys-tarfile /in.deb > data.tar; \
+         tar -x -v --numeric-owner --same-owner -p -f data.tar -C tree; rm data.tar"
+            .into(),
+    );
+    let out = clean_command("bwrap")
+        .args(&args)
+        .output()
+        .context("running bwrap (bubblewrap) to unpack the package")?;
+    if !out.status.success() {
+        bail!(
+            "unpacking {}: {}",
+            deb.display(),
+            crate::cmd::tail(&String::from_utf8_lossy(&out.stderr), 20)
+        );
+    }
+    String::from_utf8(out.stdout).context("tar listed a file name that is not UTF-8")
+}
 
 /// Top-level directories of the upper layer that are mount points, not content.
 const MOUNT_POINTS: &[&str] = &["etc", "dev", "proc", "run", "tmp", "sys"];
@@ -79,7 +226,8 @@ impl Sandbox {
     /// Runs `argv` in the sandbox with `env`, then folds what it changed into the tree.
     /// A failure is an error carrying the program's output.
     pub fn run(&mut self, what: &str, argv: &[&str], env: &[(&str, &str)]) -> Result<Output> {
-        let mut cmd = Command::new("unshare");
+        self.check_mounts()?;
+        let mut cmd = clean_command("unshare");
         // A private mount namespace: the overlay exists only for this run, and goes away with
         // it even if the process is killed.
         cmd.args(["--mount", "--propagation", "private", "--", "/bin/sh", "-c"]);
@@ -90,59 +238,35 @@ impl Sandbox {
              exec \"$@\"",
         );
         cmd.arg("sh")
-            .arg(&self.tree)
-            .arg(&self.upper)
-            .arg(&self.work)
+            .arg(overlay_escape(&self.tree))
+            .arg(overlay_escape(&self.upper))
+            .arg(overlay_escape(&self.work))
             .arg(&self.merged);
         cmd.arg("bwrap");
         let m = self.merged.as_os_str();
-        let mut args: Vec<OsString> = vec![
+        let mut args = confined(env);
+        args.extend([
             "--bind".into(),
             m.into(),
             "/".into(),
             "--bind".into(),
             join(m, "/usr/etc"),
             "/etc".into(),
-            "--dev".into(),
-            "/dev".into(),
-            "--proc".into(),
-            "/proc".into(),
-            "--tmpfs".into(),
-            "/run".into(),
-            "--tmpfs".into(),
-            "/tmp".into(),
-            "--unshare-net".into(),
-            "--unshare-ipc".into(),
-            "--unshare-pid".into(),
-            "--unshare-uts".into(),
-            "--hostname".into(),
-            "localhost".into(),
-            "--die-with-parent".into(),
-            "--new-session".into(),
-            "--clearenv".into(),
-            "--chdir".into(),
-            "/".into(),
-        ];
+        ]);
+        args.extend(proc_and_dev());
+        args.extend(
+            ["--tmpfs", "/run", "--tmpfs", "/tmp", "--chdir", "/"]
+                .iter()
+                .map(OsString::from),
+        );
         for p in NOOP_PROGRAMS {
-            if self.tree.join(p).exists() {
+            if self.kind(p)? == Kind::File {
                 args.extend([
                     "--ro-bind".into(),
                     "/usr/bin/true".into(),
                     format!("/{p}").into(),
                 ]);
             }
-        }
-        let base_env = [
-            ("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
-            ("LC_ALL", "C.UTF-8"),
-            ("HOME", "/root"),
-            ("DEBIAN_FRONTEND", "noninteractive"),
-            ("DEBCONF_NONINTERACTIVE_SEEN", "true"),
-            ("INITRD", "No"),
-            ("SYSTEMD_OFFLINE", "1"),
-        ];
-        for (k, v) in base_env.iter().chain(env.iter()) {
-            args.extend(["--setenv".into(), (*k).into(), (*v).into()]);
         }
         args.push("--".into());
         args.extend(argv.iter().map(OsString::from));
@@ -166,6 +290,42 @@ impl Sandbox {
             );
         }
         Ok(Output { text })
+    }
+
+    /// What is at `rel` in the tree; a symlink on the way is an error.
+    fn kind(&self, rel: &str) -> Result<Kind> {
+        let root = beneath::open_root(&self.tree)?;
+        beneath::kind_at(std::os::fd::AsFd::as_fd(&root), rel)
+    }
+
+    /// Checks what bubblewrap binds from and mounts on: `usr/etc` is a real directory, the
+    /// mount points are real directories or missing, and the upper layer is empty (so the
+    /// overlay shows the tree as checked). A script's earlier run may have changed any of
+    /// them, and bubblewrap resolves these paths before the sandbox exists.
+    fn check_mounts(&self) -> Result<()> {
+        let refuse = |p: &str, k: Kind| {
+            anyhow::anyhow!(
+                "/{p} in the tree being assembled is a {k:?}, not a directory: a package \
+                 (or its maintainer script) replaced it; nothing was changed"
+            )
+        };
+        match self.kind("usr/etc").with_context(|| "checking /usr/etc")? {
+            Kind::Dir => {}
+            k => return Err(refuse("usr/etc", k)),
+        }
+        for m in MOUNT_POINTS {
+            match self.kind(m).with_context(|| format!("checking /{m}"))? {
+                Kind::Dir | Kind::Missing => {}
+                k => return Err(refuse(m, k)),
+            }
+        }
+        if fs::read_dir(&self.upper)?.next().is_some() {
+            bail!(
+                "the sandbox's upper layer {} is not empty",
+                self.upper.display()
+            );
+        }
+        Ok(())
     }
 
     /// Moves the upper layer's changes into the tree and empties it.
@@ -198,6 +358,19 @@ impl Sandbox {
         }
         Ok(())
     }
+}
+
+/// A path as an overlayfs mount option value: `\\`, `,` and `:` escaped, as the kernel's
+/// option parser expects (a sysroot path may hold a comma).
+fn overlay_escape(p: &Path) -> OsString {
+    let mut out = Vec::new();
+    for &b in p.as_os_str().as_bytes() {
+        if matches!(b, b'\\' | b',' | b':') {
+            out.push(b'\\');
+        }
+        out.push(b);
+    }
+    std::os::unix::ffi::OsStringExt::from_vec(out)
 }
 
 fn join(base: &std::ffi::OsStr, rest: &str) -> OsString {
