@@ -181,6 +181,40 @@ pub fn base_commit(repo: &ostree::Repo, checksum: &str) -> Result<String> {
         .unwrap_or_else(|| checksum.to_string()))
 }
 
+/// Every directory of `commit`'s tree, as paths relative to its root, parents first.
+pub fn directories(repo: &ostree::Repo, commit: &str) -> Result<Vec<String>> {
+    fn walk(dir: &gio::File, prefix: &str, out: &mut Vec<String>) -> Result<()> {
+        let entries = dir.enumerate_children(
+            "standard::name,standard::type",
+            gio::FileQueryInfoFlags::NOFOLLOW_SYMLINKS,
+            gio::Cancellable::NONE,
+        )?;
+        while let Some(info) = entries.next_file(gio::Cancellable::NONE)? {
+            if info.file_type() != gio::FileType::Directory {
+                continue;
+            }
+            let name = info.name();
+            let name = name
+                .to_str()
+                .context("a directory name that is not UTF-8")?;
+            let rel = if prefix.is_empty() {
+                name.to_string()
+            } else {
+                format!("{prefix}/{name}")
+            };
+            out.push(rel.clone());
+            walk(&dir.child(name), &rel, out)?;
+        }
+        Ok(())
+    }
+    let (root, _) = repo
+        .read_commit(commit, gio::Cancellable::NONE)
+        .with_context(|| format!("reading commit {commit}"))?;
+    let mut out = Vec::new();
+    walk(&root, "", &mut out).with_context(|| format!("listing the directories of {commit}"))?;
+    Ok(out)
+}
+
 /// The contents of the file at `path` (relative, no leading `/`) in `commit`, `None` when
 /// there is no such file.
 pub fn read_file(repo: &ostree::Repo, commit: &str, path: &str) -> Result<Option<Vec<u8>>> {

@@ -92,6 +92,18 @@ pub const TARGETS: &[Target] = &[
         max_len: 4096,
     },
     Target {
+        name: "control",
+        about: "Debian control paragraphs and the package names built into paths (debian/)",
+        run: targets::debian::control,
+        max_len: 4096,
+    },
+    Target {
+        name: "triggers",
+        about: "a package's triggers file and the trigger and member name rules (debian/names.rs)",
+        run: targets::debian::triggers,
+        max_len: 2048,
+    },
+    Target {
         name: "cpio",
         about: "newc cpio reader (initramfs-gen's newc)",
         run: targets::initramfs::cpio,

@@ -209,11 +209,14 @@ mod tests {
 
     #[test]
     fn installed_skips_removed_and_config_files() {
-        let s = "Package: a\nStatus: install ok installed\nVersion: 1\nArchitecture: all\n\n\
-                 Package: b\nStatus: deinstall ok config-files\nVersion: 2\nArchitecture: all\n\n\
-                 Package: c\nStatus: hold ok installed\nVersion: 3\nArchitecture: amd64\n";
+        let s = "Package: aa\nStatus: install ok installed\nVersion: 1\nArchitecture: all\n\n\
+                 Package: bb\nStatus: deinstall ok config-files\nVersion: 2\nArchitecture: all\n\n\
+                 Package: cc\nStatus: hold ok installed\nVersion: 3\nArchitecture: amd64\n";
         let i = installed(s).unwrap();
-        assert_eq!(i.keys().collect::<Vec<_>>(), ["a", "c"]);
+        assert_eq!(i.keys().collect::<Vec<_>>(), ["aa", "cc"]);
+        // A name no policy allows is never a path.
+        let bad = "Package: ../../x\nStatus: install ok installed\nVersion: 1\nArchitecture: all\n";
+        assert!(installed(bad).is_err());
     }
 
     #[test]

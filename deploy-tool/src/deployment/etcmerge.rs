@@ -237,7 +237,21 @@ fn copy_meta(m: &fs::Metadata, dst: &Path) -> Result<()> {
 }
 
 /// Merges: the admin's changes between `old_defaults` and `old_etc` are applied to `new_etc`.
+/// A symlink at any of the three (or at their parent, `usr`) is refused: following one would
+/// copy the machine's configuration somewhere else, or read someone else's as defaults.
 pub fn merge(old_defaults: &Path, old_etc: &Path, new_etc: &Path) -> Result<EtcDiff> {
+    for dir in [old_defaults, old_etc, new_etc] {
+        for p in [Some(dir), dir.parent()].into_iter().flatten() {
+            let m = fs::symlink_metadata(p).with_context(|| format!("reading {}", p.display()))?;
+            if !m.is_dir() {
+                bail!(
+                    "{} is not a directory (a symlink or a file): the /etc merge refuses it; \
+                     nothing was changed",
+                    p.display()
+                );
+            }
+        }
+    }
     let d = diff(old_defaults, old_etc)?;
     apply(&d, old_etc, new_etc)?;
     Ok(d)

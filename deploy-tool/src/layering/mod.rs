@@ -16,6 +16,7 @@
 //! requests. See docs/layering.md.
 
 pub mod apt;
+mod bootfiles;
 pub mod cache;
 pub mod sandbox;
 pub mod unpack;
@@ -29,8 +30,14 @@ use anyhow::{bail, Context, Result};
 use ostree::glib;
 use serde::Serialize;
 
-use crate::debian::deb822::{self, Paragraph};
+use std::os::fd::AsFd;
+
+use crate::beneath;
 use crate::debian::dpkgdb::{self, PackageId, DB_DIR};
+use crate::debian::{
+    self,
+    deb822::{self, Paragraph},
+};
 use crate::repo::{self, NewCommit};
 use crate::state::origin::Packages;
 use crate::sysroot::Sysroot;
@@ -492,6 +499,7 @@ fn assemble(
         fs::create_dir_all(root.join("var/lib"))?;
         std::os::unix::fs::symlink(dpkgdb::VAR_LINK_TARGET, &var_dpkg)?;
     }
+    let kernel = bootfiles::BootFiles::of(root)?;
     let mut sb = sandbox::Sandbox::new(root, &scratch.join("sandbox"))?;
     if !plan.remove.is_empty() {
         let mut argv = vec!["dpkg", "--purge"];
@@ -503,6 +511,7 @@ fn assemble(
         argv.extend(names.iter().map(String::as_str));
         eprintln!("Removing {}", names.join(" "));
         sb.run("removing base packages", &argv, &[])?;
+        kernel.check(root, &format!("removing {}", names.join(" ")))?;
     }
     let mut triggers = Triggers::default();
     for id in &plan.install {
@@ -513,12 +522,12 @@ fn assemble(
             &c.commit,
             &format!("{DB_DIR}/info/{info}.preinst"),
         )? {
-            let tmp = db.join("tmp.ci");
-            fs::create_dir_all(&tmp)?;
-            let path = tmp.join("preinst");
-            fs::write(&path, script)?;
-            use std::os::unix::fs::PermissionsExt;
-            fs::set_permissions(&path, fs::Permissions::from_mode(0o755))?;
+            // Written through directory handles: an earlier script may have replaced any
+            // directory of the tree with a symlink.
+            let tree = beneath::open_root(root)?;
+            let tmp = beneath::create_dir_all(tree.as_fd(), &format!("{DB_DIR}/tmp.ci"))
+                .with_context(|| format!("preparing the preinst of {id}"))?;
+            beneath::write_new(tmp.as_fd(), "preinst", &script, 0o755)?;
             let env = maintscript_env(id, "preinst");
             let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
             sb.run(
@@ -526,8 +535,13 @@ fn assemble(
                 &["/var/lib/dpkg/tmp.ci/preinst", "install"],
                 &env,
             )?;
-            fs::remove_dir_all(&tmp)?;
+            kernel.check(root, &format!("the preinst script of {id}"))?;
+            // The sandbox checked that the database's directories are still directories;
+            // remove_dir_all does not follow a symlink it is given.
+            fs::remove_dir_all(root.join(DB_DIR).join("tmp.ci"))
+                .with_context(|| format!("removing the preinst of {id}"))?;
         }
+        check_directories(ctx.repo, &c.commit, root).with_context(|| format!("cannot add {id}"))?;
         repo::checkout_union(ctx.repo, &c.commit, root, devino).map_err(|e| {
             anyhow::anyhow!(
                 "cannot add {}: a file it ships differs from one already in the tree (from the \
@@ -535,8 +549,9 @@ fn assemble(
                 id
             )
         })?;
-        add_status(&db, &c.status)?;
-        triggers.collect(&db, &info, &id.name)?;
+        kernel.check(root, &format!("{id}"))?;
+        add_status(root, &c.status)?;
+        triggers.collect(root, &info, &id.name)?;
     }
     triggers.register(&db)?;
     let activate = triggers.activations(&db, plan, cached)?;
@@ -557,6 +572,11 @@ fn assemble(
         &[],
     )?;
     sb.finish()?;
+    let names: Vec<&str> = plan.install.iter().map(|p| p.name.as_str()).collect();
+    kernel.check(
+        root,
+        &format!("a maintainer script or trigger of {}", names.join(", ")),
+    )?;
     let removed = machine_specific(root)?;
     for r in removed {
         eprintln!("Not in the image (made on each machine): /{r}");
@@ -567,9 +587,10 @@ fn assemble(
 
 /// Appends (or replaces) the package's paragraph in the database's `status`. The file is
 /// replaced, never written in place: it is a link into the repository.
-fn add_status(db: &Path, para: &Paragraph) -> Result<()> {
-    let path = db.join("status");
-    let text = fs::read_to_string(&path).context("reading the dpkg status file")?;
+fn add_status(root: &Path, para: &Paragraph) -> Result<()> {
+    let rel = format!("{DB_DIR}/status");
+    let text = read_db(root, &rel)?;
+    let path = root.join(&rel);
     let name = para.get("Package").unwrap_or_default();
     let mut out = String::new();
     for p in deb822::parse(&text)? {
@@ -582,6 +603,29 @@ fn add_status(db: &Path, para: &Paragraph) -> Result<()> {
     out.push_str(&para.to_text());
     out.push('\n');
     crate::fsutil::atomic_write(&path, out.as_bytes(), 0o644)
+}
+
+/// Reads a file of the dpkg database of the tree at `root` without following a symlink
+/// (maintainer scripts have run in the tree).
+fn read_db(root: &Path, rel: &str) -> Result<String> {
+    let tree = beneath::open_root(root)?;
+    let data =
+        beneath::read(tree.as_fd(), rel, 1 << 30).with_context(|| format!("reading /{rel}"))?;
+    String::from_utf8(data).with_context(|| format!("/{rel} is not UTF-8"))
+}
+
+/// Refuses to check `commit` out into `root` when one of its directories stands in the tree
+/// as a symlink or a file: the checkout would follow it (a maintainer script may have put it
+/// there).
+fn check_directories(repo: &ostree::Repo, commit: &str, root: &Path) -> Result<()> {
+    let tree = beneath::open_root(root)?;
+    for d in repo::directories(repo, commit)? {
+        match beneath::kind_at(tree.as_fd(), &d)? {
+            beneath::Kind::Dir | beneath::Kind::Missing => {}
+            k => bail!("its directory /{d} is a {k:?} in the tree being assembled"),
+        }
+    }
+    Ok(())
 }
 
 /// The environment dpkg gives maintainer scripts.
@@ -608,15 +652,22 @@ struct Triggers {
 }
 
 impl Triggers {
-    fn collect(&mut self, db: &Path, info: &str, name: &str) -> Result<()> {
-        let Ok(text) = fs::read_to_string(db.join("info").join(format!("{info}.triggers"))) else {
+    fn collect(&mut self, root: &Path, info: &str, name: &str) -> Result<()> {
+        let rel = format!("{DB_DIR}/info/{info}.triggers");
+        let tree = beneath::open_root(root)?;
+        if beneath::kind_at(tree.as_fd(), &rel)? == beneath::Kind::Missing {
             return Ok(());
-        };
+        }
+        let text = read_db(root, &rel)?;
         for line in text.lines() {
             let mut w = line.split_whitespace();
             let (Some(kind), Some(arg)) = (w.next(), w.next()) else {
                 continue;
             };
+            if kind.starts_with("interest") || kind.starts_with("activate") {
+                debian::names::trigger(arg)
+                    .with_context(|| format!("the triggers file of {name}"))?;
+            }
             match kind {
                 "interest" | "interest-await" => {
                     self.interests.push((arg.to_string(), name.to_string()))

@@ -140,6 +140,7 @@ pub fn extract(deb: &Path, out: &Path) -> Result<String> {
             Err(_) => {}
         }
     }
+    args.extend(["--tmpfs".into(), "/tmp".into()]);
     args.extend(["--ro-bind".into(), deb.into(), "/in.deb".into()]);
     args.extend([
         "--bind".into(),
@@ -190,8 +191,9 @@ pub struct Sandbox {
     upper: PathBuf,
     work: PathBuf,
     merged: PathBuf,
-    /// Files this sandbox put into the tree, removed again by [`Sandbox::finish`].
-    added: Vec<PathBuf>,
+    /// Files this sandbox put into the tree (relative paths), removed again by
+    /// [`Sandbox::finish`].
+    added: Vec<String>,
 }
 
 /// What one run printed.
@@ -218,7 +220,7 @@ impl Sandbox {
             fs::create_dir_all(policy.parent().context("parent")?)?;
             fs::write(&policy, POLICY_RC_D)?;
             fs::set_permissions(&policy, fs::Permissions::from_mode(0o755))?;
-            s.added.push(policy);
+            s.added.push("usr/sbin/policy-rc.d".to_string());
         }
         Ok(s)
     }
@@ -231,16 +233,19 @@ impl Sandbox {
         // A private mount namespace: the overlay exists only for this run, and goes away with
         // it even if the process is killed.
         cmd.args(["--mount", "--propagation", "private", "--", "/bin/sh", "-c"]);
+        // The layers are handed to overlayfs as open directories (`/proc/self/fd/N`), not as
+        // paths in the option string, where a `,` or `:` of the sysroot's path would split
+        // an option.
         cmd.arg(
-            "set -e; l=$1 u=$2 w=$3 m=$4; shift 4; \
+            "set -e; l=$1 u=$2 w=$3 m=$4; shift 4; exec 3<\"$l\" 4<\"$u\" 5<\"$w\"; \
              mount -t overlay stratum-layering \
-               -o \"lowerdir=$l,upperdir=$u,workdir=$w,redirect_dir=off,metacopy=off,index=off,xino=off\" \"$m\"; \
-             exec \"$@\"",
+               -o lowerdir=/proc/self/fd/3,upperdir=/proc/self/fd/4,workdir=/proc/self/fd/5,redirect_dir=off,metacopy=off,index=off,xino=off \"$m\"; \
+             exec 3<&- 4<&- 5<&-; exec \"$@\"",
         );
         cmd.arg("sh")
-            .arg(overlay_escape(&self.tree))
-            .arg(overlay_escape(&self.upper))
-            .arg(overlay_escape(&self.work))
+            .arg(&self.tree)
+            .arg(&self.upper)
+            .arg(&self.work)
             .arg(&self.merged);
         cmd.arg("bwrap");
         let m = self.merged.as_os_str();
@@ -282,6 +287,9 @@ impl Sandbox {
         // What a failed script changed is folded too: the whole tree is thrown away then.
         self.fold()
             .context("applying the sandbox's changes to the tree")?;
+        // Stratum goes on working in the tree by path: what it walks must still be there.
+        self.check_mounts()
+            .with_context(|| format!("after {what}"))?;
         if !out.status.success() {
             bail!(
                 "{what} failed ({}):\n{}",
@@ -312,6 +320,23 @@ impl Sandbox {
         match self.kind("usr/etc").with_context(|| "checking /usr/etc")? {
             Kind::Dir => {}
             k => return Err(refuse("usr/etc", k)),
+        }
+        let db = crate::debian::dpkgdb::DB_DIR;
+        let db_dirs = [
+            db.to_string(),
+            format!("{db}/info"),
+            format!("{db}/triggers"),
+            format!("{db}/updates"),
+        ];
+        for d in super::unpack::LAYOUT_DIRS
+            .iter()
+            .copied()
+            .chain(db_dirs.iter().map(String::as_str))
+        {
+            match self.kind(d).with_context(|| format!("checking /{d}"))? {
+                Kind::Dir | Kind::Missing => {}
+                k => return Err(refuse(d, k)),
+            }
         }
         for m in MOUNT_POINTS {
             match self.kind(m).with_context(|| format!("checking /{m}"))? {
@@ -353,24 +378,16 @@ impl Sandbox {
 
     /// Removes what the sandbox put into the tree for its own use.
     pub fn finish(self) -> Result<()> {
+        let root = beneath::open_root(&self.tree)?;
         for p in &self.added {
-            fs::remove_file(p).with_context(|| format!("removing {}", p.display()))?;
+            let (parent, name) = beneath::split(p);
+            let dir = beneath::open_dir(std::os::fd::AsFd::as_fd(&root), parent)?
+                .with_context(|| format!("/{parent} disappeared"))?;
+            rustix::fs::unlinkat(&dir, name, rustix::fs::AtFlags::empty())
+                .with_context(|| format!("removing /{p}"))?;
         }
         Ok(())
     }
-}
-
-/// A path as an overlayfs mount option value: `\\`, `,` and `:` escaped, as the kernel's
-/// option parser expects (a sysroot path may hold a comma).
-fn overlay_escape(p: &Path) -> OsString {
-    let mut out = Vec::new();
-    for &b in p.as_os_str().as_bytes() {
-        if matches!(b, b'\\' | b',' | b':') {
-            out.push(b'\\');
-        }
-        out.push(b);
-    }
-    std::os::unix::ffi::OsStringExt::from_vec(out)
 }
 
 fn join(base: &std::ffi::OsStr, rest: &str) -> OsString {

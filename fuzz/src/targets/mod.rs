@@ -2,6 +2,7 @@
 
 pub mod boot;
 pub mod bootset;
+pub mod debian;
 pub mod initramfs;
 
 use std::borrow::Cow;
