@@ -8,6 +8,8 @@
 //! - deployments on disk but no boot set (`/boot/loader` missing: typically the boot
 //!   partition is not mounted where the sysroot expects it);
 //! - an entry whose bootlink names a deployment that does not exist;
+//! - an entry whose deployment is not a real directory (a symlink in its place would let
+//!   one deployment stand for another, see [`DeploymentDir`]);
 //! - a bootlink of the current generation that no entry uses (an entry was deleted).
 //!
 //! A corrupt staged record does not block reading: it is reported, mutations refuse to run
@@ -23,7 +25,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::bootset::{bls, entry};
 use crate::lock::{self, SysrootLock};
-use crate::sysroot::{Deployment, Sysroot};
+use crate::sysroot::{Deployment, DeploymentDir, Sysroot};
 use origin::Origin;
 use staged::Staged;
 
@@ -67,10 +69,11 @@ impl State {
         };
         let booted = sysroot.booted(&deployments)?;
         let (staged, staged_problem) = match staged::read(sysroot) {
-            Ok(s) => (
-                s.filter(|s| sysroot.deployment_root(&s.deployment()).is_dir()),
-                None,
-            ),
+            Ok(Some(s)) => match sysroot.deployment_dir(&s.deployment())? {
+                DeploymentDir::Directory => (Some(s), None),
+                _ => (None, None),
+            },
+            Ok(None) => (None, None),
             Err(e) => (None, Some(format!("{e:#}"))),
         };
         Ok(State {
@@ -165,20 +168,11 @@ fn read_boot_set(sysroot: &Sysroot, bv: u8) -> Result<Vec<Deployment>> {
         }
     }
     entries.sort_by_key(|(_, e)| std::cmp::Reverse(e.sort_version()));
-    let mut out = Vec::new();
+    let mut out: Vec<Deployment> = Vec::new();
     for (path, e) in &entries {
         let d = entry::from_entry(sysroot, e)
             .with_context(|| format!("boot entry {}", path.display()))?;
-        if !sysroot.deployment_root(&d).is_dir() {
-            bail!(
-                "boot entry {} boots deployment {}/{}, which does not exist: the boot set does \
-                 not match the deployments on disk. Nothing was changed; restore the deployment \
-                 or repair the boot entries",
-                path.display(),
-                d.stateroot,
-                d.name()
-            );
-        }
+        check_deployment_dir(sysroot, path, &d)?;
         out.push(d);
     }
     let linked: BTreeSet<String> = out.iter().map(|d| entry::bootlink_arg(bv, d)).collect();
@@ -193,6 +187,34 @@ fn read_boot_set(sysroot: &Sysroot, bv: u8) -> Result<Vec<Deployment>> {
         }
     }
     Ok(out)
+}
+
+/// Fails unless the deployment that boot entry `path` boots is a real directory.
+fn check_deployment_dir(sysroot: &Sysroot, path: &std::path::Path, d: &Deployment) -> Result<()> {
+    let what = match sysroot.deployment_dir(d)? {
+        DeploymentDir::Directory => return Ok(()),
+        DeploymentDir::Missing => "which does not exist: the boot set does not match the \
+                                   deployments on disk. Nothing was changed; restore the \
+                                   deployment or repair the boot entries"
+            .to_string(),
+        kind => format!(
+            "but {} is {}, not a directory: a deployment is a real directory, never a link \
+             to one. Nothing was changed; put the deployment's own directory back in its \
+             place (or remove what is there and repair the boot entries)",
+            sysroot.deployment_root(d).display(),
+            if kind == DeploymentDir::Symlink {
+                "a symlink"
+            } else {
+                "a file"
+            }
+        ),
+    };
+    bail!(
+        "boot entry {} boots deployment {}/{}, {what}",
+        path.display(),
+        d.stateroot,
+        d.name()
+    )
 }
 
 /// The `ostree=` values of the bootlinks of generation `bv` (`ostree/boot.N/*/*/*`).
