@@ -1,8 +1,9 @@
 //! Host integration tests of the boot set against an inconsistent or hostile world: a boot
-//! partition that is not there, entries and bootlinks that do not match the disk, a symlink
-//! in a deployment's place, kernel arguments GRUB would cut, corrupt records, a write that
-//! fails half-way. The real `stratum` binary runs on a temporary sysroot with a real
-//! libostree repository; nothing it refuses may lose a deployment.
+//! partition that is not there, entries and bootlinks that do not match the disk, two entries
+//! for one deployment, a symlink in a deployment's place, kernel arguments GRUB would cut,
+//! corrupt records, a write that fails half-way. The real `stratum` binary runs on a
+//! temporary sysroot with a real libostree repository; nothing it refuses may lose a
+//! deployment.
 
 mod common;
 
@@ -154,6 +155,41 @@ fn boot_set_that_does_not_match_the_disk_is_an_error_not_a_deletion() {
     }
     assert_eq!(env.deploy_dirs().len(), 2, "a deployment was removed");
     fs::write(&rollback_entry, text).unwrap();
+    assert_eq!(env.checksums(), vec![v2, v1]);
+}
+
+#[test]
+fn two_boot_entries_for_one_deployment_are_refused_before_any_collection() {
+    let (env, v1, v2) = two_deployments();
+    let before = snapshot(&env.sysroot.join("boot"));
+    // The rollback entry's bootlink retargeted to the default deployment: both entries boot
+    // v2, and v1 looks unused to the collector.
+    let rollback_link = bootlink_of(&env, &v1);
+    let target = fs::read_link(&rollback_link).unwrap();
+    relink(
+        &rollback_link,
+        Path::new(&format!("../../../deploy/default/deploy/{v2}.0")),
+    );
+    for args in [
+        &["status"][..],
+        &["kargs", "--append", "x"],
+        &["cleanup", "-r"],
+        &["rollback"],
+        &["upgrade", "--apply-now"],
+    ] {
+        let e = err(env.stratum(args));
+        for expect in [
+            "both boot deployment",
+            "ostree-1-default.conf",
+            "ostree-2-default.conf",
+            "point each bootlink back",
+        ] {
+            assert!(e.contains(expect), "{args:?}: expected {expect:?} in: {e}");
+        }
+    }
+    assert_eq!(env.deploy_dirs().len(), 2, "a deployment was removed");
+    assert_eq!(snapshot(&env.sysroot.join("boot")), before, "/boot changed");
+    relink(&rollback_link, &target);
     assert_eq!(env.checksums(), vec![v2, v1]);
 }
 

@@ -10,6 +10,8 @@
 //! - an entry whose bootlink names a deployment that does not exist;
 //! - an entry whose deployment is not a real directory (a symlink in its place would let
 //!   one deployment stand for another, see [`DeploymentDir`]);
+//! - two entries that boot the same deployment (a bootlink was pointed at another
+//!   deployment: the one it named would look unused and be collected);
 //! - a bootlink of the current generation that no entry uses (an entry was deleted).
 //!
 //! A corrupt staged record does not block reading: it is reported, mutations refuse to run
@@ -173,6 +175,22 @@ fn read_boot_set(sysroot: &Sysroot, bv: u8) -> Result<Vec<Deployment>> {
         let d = entry::from_entry(sysroot, e)
             .with_context(|| format!("boot entry {}", path.display()))?;
         check_deployment_dir(sysroot, path, &d)?;
+        // `out[j]` came from `entries[j]`: every entry is pushed or refused.
+        if let Some(j) = out.iter().position(|o| o.same_dir(&d)) {
+            bail!(
+                "boot entries {} and {} both boot deployment {}/{} (through the bootlinks {} \
+                 and {}): a bootlink was pointed at another deployment, and the deployment it \
+                 named would be removed as unused. Nothing was changed; point each bootlink back \
+                 at its own deployment (../../../deploy/<stateroot>/deploy/<checksum>.<serial>, \
+                 as `ostree admin status` expects) or repair the boot entries",
+                entries[j].0.display(),
+                path.display(),
+                d.stateroot,
+                d.name(),
+                entry::bootlink_arg(bv, &out[j]),
+                entry::bootlink_arg(bv, &d)
+            );
+        }
         out.push(d);
     }
     let linked: BTreeSet<String> = out.iter().map(|d| entry::bootlink_arg(bv, d)).collect();
