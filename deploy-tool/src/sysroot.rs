@@ -61,6 +61,11 @@ impl Deployment {
         self.stateroot == other.stateroot && self.name() == other.name()
     }
 
+    /// Whether `self` belongs to `stateroot`; every deployment does when none is named.
+    pub fn in_stateroot(&self, stateroot: Option<&str>) -> bool {
+        stateroot.is_none_or(|s| self.stateroot == s)
+    }
+
     /// The deployment directory relative to the sysroot.
     pub fn relpath(&self) -> PathBuf {
         PathBuf::from(format!(

@@ -1,9 +1,9 @@
 //! Host integration tests of the boot set against an inconsistent or hostile world: a boot
 //! partition that is not there, entries and bootlinks that do not match the disk, two entries
-//! for one deployment, a symlink in a deployment's place, kernel arguments GRUB would cut,
-//! corrupt records, a write that fails half-way. The real `stratum` binary runs on a
-//! temporary sysroot with a real libostree repository; nothing it refuses may lose a
-//! deployment.
+//! for one deployment, a symlink in a deployment's place, a `--stateroot` that is a path,
+//! kernel arguments GRUB would cut, corrupt records, a write that fails half-way. The real
+//! `stratum` binary runs on a temporary sysroot with a real libostree repository; nothing it
+//! refuses may lose a deployment.
 
 mod common;
 
@@ -235,6 +235,52 @@ fn a_symlink_in_a_deployments_place_is_never_a_deployment() {
     assert!(d2.join("usr").is_dir(), "v2 was removed");
     assert!(immutable(&d2), "v2 was unlocked through a symlink");
     assert_eq!(env.checksums(), vec![v2, v1]);
+}
+
+#[test]
+fn stateroot_is_validated_and_honoured_by_every_verb() {
+    let (env, v1, v2) = two_deployments();
+    let before = snapshot(&env.sysroot.join("boot"));
+    // A name that is a path is refused before any verb runs.
+    for args in [
+        &["--stateroot", "../../../x", "cleanup", "-r"][..],
+        &["cleanup", "-r", "--stateroot", "../x"],
+        &["--stateroot", "", "rollback"],
+        &["--stateroot", ".hidden", "status"],
+    ] {
+        stratum_failing(&env, args, "invalid stateroot name");
+    }
+    // A stateroot without deployments: nothing of `default` may change.
+    fn other<'a>(args: &[&'a str]) -> Vec<&'a str> {
+        [&["--stateroot", "other"][..], args].concat()
+    }
+    ok(env.stratum(&other(&["cleanup", "-r"])));
+    ok(env.stratum(&other(&["cleanup", "-p"])));
+    stratum_failing(&env, &other(&["rollback"]), "in stateroot other");
+    stratum_failing(
+        &env,
+        &other(&["kargs", "--append", "x"]),
+        "no deployment in stateroot other",
+    );
+    stratum_failing(
+        &env,
+        &other(&["kargs", "--deploy-index", "1", "--append", "x"]),
+        "belongs to stateroot default",
+    );
+    stratum_failing(&env, &other(&["pin", "1"]), "belongs to stateroot default");
+    stratum_failing(
+        &env,
+        &other(&["remote", "list"]),
+        "--stateroot means nothing",
+    );
+    assert_eq!(env.deploy_dirs().len(), 2, "a deployment was removed");
+    assert_eq!(snapshot(&env.sysroot.join("boot")), before, "/boot changed");
+    assert_eq!(env.status()["deployments"][1]["pinned"], false);
+    // Its own stateroot: honoured as before.
+    ok(env.stratum(&["--stateroot", "default", "cleanup", "-r"]));
+    assert_eq!(env.checksums(), vec![v2.clone()]);
+    assert_eq!(env.deploy_dirs(), vec![format!("{v2}.0")]);
+    assert_ne!(v1, v2);
 }
 
 #[test]

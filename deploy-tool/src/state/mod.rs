@@ -96,6 +96,27 @@ impl State {
         Ok(())
     }
 
+    /// The deployment at `index` of the boot set (default first, as `stratum status` lists
+    /// it), which must belong to `stateroot` when one is named.
+    pub fn deployment_at(&self, index: usize, stateroot: Option<&str>) -> Result<&Deployment> {
+        let d = self.deployments.get(index).with_context(|| {
+            format!(
+                "no deployment at index {index}; there are {} (see `stratum status`)",
+                self.deployments.len()
+            )
+        })?;
+        if !d.in_stateroot(stateroot) {
+            bail!(
+                "the deployment at index {index} belongs to stateroot {}, not to the one given \
+                 with --stateroot ({}); give the index of one of its deployments (see `stratum \
+                 status`) or leave --stateroot out",
+                d.stateroot,
+                stateroot.unwrap_or_default()
+            );
+        }
+        Ok(d)
+    }
+
     /// The default deployment of the boot set.
     pub fn default_deployment(&self) -> Option<&Deployment> {
         self.deployments.first()
