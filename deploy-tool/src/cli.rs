@@ -95,9 +95,15 @@ pub enum Command {
 /// Global options that mean nothing to a command (and its subcommands): they are hidden there
 /// and refused when given. `compose` writes a repository and `install to-disk|to-filesystem`
 /// a new sysroot, never the one `--sysroot` names; neither takes the sysroot lock. (`install
-/// PKG…` layers packages on the sysroot and takes them all.)
+/// PKG…` layers packages on the sysroot and takes them all.) Remotes belong to the repository
+/// that all stateroots share, `boot-complete` assesses the booted deployment and
+/// `finalize-staged` writes the staged one, whatever their stateroot: a `--stateroot` there
+/// would be silently ignored, so it is refused.
 const UNUSED_GLOBALS: &[(&[&str], &[&str])] = &[
     (&["compose"], &["sysroot", "stateroot", "no_wait"]),
+    (&["remote"], &["stateroot"]),
+    (&["boot-complete"], &["stateroot"]),
+    (&["finalize-staged"], &["stateroot"]),
     (&["install", "to-disk"], &["sysroot", "no_wait"]),
     (&["install", "to-filesystem"], &["sysroot", "no_wait"]),
 ];
@@ -220,6 +226,21 @@ mod tests {
     }
 
     #[test]
+    fn stateroot_is_validated_where_it_is_parsed() {
+        for bad in ["../../../x", "", ".x", "a/b", "a b"] {
+            for args in [
+                &["stratum", "--stateroot", bad, "status"][..],
+                &["stratum", "cleanup", "-r", "--stateroot", bad],
+            ] {
+                let e = Cli::try_parse_from(args).unwrap_err();
+                assert!(e.to_string().contains("invalid stateroot name"), "{e}");
+            }
+        }
+        let cli = Cli::try_parse_from(["stratum", "--stateroot", "os-1", "rollback"]).unwrap();
+        assert_eq!(cli.globals.stateroot.as_deref(), Some("os-1"));
+    }
+
+    #[test]
     fn globals_are_hidden_and_refused_where_they_mean_nothing() {
         let cmd = command();
         let arg = |path: &[&str], id: &str| {
@@ -250,6 +271,13 @@ mod tests {
         assert!(!arg(&["install"], "sysroot"));
         assert!(check_globals(&g(Some("/x"), true), &["status"]).is_ok());
         assert!(check_globals(&g(None, false), &["compose", "rootfs"]).is_err());
+        for path in [
+            &["remote", "list"][..],
+            &["boot-complete"],
+            &["finalize-staged"],
+        ] {
+            assert!(check_globals(&g(None, false), path).is_err(), "{path:?}");
+        }
     }
 
     #[test]

@@ -132,9 +132,21 @@ const FS_IMMUTABLE_FL: nix::libc::c_long = 0x10;
 /// Sets or clears the immutable flag of a directory, as OSTree does on deployment roots so
 /// that nothing (not even root, by accident) adds or removes entries at the top of a
 /// deployment. Filesystems without the flag (tmpfs) are left alone.
+///
+/// The directory is opened without following a symlink (`O_NOFOLLOW`): a symlink left in a
+/// deployment's place must never pass the change on to whatever it points to.
 pub fn set_immutable(path: &Path, immutable: bool) -> Result<()> {
     use std::os::fd::AsRawFd;
-    let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_DIRECTORY | nix::libc::O_NOFOLLOW)
+        .open(path)
+        .with_context(|| {
+            format!(
+                "opening {} as a directory (a symlink is not followed)",
+                path.display()
+            )
+        })?;
     let mut flags: nix::libc::c_long = 0;
     // SAFETY: both ioctls take a pointer to a long that lives across the call; fd is open.
     #[allow(unsafe_code)]
@@ -160,9 +172,13 @@ pub fn set_immutable(path: &Path, immutable: bool) -> Result<()> {
     Ok(())
 }
 
-/// Removes a deployment-like tree whose root may be immutable.
+/// Removes a deployment-like tree whose root may be immutable. Only a real directory is
+/// unlocked and removed as a tree (the rule of [`stratum_prepare_root::DeploymentDir`]); a
+/// symlink in its place is removed as a link, and what it points to is left as it is.
 pub fn remove_tree_force(path: &Path) -> Result<()> {
-    if path.is_dir() {
+    let kind = stratum_prepare_root::deployment_dir(path)
+        .with_context(|| format!("stat {}", path.display()))?;
+    if kind == stratum_prepare_root::DeploymentDir::Directory {
         set_immutable(path, false)?;
     }
     remove_any(path)
@@ -213,6 +229,24 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("f")]);
+    }
+
+    #[test]
+    fn remove_tree_force_removes_a_symlink_not_its_target() {
+        let d = tempfile::tempdir().unwrap();
+        let real = d.path().join("real");
+        fs::create_dir(&real).unwrap();
+        fs::write(real.join("f"), "x").unwrap();
+        let link = d.path().join("link");
+        symlink("real", &link).unwrap();
+        remove_tree_force(&link).unwrap();
+        assert!(fs::symlink_metadata(&link).is_err());
+        assert_eq!(fs::read(real.join("f")).unwrap(), b"x");
+        symlink("real", &link).unwrap();
+        let e = set_immutable(&link, false).unwrap_err();
+        assert!(format!("{e:#}").contains("not followed"), "{e:#}");
+        remove_tree_force(&real).unwrap();
+        assert!(fs::symlink_metadata(&real).is_err());
     }
 
     #[test]

@@ -11,6 +11,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+/// What a deployment's path holds: only a real directory is a deployment (the boot
+/// contract's rule, shared with prepare-root).
+pub use stratum_prepare_root::DeploymentDir;
+
 /// A sysroot directory and the run-time state of the system that uses it.
 #[derive(Debug, Clone)]
 pub struct Sysroot {
@@ -55,6 +59,11 @@ impl Deployment {
     /// boot files aside).
     pub fn same_dir(&self, other: &Deployment) -> bool {
         self.stateroot == other.stateroot && self.name() == other.name()
+    }
+
+    /// Whether `self` belongs to `stateroot`; every deployment does when none is named.
+    pub fn in_stateroot(&self, stateroot: Option<&str>) -> bool {
+        stateroot.is_none_or(|s| self.stateroot == s)
     }
 
     /// The deployment directory relative to the sysroot.
@@ -103,6 +112,13 @@ impl Sysroot {
     /// The root of deployment `d`.
     pub fn deployment_root(&self, d: &Deployment) -> PathBuf {
         self.path.join(d.relpath())
+    }
+
+    /// What is at `d`'s directory, without following a symlink there: only
+    /// [`DeploymentDir::Directory`] is a deployment.
+    pub fn deployment_dir(&self, d: &Deployment) -> Result<DeploymentDir> {
+        let p = self.deployment_root(d);
+        stratum_prepare_root::deployment_dir(&p).with_context(|| format!("stat {}", p.display()))
     }
 
     /// The stateroot's directory `ostree/deploy/<stateroot>`.
@@ -156,7 +172,8 @@ impl Sysroot {
     }
 
     /// The deployment directories on disk, as `(stateroot, name)`, whether or not a boot set
-    /// refers to them. Interrupted checkouts (`.<name>.partial`) are not included.
+    /// refers to them. Interrupted checkouts (`.<name>.partial`) are not included, nor is
+    /// anything that is not a real directory (see [`DeploymentDir`]).
     pub fn deployment_dirs(&self) -> Result<Vec<(String, String)>> {
         let base = self.path.join("ostree/deploy");
         let mut out = Vec::new();
@@ -177,7 +194,12 @@ impl Sysroot {
                 let Ok(name) = e.file_name().into_string() else {
                     continue;
                 };
-                if e.file_type().is_ok_and(|t| t.is_dir()) && parse_deploy_name(&name).is_ok() {
+                if parse_deploy_name(&name).is_err() {
+                    continue;
+                }
+                let kind = stratum_prepare_root::deployment_dir(&e.path())
+                    .with_context(|| format!("stat {}", e.path().display()))?;
+                if kind == DeploymentDir::Directory {
                     out.push((stateroot.clone(), name));
                 }
             }
@@ -252,7 +274,7 @@ mod tests {
     }
 
     #[test]
-    fn deployment_dirs_skip_partial_checkouts() {
+    fn deployment_dirs_skip_partial_checkouts_and_symlinks() {
         let d = tempfile::tempdir().unwrap();
         let s = Sysroot::new(d.path());
         s.init("os").unwrap();
@@ -261,6 +283,8 @@ mod tests {
         fs::create_dir(dep.join(format!("{c}.0"))).unwrap();
         fs::create_dir(dep.join(format!(".{c}.1.partial"))).unwrap();
         fs::write(dep.join(format!("{c}.0.origin")), "").unwrap();
+        // A symlink in a deployment's place is not one, even to a real deployment.
+        std::os::unix::fs::symlink(format!("{c}.0"), dep.join(format!("{c}.2"))).unwrap();
         assert_eq!(
             s.deployment_dirs().unwrap(),
             vec![("os".to_string(), format!("{c}.0"))]

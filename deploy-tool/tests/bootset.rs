@@ -1,13 +1,15 @@
 //! Host integration tests of the boot set against an inconsistent or hostile world: a boot
-//! partition that is not there, entries and bootlinks that do not match the disk, kernel
-//! arguments GRUB would cut, corrupt records, a write that fails half-way. The real `stratum`
-//! binary runs on a temporary sysroot with a real libostree repository; nothing it refuses
-//! may lose a deployment.
+//! partition that is not there, entries and bootlinks that do not match the disk, two entries
+//! for one deployment, a symlink in a deployment's place, a `--stateroot` that is a path,
+//! kernel arguments GRUB would cut, corrupt records, a write that fails half-way. The real
+//! `stratum` binary runs on a temporary sysroot with a real libostree repository; nothing it
+//! refuses may lose a deployment.
 
 mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use common::*;
 
@@ -56,6 +58,42 @@ fn stratum_failing(env: &Env, args: &[&str], expect: &str) {
     assert!(e.contains(expect), "{args:?}: expected {expect:?} in: {e}");
 }
 
+/// The bootlink of the current generation that points to a deployment of commit `csum`.
+fn bootlink_of(env: &Env, csum: &str) -> PathBuf {
+    let loader = fs::read_link(env.sysroot.join("boot/loader")).unwrap();
+    let bv = loader
+        .to_string_lossy()
+        .trim_start_matches("loader.")
+        .to_string();
+    let links = env.sysroot.join(format!("ostree/boot.{bv}/default"));
+    fs::read_dir(&links)
+        .unwrap()
+        .flat_map(|bootcsum| fs::read_dir(bootcsum.unwrap().path()).unwrap())
+        .map(|e| e.unwrap().path())
+        .find(|p| fs::read_link(p).unwrap().to_string_lossy().contains(csum))
+        .unwrap_or_else(|| panic!("no bootlink to {csum}"))
+}
+
+/// Replaces the symlink `link` by one to `target`.
+fn relink(link: &Path, target: &Path) {
+    fs::remove_file(link).unwrap();
+    std::os::unix::fs::symlink(target, link).unwrap();
+}
+
+/// Whether the directory `dir` itself carries the immutable flag (`lsattr -d`).
+fn immutable(dir: &Path) -> bool {
+    let out = Command::new("lsattr").arg("-d").arg(dir).output().unwrap();
+    assert!(out.status.success(), "lsattr -d {}", dir.display());
+    let flags = String::from_utf8_lossy(&out.stdout);
+    flags.split_whitespace().next().unwrap_or("").contains('i')
+}
+
+/// `chattr FLAG DIR`.
+fn chattr(flag: &str, dir: &Path) {
+    let st = Command::new("chattr").arg(flag).arg(dir).status().unwrap();
+    assert!(st.success(), "chattr {flag} {}", dir.display());
+}
+
 #[test]
 fn missing_boot_partition_is_refused_and_loses_nothing() {
     let (env, v1, v2) = two_deployments();
@@ -88,22 +126,10 @@ fn boot_set_that_does_not_match_the_disk_is_an_error_not_a_deletion() {
     let before = snapshot(&env.sysroot.join("boot"));
 
     // A bootlink that names a deployment which is not there.
-    let loader = fs::read_link(env.sysroot.join("boot/loader")).unwrap();
-    let bv = loader
-        .to_string_lossy()
-        .trim_start_matches("loader.")
-        .to_string();
-    let links = env.sysroot.join(format!("ostree/boot.{bv}/default"));
-    let rollback_link = fs::read_dir(&links)
-        .unwrap()
-        .flat_map(|csum| fs::read_dir(csum.unwrap().path()).unwrap())
-        .map(|e| e.unwrap().path())
-        .find(|p| fs::read_link(p).unwrap().to_string_lossy().contains(&v1))
-        .expect("v1's bootlink");
+    let rollback_link = bootlink_of(&env, &v1);
     let target = fs::read_link(&rollback_link).unwrap();
     let ghost = format!("../../../deploy/default/deploy/{}.0", "e".repeat(64));
-    fs::remove_file(&rollback_link).unwrap();
-    std::os::unix::fs::symlink(&ghost, &rollback_link).unwrap();
+    relink(&rollback_link, Path::new(&ghost));
     for args in [
         &["kargs", "--append", "x=1"][..],
         &["cleanup", "-r"],
@@ -113,8 +139,7 @@ fn boot_set_that_does_not_match_the_disk_is_an_error_not_a_deletion() {
     }
     assert_eq!(env.deploy_dirs().len(), 2);
     assert_eq!(snapshot(&env.sysroot.join("boot")), before, "/boot changed");
-    fs::remove_file(&rollback_link).unwrap();
-    std::os::unix::fs::symlink(&target, &rollback_link).unwrap();
+    relink(&rollback_link, &target);
     assert_eq!(env.checksums(), vec![v2.clone(), v1.clone()]);
 
     // A boot entry deleted by hand: its deployment is still linked and on disk.
@@ -131,6 +156,131 @@ fn boot_set_that_does_not_match_the_disk_is_an_error_not_a_deletion() {
     assert_eq!(env.deploy_dirs().len(), 2, "a deployment was removed");
     fs::write(&rollback_entry, text).unwrap();
     assert_eq!(env.checksums(), vec![v2, v1]);
+}
+
+#[test]
+fn two_boot_entries_for_one_deployment_are_refused_before_any_collection() {
+    let (env, v1, v2) = two_deployments();
+    let before = snapshot(&env.sysroot.join("boot"));
+    // The rollback entry's bootlink retargeted to the default deployment: both entries boot
+    // v2, and v1 looks unused to the collector.
+    let rollback_link = bootlink_of(&env, &v1);
+    let target = fs::read_link(&rollback_link).unwrap();
+    relink(
+        &rollback_link,
+        Path::new(&format!("../../../deploy/default/deploy/{v2}.0")),
+    );
+    for args in [
+        &["status"][..],
+        &["kargs", "--append", "x"],
+        &["cleanup", "-r"],
+        &["rollback"],
+        &["upgrade", "--apply-now"],
+    ] {
+        let e = err(env.stratum(args));
+        for expect in [
+            "both boot deployment",
+            "ostree-1-default.conf",
+            "ostree-2-default.conf",
+            "point each bootlink back",
+        ] {
+            assert!(e.contains(expect), "{args:?}: expected {expect:?} in: {e}");
+        }
+    }
+    assert_eq!(env.deploy_dirs().len(), 2, "a deployment was removed");
+    assert_eq!(snapshot(&env.sysroot.join("boot")), before, "/boot changed");
+    relink(&rollback_link, &target);
+    assert_eq!(env.checksums(), vec![v2, v1]);
+}
+
+#[test]
+fn a_symlink_in_a_deployments_place_is_never_a_deployment() {
+    let (env, v1, v2) = two_deployments();
+    let (d1, d2) = (env.dep(&v1), env.dep(&v2));
+    assert!(immutable(&d2));
+    let before = snapshot(&env.sysroot.join("boot"));
+    // v1's directory replaced by a symlink to v2's: a rollback would make "v1" the default
+    // and a cleanup would then remove v2, the real one.
+    let hidden = env.dir.path().join("v1-real");
+    chattr("-i", &d1);
+    fs::rename(&d1, &hidden).unwrap();
+    std::os::unix::fs::symlink(format!("{v2}.0"), &d1).unwrap();
+    for args in [
+        &["status"][..],
+        &["rollback"],
+        &["cleanup", "-r"],
+        &["kargs", "--append", "x"],
+    ] {
+        stratum_failing(&env, args, "is a symlink, not a directory");
+    }
+    assert_eq!(snapshot(&env.sysroot.join("boot")), before, "/boot changed");
+    assert!(fs::symlink_metadata(&d1).unwrap().is_symlink());
+    assert!(d2.join("usr").is_dir() && immutable(&d2));
+    fs::remove_file(&d1).unwrap();
+    fs::rename(&hidden, &d1).unwrap();
+    chattr("+i", &d1);
+    assert_eq!(env.checksums(), vec![v2.clone(), v1.clone()]);
+
+    // A symlink outside the boot set is garbage: the collector removes the link, and neither
+    // removes nor unlocks (`chattr -i`) what it points to.
+    let stray = env
+        .sysroot
+        .join(format!("ostree/deploy/default/deploy/{}.0", "f".repeat(64)));
+    std::os::unix::fs::symlink(format!("{v2}.0"), &stray).unwrap();
+    ok(env.stratum(&["kargs", "--append", "x"]));
+    assert!(
+        fs::symlink_metadata(&stray).is_err(),
+        "the stray link stayed"
+    );
+    assert!(d2.join("usr").is_dir(), "v2 was removed");
+    assert!(immutable(&d2), "v2 was unlocked through a symlink");
+    assert_eq!(env.checksums(), vec![v2, v1]);
+}
+
+#[test]
+fn stateroot_is_validated_and_honoured_by_every_verb() {
+    let (env, v1, v2) = two_deployments();
+    let before = snapshot(&env.sysroot.join("boot"));
+    // A name that is a path is refused before any verb runs.
+    for args in [
+        &["--stateroot", "../../../x", "cleanup", "-r"][..],
+        &["cleanup", "-r", "--stateroot", "../x"],
+        &["--stateroot", "", "rollback"],
+        &["--stateroot", ".hidden", "status"],
+    ] {
+        stratum_failing(&env, args, "invalid stateroot name");
+    }
+    // A stateroot without deployments: nothing of `default` may change.
+    fn other<'a>(args: &[&'a str]) -> Vec<&'a str> {
+        [&["--stateroot", "other"][..], args].concat()
+    }
+    ok(env.stratum(&other(&["cleanup", "-r"])));
+    ok(env.stratum(&other(&["cleanup", "-p"])));
+    stratum_failing(&env, &other(&["rollback"]), "in stateroot other");
+    stratum_failing(
+        &env,
+        &other(&["kargs", "--append", "x"]),
+        "no deployment in stateroot other",
+    );
+    stratum_failing(
+        &env,
+        &other(&["kargs", "--deploy-index", "1", "--append", "x"]),
+        "belongs to stateroot default",
+    );
+    stratum_failing(&env, &other(&["pin", "1"]), "belongs to stateroot default");
+    stratum_failing(
+        &env,
+        &other(&["remote", "list"]),
+        "--stateroot means nothing",
+    );
+    assert_eq!(env.deploy_dirs().len(), 2, "a deployment was removed");
+    assert_eq!(snapshot(&env.sysroot.join("boot")), before, "/boot changed");
+    assert_eq!(env.status()["deployments"][1]["pinned"], false);
+    // Its own stateroot: honoured as before.
+    ok(env.stratum(&["--stateroot", "default", "cleanup", "-r"]));
+    assert_eq!(env.checksums(), vec![v2.clone()]);
+    assert_eq!(env.deploy_dirs(), vec![format!("{v2}.0")]);
+    assert_ne!(v1, v2);
 }
 
 #[test]

@@ -189,11 +189,11 @@ pub fn resolve_deployment(sysroot: &Path, ostree_arg: &str) -> Result<Deployment
     {
         return Err(ConfineError::OutsideDeployments { path: rel });
     }
-    let meta = std::fs::metadata(sysroot.join(&rel)).map_err(|source| ConfineError::Io {
+    let kind = crate::deployment_dir(&sysroot.join(&rel)).map_err(|source| ConfineError::Io {
         path: rel.clone(),
         source,
     })?;
-    if !meta.is_dir() {
+    if kind != crate::DeploymentDir::Directory {
         return Err(ConfineError::NotADirectory { path: rel });
     }
     let (checksum, serial) = crate::parse_deployment_name(name)

@@ -74,6 +74,35 @@ pub fn parse_deployment_name(name: &str) -> Option<(&str, u32)> {
     Some((csum, serial.parse().ok()?))
 }
 
+/// What a deployment's path (`ostree/deploy/<stateroot>/deploy/<checksum>.<serial>`) holds.
+///
+/// A deployment is a real directory. A symlink in its place is never one, wherever it points:
+/// it would let one deployment stand for another (so that removing the "other" removes the
+/// real one) or for a directory outside `ostree/deploy`. This is the one rule the boot path
+/// and the admin tool apply when they read, boot, unlock or delete a deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeploymentDir {
+    /// A real directory: a deployment.
+    Directory,
+    /// Nothing is there.
+    Missing,
+    /// A symlink, which is not followed.
+    Symlink,
+    /// A file or a special file.
+    NotADirectory,
+}
+
+/// Looks at `path` without following a symlink there, by the rule of [`DeploymentDir`].
+pub fn deployment_dir(path: &std::path::Path) -> std::io::Result<DeploymentDir> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => Ok(DeploymentDir::Symlink),
+        Ok(m) if m.is_dir() => Ok(DeploymentDir::Directory),
+        Ok(_) => Ok(DeploymentDir::NotADirectory),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(DeploymentDir::Missing),
+        Err(e) => Err(e),
+    }
+}
+
 /// Where the physical root filesystem is mounted inside the initramfs.
 pub const SYSROOT: &str = "/sysroot";
 /// Where the deployment is assembled before `switch_root`.
@@ -108,5 +137,19 @@ mod tests {
         ] {
             assert_eq!(parse_deployment_name(&bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn deployment_dirs_are_real_directories() {
+        let d = tempfile::tempdir().unwrap();
+        let real = d.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        std::os::unix::fs::symlink("real", d.path().join("link")).unwrap();
+        std::fs::write(d.path().join("file"), "").unwrap();
+        let kind = |n: &str| deployment_dir(&d.path().join(n)).unwrap();
+        assert_eq!(kind("real"), DeploymentDir::Directory);
+        assert_eq!(kind("link"), DeploymentDir::Symlink);
+        assert_eq!(kind("file"), DeploymentDir::NotADirectory);
+        assert_eq!(kind("none"), DeploymentDir::Missing);
     }
 }

@@ -5,7 +5,9 @@
 //! removed: those a crash left behind (an interrupted checkout, a deployment made but never
 //! written into a boot set) and those the new boot set dropped. The caller has checked that
 //! the boot set it read matches the deployments on disk (the state reader), so a
-//! mismatch is never a reason to delete here.
+//! mismatch is never a reason to delete here. Only a real directory is removed as a
+//! deployment ([`fsutil::remove_tree_force`]): a symlink in a deployment's place is garbage
+//! removed as a link, and what it points to is neither unlocked nor removed.
 
 use std::fs;
 

@@ -40,7 +40,7 @@ pub fn run(g: &Globals, o: &CleanupOpts) -> Result<i32> {
     let _lock = session.begin()?;
     // Not `session.state()`: a corrupt staged record is what `-p` is there to remove.
     let st = State::read(&session.sysroot)?;
-    let removed = changes::cleanup(&st, o.pending, o.rollback)?;
+    let removed = changes::cleanup(&st, o.pending, o.rollback, session.stateroot.as_deref())?;
     if removed.is_empty() {
         eprintln!("Nothing to remove.");
     }

@@ -146,8 +146,8 @@ fn install_options(g: &Globals, s: &InstallSource) -> Result<crate::install::Ins
                 .with_context(|| format!("--karg {k:?}"))
         })
         .collect::<Result<Vec<_>>>()?;
+    // `--stateroot` was validated when it was parsed.
     let stateroot = g.stateroot.clone().unwrap_or_else(|| "default".to_string());
-    crate::sysroot::validate_stateroot(&stateroot)?;
     let remote = match &s.remote {
         Some(r) => {
             let (name, url) = r

@@ -138,12 +138,12 @@ fn apply(g: &Globals, req: &Request) -> Result<Outcome> {
     let session = g.session();
     if !req.modifies() {
         let st = State::read(&session.sysroot)?;
-        let (i, d) = target(&st, req.deploy_index)?;
+        let (i, d) = target(&st, req.deploy_index, session.stateroot.as_deref())?;
         return Ok(outcome(&st, i, &d, d.kargs.clone(), false));
     }
     let _lock = session.begin()?;
     let st = session.state()?;
-    let (i, d) = target(&st, req.deploy_index)?;
+    let (i, d) = target(&st, req.deploy_index, session.stateroot.as_deref())?;
     let old = Kargs::from_list(&d.kargs);
     let base = if req.import_proc_cmdline {
         proc_cmdline(&st)?
@@ -182,22 +182,34 @@ fn outcome(st: &State, index: usize, d: &Deployment, kargs: Vec<String>, changed
     }
 }
 
-/// The deployment to act on: `index`, else the booted one, else the default.
-fn target(st: &State, index: Option<usize>) -> Result<(usize, Deployment)> {
+/// The deployment to act on: `index`, else the booted one, else the default; of
+/// `stateroot` when one is named.
+fn target(
+    st: &State,
+    index: Option<usize>,
+    stateroot: Option<&str>,
+) -> Result<(usize, Deployment)> {
     if st.deployments.is_empty() {
         bail!("there is no deployment; install one first");
     }
     let i = match index {
-        Some(i) if i < st.deployments.len() => i,
-        Some(i) => bail!(
-            "no deployment at index {i}; there are {} (see `stratum status`)",
-            st.deployments.len()
-        ),
+        Some(i) => st.deployment_at(i, stateroot).map(|_| i)?,
         None => st
             .booted
             .as_ref()
+            .filter(|b| b.in_stateroot(stateroot))
             .and_then(|b| st.deployments.iter().position(|d| d == b))
-            .unwrap_or(0),
+            .or_else(|| {
+                st.deployments
+                    .iter()
+                    .position(|d| d.in_stateroot(stateroot))
+            })
+            .with_context(|| {
+                format!(
+                    "there is no deployment in stateroot {} (see `stratum status`)",
+                    stateroot.unwrap_or_default()
+                )
+            })?,
     };
     Ok((i, st.deployments[i].clone()))
 }

@@ -36,7 +36,7 @@ pub struct Globals {
     #[arg(long, global = true, value_name = "DIR")]
     pub sysroot: Option<PathBuf>,
     /// The stateroot (OS name) to operate on [default: the booted one, or "default"]
-    #[arg(long, global = true, value_name = "NAME")]
+    #[arg(long, global = true, value_name = "NAME", value_parser = parse_stateroot)]
     pub stateroot: Option<String>,
     /// Fail at once if another command holds the sysroot lock, instead of waiting
     #[arg(long, global = true)]
@@ -67,6 +67,13 @@ impl Globals {
             no_wait: self.no_wait,
         }
     }
+}
+
+/// Checks `--stateroot` where it is parsed, so no verb sees a name that would make a path
+/// outside `ostree/deploy` (`../x`) or an odd boot entry name.
+fn parse_stateroot(name: &str) -> Result<String> {
+    crate::sysroot::validate_stateroot(name)?;
+    Ok(name.to_string())
 }
 
 /// Options shared by the verbs that make a new deployment.

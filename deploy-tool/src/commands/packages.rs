@@ -473,11 +473,10 @@ pub fn db(g: &Globals, c: &DbCmd) -> Result<i32> {
     };
     let booted_or_default = || -> Result<String> {
         let st = deployments()?;
-        st.booted
-            .as_ref()
-            .or(st.deployments.first())
-            .map(|d| d.checksum.clone())
-            .context("no deployments")
+        let stateroot = g.session().stateroot(st);
+        st.merge_deployment(&stateroot)
+            .map(|d| d.checksum)
+            .with_context(|| format!("no deployments in stateroot {stateroot}"))
     };
     let resolve = |rev: &Option<String>, default: &dyn Fn() -> Result<String>| -> Result<String> {
         match rev {

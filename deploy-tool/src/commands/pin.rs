@@ -34,7 +34,7 @@ pub fn run(g: &Globals, o: &PinOpts) -> Result<i32> {
     let session = g.session();
     let _lock = session.begin()?;
     let st = session.state()?;
-    let d = changes::pin(&st, o.index, !o.unpin)?;
+    let d = changes::pin(&st, o.index, !o.unpin, session.stateroot.as_deref())?;
     eprintln!(
         "Deployment {}:{} is now {}",
         d.stateroot,

@@ -33,7 +33,7 @@ pub fn run(g: &Globals, o: &RollbackOpts) -> Result<i32> {
     let session = g.session();
     let _lock = session.begin()?;
     let st = session.state()?;
-    let d = changes::rollback(&st)?;
+    let d = changes::rollback(&st, session.stateroot.as_deref())?;
     eprintln!(
         "Moved {}:{} to be the default deployment; it boots next.",
         d.stateroot,

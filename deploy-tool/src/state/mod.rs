@@ -8,6 +8,10 @@
 //! - deployments on disk but no boot set (`/boot/loader` missing: typically the boot
 //!   partition is not mounted where the sysroot expects it);
 //! - an entry whose bootlink names a deployment that does not exist;
+//! - an entry whose deployment is not a real directory (a symlink in its place would let
+//!   one deployment stand for another, see [`DeploymentDir`]);
+//! - two entries that boot the same deployment (a bootlink was pointed at another
+//!   deployment: the one it named would look unused and be collected);
 //! - a bootlink of the current generation that no entry uses (an entry was deleted).
 //!
 //! A corrupt staged record does not block reading: it is reported, mutations refuse to run
@@ -23,7 +27,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::bootset::{bls, entry};
 use crate::lock::{self, SysrootLock};
-use crate::sysroot::{Deployment, Sysroot};
+use crate::sysroot::{Deployment, DeploymentDir, Sysroot};
 use origin::Origin;
 use staged::Staged;
 
@@ -67,10 +71,11 @@ impl State {
         };
         let booted = sysroot.booted(&deployments)?;
         let (staged, staged_problem) = match staged::read(sysroot) {
-            Ok(s) => (
-                s.filter(|s| sysroot.deployment_root(&s.deployment()).is_dir()),
-                None,
-            ),
+            Ok(Some(s)) => match sysroot.deployment_dir(&s.deployment())? {
+                DeploymentDir::Directory => (Some(s), None),
+                _ => (None, None),
+            },
+            Ok(None) => (None, None),
             Err(e) => (None, Some(format!("{e:#}"))),
         };
         Ok(State {
@@ -89,6 +94,27 @@ impl State {
             bail!("{p}; run `stratum cleanup -p` to discard the staged deployment");
         }
         Ok(())
+    }
+
+    /// The deployment at `index` of the boot set (default first, as `stratum status` lists
+    /// it), which must belong to `stateroot` when one is named.
+    pub fn deployment_at(&self, index: usize, stateroot: Option<&str>) -> Result<&Deployment> {
+        let d = self.deployments.get(index).with_context(|| {
+            format!(
+                "no deployment at index {index}; there are {} (see `stratum status`)",
+                self.deployments.len()
+            )
+        })?;
+        if !d.in_stateroot(stateroot) {
+            bail!(
+                "the deployment at index {index} belongs to stateroot {}, not to the one given \
+                 with --stateroot ({}); give the index of one of its deployments (see `stratum \
+                 status`) or leave --stateroot out",
+                d.stateroot,
+                stateroot.unwrap_or_default()
+            );
+        }
+        Ok(d)
     }
 
     /// The default deployment of the boot set.
@@ -165,18 +191,25 @@ fn read_boot_set(sysroot: &Sysroot, bv: u8) -> Result<Vec<Deployment>> {
         }
     }
     entries.sort_by_key(|(_, e)| std::cmp::Reverse(e.sort_version()));
-    let mut out = Vec::new();
+    let mut out: Vec<Deployment> = Vec::new();
     for (path, e) in &entries {
         let d = entry::from_entry(sysroot, e)
             .with_context(|| format!("boot entry {}", path.display()))?;
-        if !sysroot.deployment_root(&d).is_dir() {
+        check_deployment_dir(sysroot, path, &d)?;
+        // `out[j]` came from `entries[j]`: every entry is pushed or refused.
+        if let Some(j) = out.iter().position(|o| o.same_dir(&d)) {
             bail!(
-                "boot entry {} boots deployment {}/{}, which does not exist: the boot set does \
-                 not match the deployments on disk. Nothing was changed; restore the deployment \
-                 or repair the boot entries",
+                "boot entries {} and {} both boot deployment {}/{} (through the bootlinks {} \
+                 and {}): a bootlink was pointed at another deployment, and the deployment it \
+                 named would be removed as unused. Nothing was changed; point each bootlink back \
+                 at its own deployment (../../../deploy/<stateroot>/deploy/<checksum>.<serial>, \
+                 as `ostree admin status` expects) or repair the boot entries",
+                entries[j].0.display(),
                 path.display(),
                 d.stateroot,
-                d.name()
+                d.name(),
+                entry::bootlink_arg(bv, &out[j]),
+                entry::bootlink_arg(bv, &d)
             );
         }
         out.push(d);
@@ -193,6 +226,34 @@ fn read_boot_set(sysroot: &Sysroot, bv: u8) -> Result<Vec<Deployment>> {
         }
     }
     Ok(out)
+}
+
+/// Fails unless the deployment that boot entry `path` boots is a real directory.
+fn check_deployment_dir(sysroot: &Sysroot, path: &std::path::Path, d: &Deployment) -> Result<()> {
+    let what = match sysroot.deployment_dir(d)? {
+        DeploymentDir::Directory => return Ok(()),
+        DeploymentDir::Missing => "which does not exist: the boot set does not match the \
+                                   deployments on disk. Nothing was changed; restore the \
+                                   deployment or repair the boot entries"
+            .to_string(),
+        kind => format!(
+            "but {} is {}, not a directory: a deployment is a real directory, never a link \
+             to one. Nothing was changed; put the deployment's own directory back in its \
+             place (or remove what is there and repair the boot entries)",
+            sysroot.deployment_root(d).display(),
+            if kind == DeploymentDir::Symlink {
+                "a symlink"
+            } else {
+                "a file"
+            }
+        ),
+    };
+    bail!(
+        "boot entry {} boots deployment {}/{}, {what}",
+        path.display(),
+        d.stateroot,
+        d.name()
+    )
 }
 
 /// The `ostree=` values of the bootlinks of generation `bv` (`ostree/boot.N/*/*/*`).
