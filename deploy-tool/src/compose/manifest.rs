@@ -319,9 +319,9 @@ impl Builder {
         }
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading manifest {}", path.display()))?;
-        let f: ManifestFile = toml::from_str(&text).map_err(|e| {
-            anyhow::anyhow!("manifest {}: {}", path.display(), e.to_string().trim_end())
-        })?;
+        let f: ManifestFile = toml::from_str(&text)
+            .map_err(crate::excerpt::error)
+            .with_context(|| format!("manifest {}", path.display()))?;
         let src = Source { path, text: &text };
         stack.push(canonical);
         for inc in f.include.iter().flatten() {

@@ -522,7 +522,7 @@ fn customize(m: &Manifest, root: &Path) -> Result<()> {
         if !out.status.success() {
             bail!(
                 "creating the manifest's users and groups: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
+                crate::cmd::tail(&String::from_utf8_lossy(&out.stderr), 40)
             );
         }
     }
@@ -547,7 +547,7 @@ fn customize(m: &Manifest, root: &Path) -> Result<()> {
             bail!(
                 "systemctl {verb} {}: {}",
                 units.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
+                crate::cmd::tail(&String::from_utf8_lossy(&out.stderr), 40)
             );
         }
     }
