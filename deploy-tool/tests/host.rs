@@ -54,6 +54,23 @@ fn path(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// `compose rootfs --keep-initramfs` of `root` into `repo` on `refname`, with `more`
+/// options.
+fn compose_kept(root: &Path, repo: &Path, refname: &str, more: &[&str]) -> Output {
+    let mut args = vec![
+        "compose",
+        "rootfs",
+        "--keep-initramfs",
+        "--repo",
+        path(repo),
+        "--ref",
+        refname,
+    ];
+    args.extend(more);
+    args.push(path(root));
+    stratum(&args)
+}
+
 fn repo_refs(repo: &Path) -> String {
     let out = Command::new("ostree")
         .args(["refs", "--repo"])
@@ -316,4 +333,22 @@ fn install_to_disk_leaves_only_the_image() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(left, ["disk.img"]);
+}
+
+/// `compose rootfs --version/--ref` follow the manifest's rules: what no client can show in a
+/// boot entry is refused before anything is written.
+#[test]
+fn compose_rootfs_refuses_versions_clients_refuse() {
+    let d = tempfile::tempdir().unwrap();
+    let root = fake_root(d.path(), &["6.1.0-9-amd64"]);
+    let repo = d.path().join("repo");
+    for (refname, version, says) in [
+        ("os/x", "1\n2", "control character"),
+        ("os/x", "1\u{1b}[2J", "control character"),
+        ("os/x\ny", "1", "not a ref name"),
+    ] {
+        let e = err(compose_kept(&root, &repo, refname, &["--version", version]));
+        assert!(e.contains(says), "{version:?}: {e}");
+        assert!(!repo.exists(), "{version:?}: the repository was created");
+    }
 }

@@ -85,6 +85,9 @@ pub struct TreeResult {
 pub fn compose_tree(opts: &TreeOptions) -> Result<TreeResult> {
     let start = Instant::now();
     let m = Manifest::load(&opts.manifest)?;
+    if let Some(v) = &opts.version {
+        super::check_version(v)?;
+    }
     let digest = m.digest();
     require_tool("mmdebstrap", "mmdebstrap")?;
     require_tool("bwrap", "bubblewrap")?;
