@@ -5,6 +5,9 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
+/// How many of a failed program's last stderr lines its error quotes.
+const STDERR_LINES: usize = 40;
+
 /// Runs `cmd`, failing with its stderr when it exits non-zero.
 pub fn run(cmd: &mut Command) -> Result<()> {
     output(cmd).map(|_| ())
@@ -22,7 +25,7 @@ pub fn output(cmd: &mut Command) -> Result<String> {
         bail!(
             "{program} failed ({}): {}",
             out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
+            tail(&String::from_utf8_lossy(&out.stderr), STDERR_LINES)
         );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
@@ -49,14 +52,14 @@ pub fn run_with_input(cmd: &mut Command, input: &str) -> Result<()> {
         bail!(
             "{program} failed ({}): {}",
             out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
+            tail(&String::from_utf8_lossy(&out.stderr), STDERR_LINES)
         );
     }
     Ok(())
 }
 
-/// The last `n` lines of `text`.
+/// The last `n` lines of `text`, each cut to a readable length ([`crate::excerpt::line`]).
 pub fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
+    let lines: Vec<&str> = text.trim().lines().collect();
+    crate::excerpt::lines(&lines[lines.len().saturating_sub(n)..].join("\n"))
 }

@@ -133,6 +133,25 @@ pub fn check_settable(arg: &str) -> Result<Param> {
     Ok(p)
 }
 
+/// Arguments only the machine knows: an image that set them as a default (a compose
+/// manifest's `kargs`) would boot every machine from the same root device or init.
+const MACHINE_OWNED: &[&str] = &["root", "init"];
+
+/// Checks one argument an image asks for as a default of every deployment (a compose
+/// manifest's `kargs`, which become its `kargs.d`): settable ([`check_settable`]), and not
+/// one the machine's installer or administrator owns.
+pub fn check_image_default(arg: &str) -> Result<Param> {
+    let p = check_settable(arg)?;
+    if MACHINE_OWNED.contains(&p.key.as_str()) {
+        bail!(
+            "{}= belongs to each machine (its installer or administrator sets it with \
+             `stratum install --karg` or `stratum kargs`), not to an image",
+            p.key
+        );
+    }
+    Ok(p)
+}
+
 fn reserved(p: &Param) -> Result<()> {
     if is_reserved(&p.key) {
         bail!(
@@ -435,6 +454,16 @@ mod tests {
     fn edit(base: &str, f: impl FnOnce(&mut Kargs) -> Result<()>) -> Result<String> {
         let mut x = k(base);
         f(&mut x).map(|_| x.to_string())
+    }
+
+    #[test]
+    fn image_defaults_leave_the_machine_s_arguments_alone() {
+        for bad in ["root=UUID=1", "root", "init=/bin/sh", "ostree=/x", "a\nb"] {
+            assert!(check_image_default(bad).is_err(), "{bad:?}");
+        }
+        for good in ["console=ttyS0", "rootflags=ro", "rd.init=1", "quiet"] {
+            assert!(check_image_default(good).is_ok(), "{good:?}");
+        }
     }
 
     #[test]

@@ -15,7 +15,8 @@
 //! | [`sysroot`] | paths and the deployment type every part shares |
 //!
 //! Each depends only on those below it in this table (and on the small leaf modules
-//! [`fsutil`], [`repo`], [`remote`], [`kargs`], [`config`], [`lock`], [`cmd`], [`progress`]).
+//! [`fsutil`], [`repo`], [`remote`], [`kargs`], [`config`], [`lock`], [`cmd`], [`progress`],
+//! [`excerpt`]).
 
 #![deny(unsafe_code)]
 
@@ -30,6 +31,7 @@ pub mod counting;
 pub mod debian;
 pub mod delta;
 pub mod deployment;
+pub mod excerpt;
 pub mod fsutil;
 pub mod install;
 pub mod kargs;

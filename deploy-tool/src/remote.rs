@@ -149,6 +149,44 @@ pub fn validate_url(url: &str) -> Result<()> {
     Ok(())
 }
 
+/// Checks that `keys` holds OpenPGP public keys that libostree imports, by importing them for
+/// a remote of a scratch repository: the same import [`add`] does, without touching any
+/// repository of the caller's. Returns how many keys it holds. An installer calls it before
+/// writing anything, so that a bad key file leaves nothing half made.
+pub fn check_gpg_keys(keys: &Path) -> Result<u32> {
+    let what = || format!("checking the GPG keys in {}", keys.display());
+    let scratch = tempfile::Builder::new()
+        .prefix("stratum-keycheck-")
+        .tempdir()
+        .context("creating a scratch directory")
+        .with_context(what)?;
+    let repo = crate::repo::open_or_create(scratch.path(), ostree::RepoMode::Archive)
+        .with_context(what)?;
+    repo.remote_add(
+        "check",
+        Some("file:///nonexistent"),
+        None,
+        gio::Cancellable::NONE,
+    )
+    .context("adding a scratch remote")
+    .with_context(what)?;
+    let n = import_gpg_keys(&repo, "check", keys).with_context(|| {
+        format!(
+            "{} is not a keyring libostree can import: give an OpenPGP public key file \
+             (armored, as `gpg --export --armor KEYID` writes it, or binary)",
+            keys.display()
+        )
+    })?;
+    if n == 0 {
+        bail!(
+            "{} holds no OpenPGP public key: give the key file of the key that signs the \
+             remote's commits (`gpg --export --armor KEYID`)",
+            keys.display()
+        );
+    }
+    Ok(n)
+}
+
 /// Imports every key of `keys` into the remote's keyring. The generated binding turns an
 /// empty key list into "import none", so libostree is called directly with NULL ("all").
 #[allow(unsafe_code)]
@@ -353,6 +391,30 @@ fn pull_with(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bad_key_files_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let cases: [(&str, &[u8]); 3] = [
+            ("empty.asc", b""),
+            ("text.asc", b"not a key\n"),
+            (
+                "armor.asc",
+                b"-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nbm90IGEga2V5\n=AAAA\n-----END PGP PUBLIC KEY BLOCK-----\n",
+            ),
+        ];
+        for (name, bytes) in cases {
+            let p = d.path().join(name);
+            std::fs::write(&p, bytes).unwrap();
+            let e = format!("{:#}", check_gpg_keys(&p).unwrap_err());
+            assert!(e.contains(name), "{name}: {e}");
+        }
+        let e = format!(
+            "{:#}",
+            check_gpg_keys(&d.path().join("missing")).unwrap_err()
+        );
+        assert!(e.contains("missing"), "{e}");
+    }
 
     #[test]
     fn urls() {

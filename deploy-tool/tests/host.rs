@@ -54,6 +54,32 @@ fn path(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// The repository `DIR/repo` holding a fake root with one kernel, composed with
+/// `--keep-initramfs` as `os/x`.
+fn composed_fake_root(dir: &Path) -> PathBuf {
+    let root = fake_root(dir, &["6.1.0-9-amd64"]);
+    let repo = dir.join("repo");
+    ok(compose_kept(&root, &repo, "os/x", &[]));
+    repo
+}
+
+/// `compose rootfs --keep-initramfs` of `root` into `repo` on `refname`, with `more`
+/// options.
+fn compose_kept(root: &Path, repo: &Path, refname: &str, more: &[&str]) -> Output {
+    let mut args = vec![
+        "compose",
+        "rootfs",
+        "--keep-initramfs",
+        "--repo",
+        path(repo),
+        "--ref",
+        refname,
+    ];
+    args.extend(more);
+    args.push(path(root));
+    stratum(&args)
+}
+
 fn repo_refs(repo: &Path) -> String {
     let out = Command::new("ostree")
         .args(["refs", "--repo"])
@@ -274,23 +300,7 @@ fn walkdir_count(dir: &Path) -> usize {
 #[test]
 fn install_to_disk_leaves_only_the_image() {
     let d = tempfile::tempdir().unwrap();
-    let root = fake_root(d.path(), &["6.1.0-9-amd64"]);
-    let repo = d.path().join("repo");
-    let out = stratum(&[
-        "compose",
-        "rootfs",
-        "--keep-initramfs",
-        "--repo",
-        path(&repo),
-        "--ref",
-        "os/x",
-        path(&root),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let repo = composed_fake_root(d.path());
     let images = d.path().join("images");
     fs::create_dir_all(&images).unwrap();
     let image = images.join("disk.img");
@@ -316,4 +326,84 @@ fn install_to_disk_leaves_only_the_image() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(left, ["disk.img"]);
+}
+
+/// Every path under `dir`, relative to it, sorted.
+fn listing(dir: &Path) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            v.push(p.strip_prefix(dir).unwrap().to_path_buf());
+            if p.is_dir() && !p.is_symlink() {
+                stack.push(p);
+            }
+        }
+    }
+    v.sort();
+    v
+}
+
+/// A key file that does not import is refused before anything is written: the target
+/// directory is left as it was (no half-made sysroot holding a copy of the image). So is a
+/// missing ref.
+#[test]
+fn install_with_a_bad_key_file_leaves_the_target_unchanged() {
+    let d = tempfile::tempdir().unwrap();
+    let repo = composed_fake_root(d.path());
+    let target = d.path().join("target");
+    fs::create_dir_all(target.join("boot")).unwrap();
+    fs::write(target.join("keep"), "the admin's\n").unwrap();
+    let before = listing(&target);
+    let bad = d.path().join("bad-key.asc");
+    fs::write(&bad, "not a key\n").unwrap();
+    let remote = format!("updates=file://{}", repo.display());
+    // `install to-filesystem --repo REPO ARGS TARGET`, which must fail; its stderr.
+    let refused = |args: &[&str]| {
+        let mut all = vec!["install", "to-filesystem", "--repo", path(&repo)];
+        all.extend(args);
+        all.push(path(&target));
+        err(stratum(&all))
+    };
+    let e = refused(&[
+        "--ref",
+        "os/x",
+        "--remote",
+        &remote,
+        "--remote-gpg-import",
+        path(&bad),
+    ]);
+    assert_eq!(listing(&target), before, "the target changed: {e}");
+    assert!(
+        e.contains("bad-key.asc") && e.contains("--remote-gpg-import"),
+        "{e}"
+    );
+    assert_eq!(
+        fs::read_to_string(target.join("keep")).unwrap(),
+        "the admin's\n"
+    );
+
+    // So is a ref the repository does not have.
+    let e = refused(&["--ref", "os/none"]);
+    assert_eq!(listing(&target), before, "the target changed: {e}");
+    assert!(e.contains("os/none"), "{e}");
+}
+
+/// `compose rootfs --version/--ref` follow the manifest's rules: what no client can show in a
+/// boot entry is refused before anything is written.
+#[test]
+fn compose_rootfs_refuses_versions_clients_refuse() {
+    let d = tempfile::tempdir().unwrap();
+    let root = fake_root(d.path(), &["6.1.0-9-amd64"]);
+    let repo = d.path().join("repo");
+    for (refname, version, says) in [
+        ("os/x", "1\n2", "control character"),
+        ("os/x", "1\u{1b}[2J", "control character"),
+        ("os/x\ny", "1", "not a ref name"),
+    ] {
+        let e = err(compose_kept(&root, &repo, refname, &["--version", version]));
+        assert!(e.contains(says), "{version:?}: {e}");
+        assert!(!repo.exists(), "{version:?}: the repository was created");
+    }
 }

@@ -26,6 +26,7 @@ impl Entry {
                 continue;
             }
             let Some((k, v)) = line.split_once(|c: char| c.is_ascii_whitespace()) else {
+                let line = crate::excerpt::line(line);
                 bail!("line {}: key {line:?} has no value", n + 1);
             };
             pairs.push((k.to_string(), v.trim().to_string()));

@@ -235,18 +235,58 @@ pub fn command_line(bootversion: u8, d: &Deployment) -> Result<Vec<String>> {
         }
         args.push(a.clone());
     }
-    // What the kernel receives from GRUB: "BOOT_IMAGE=<linux> " followed by the arguments.
-    let len =
-        "BOOT_IMAGE=".len() + linux_path(d).len() + args.iter().map(|a| 1 + a.len()).sum::<usize>();
+    check_length(&linux_path(d), &args).with_context(|| format!("deployment {}", d.name()))?;
+    Ok(args)
+}
+
+/// Refuses a command line the kernel would not receive whole. What the kernel receives from
+/// GRUB is `BOOT_IMAGE=<linux> ` followed by the arguments.
+fn check_length(linux: &str, args: &[String]) -> Result<()> {
+    let len = "BOOT_IMAGE=".len() + linux.len() + args.iter().map(|a| 1 + a.len()).sum::<usize>();
     if len > MAX_CMDLINE {
         bail!(
-            "the kernel command line of {} would be {len} bytes; the kernel keeps at most \
+            "the kernel command line would be {len} bytes; the kernel keeps at most \
              {MAX_CMDLINE} (GRUB cuts the rest silently). Remove or shorten kernel arguments \
-             (see `stratum kargs`)",
-            d.name()
+             (see `stratum kargs`)"
         );
     }
-    Ok(args)
+    Ok(())
+}
+
+/// Checks the kernel arguments an image asks for (its `kargs.d` defaults, canonical) against
+/// the same limit as [`command_line`], with the shortest `ostree=` and `BOOT_IMAGE=` any
+/// deployment has (a one-letter stateroot and kernel version): arguments that fail here
+/// make every machine refuse to deploy the image.
+pub fn check_image_kargs_fit(kargs: &[String]) -> Result<()> {
+    let shortest = Deployment {
+        stateroot: "s".to_string(),
+        checksum: "0".repeat(64),
+        serial: 0,
+        bootcsum: "0".repeat(64),
+        bootserial: 0,
+        kver: "k".to_string(),
+        kargs: Vec::new(),
+        overlay_initrds: Vec::new(),
+    };
+    let mut args = vec![format!("ostree={}", bootlink_arg(0, &shortest))];
+    args.extend(kargs.iter().cloned());
+    check_length(&linux_path(&shortest), &args).context(
+        "kernel arguments of an image, counted with the shortest ostree= and BOOT_IMAGE= that \
+         every machine adds",
+    )
+}
+
+/// Checks text that becomes part of a boot entry's title (an image's version): a control
+/// character would start a new line in the entry and in the GRUB menu.
+pub fn check_title(title: &str) -> Result<()> {
+    if let Some(c) = title.chars().find(|c| c.is_control()) {
+        bail!(
+            "{:?} contains the control character {c:?}, which a boot entry title cannot \
+             hold: remove it",
+            crate::excerpt::line(title)
+        );
+    }
+    Ok(())
 }
 
 /// The BLS entry of `d` at position `version` (counted from the end: the default has the
@@ -258,9 +298,7 @@ pub fn to_entry(
     version: usize,
 ) -> Result<bls::Entry> {
     let options = command_line(bootversion, d)?;
-    if title.chars().any(char::is_control) {
-        bail!("boot entry title {title:?} contains a control character");
-    }
+    check_title(title).context("boot entry title")?;
     let mut e = bls::Entry::default();
     e.set("title", title);
     e.set("version", version.to_string());
@@ -328,6 +366,17 @@ mod tests {
         }
     }
 
+    /// The length of the command line the kernel receives for `d` from GRUB.
+    fn received_len(d: &Deployment) -> usize {
+        "BOOT_IMAGE=".len()
+            + linux_path(d).len()
+            + command_line(0, d)
+                .unwrap()
+                .iter()
+                .map(|a| 1 + a.len())
+                .sum::<usize>()
+    }
+
     #[test]
     fn bootlinks_parse_strictly() {
         let b = parse_bootlink("/ostree/boot.1/default/abc/0").unwrap();
@@ -385,17 +434,31 @@ mod tests {
         assert!(e.contains("2047"), "{e}");
         // Just under the limit is fine, just over is not.
         let mut d = dep();
-        let base = "BOOT_IMAGE=".len()
-            + linux_path(&d).len()
-            + command_line(0, &d)
-                .unwrap()
-                .iter()
-                .map(|a| 1 + a.len())
-                .sum::<usize>();
+        let base = received_len(&d);
         d.kargs
             .push(format!("p={}", "y".repeat(MAX_CMDLINE - base - 3)));
         assert!(command_line(0, &d).is_ok());
         d.kargs.last_mut().unwrap().push('y');
+        assert!(command_line(0, &d).is_err());
+    }
+
+    /// An image's arguments are refused exactly when the shortest deployment of it could not
+    /// boot with them.
+    #[test]
+    fn image_kargs_fit_as_the_shortest_deployment() {
+        let mut d = dep();
+        d.stateroot = "s".into();
+        d.kver = "k".into();
+        d.kargs.clear();
+        let base = received_len(&d);
+        let fits = vec![format!("p={}", "y".repeat(MAX_CMDLINE - base - 3))];
+        let over = vec![format!("p={}", "y".repeat(MAX_CMDLINE - base - 2))];
+        assert!(check_image_kargs_fit(&fits).is_ok());
+        d.kargs = fits;
+        assert!(command_line(0, &d).is_ok());
+        let e = format!("{:#}", check_image_kargs_fit(&over).unwrap_err());
+        assert!(e.contains("2047"), "{e}");
+        d.kargs = over;
         assert!(command_line(0, &d).is_err());
     }
 

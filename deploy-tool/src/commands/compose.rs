@@ -68,7 +68,8 @@ pub struct ComposeRootfsOpts {
     /// The ref to commit on, e.g. debian/12/x86_64/stable
     #[arg(long = "ref", value_name = "REF")]
     pub refname: String,
-    /// Version string stored in the commit metadata (`version`)
+    /// Version string stored in the commit metadata (`version`); one line, as boot entry
+    /// titles show it
     #[arg(long)]
     pub version: Option<String>,
     /// The kernel to use when the root has several

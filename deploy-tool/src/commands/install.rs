@@ -55,7 +55,8 @@ pub struct InstallSource {
     #[arg(long, value_name = "NAME=URL")]
     pub remote: Option<String>,
     /// GPG public keys that sign the remote's commits: its commits must carry a valid
-    /// signature by one of them. --remote needs this or --no-sign-verify
+    /// signature by one of them (the file is checked before anything is written). --remote
+    /// needs this or --no-sign-verify
     #[arg(long, value_name = "FILE", requires = "remote")]
     pub remote_gpg_import: Option<PathBuf>,
     /// Accept unsigned commits from the --remote (no signature verification)

@@ -6,6 +6,13 @@
 //! earlier one, lists are concatenated, and the `[units]`, `[initramfs]` and `[config]` tables
 //! merge key by key. Each file is parsed on its own, so a syntax error, an unknown key or a
 //! value of the wrong type is reported with that file's name and line.
+//!
+//! What every client would refuse is refused here, at the line that says it, rather than
+//! after a build or on the machines: a version a boot entry title cannot hold, kernel
+//! arguments that are the machine's own (`root=`, `init=`, `ostree=`) or too long for the
+//! command line ([`crate::bootset::entry::check_image_kargs_fit`]), a `[[files]] source`
+//! outside the manifest's directory (the build host's files must not reach the image by
+//! accident), and user or group fields that would break their `sysusers.d` line.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -85,23 +92,21 @@ pub struct FileSpec {
 }
 
 /// A system user, as `sysusers.d` declares it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct User {
     pub name: String,
     pub uid: Option<u32>,
-    #[serde(default)]
     pub gecos: Option<String>,
     pub home: Option<String>,
     pub shell: Option<String>,
     /// Supplementary groups (each declared or already in the root).
-    #[serde(default)]
     pub groups: Vec<String>,
 }
 
 /// A system group, as `sysusers.d` declares it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct Group {
     pub name: String,
     pub gid: Option<u32>,
@@ -163,7 +168,7 @@ struct ManifestFile {
     include: Option<Vec<Spanned<String>>>,
     #[serde(rename = "ref")]
     refname: Option<Spanned<String>>,
-    version: Option<String>,
+    version: Option<Spanned<String>>,
     suite: Option<String>,
     variant: Option<Variant>,
     repositories: Option<Vec<RepositoryFile>>,
@@ -174,8 +179,8 @@ struct ManifestFile {
     kargs: Option<Vec<Spanned<String>>>,
     initramfs: Option<InitramfsFile>,
     files: Option<Vec<FileFile>>,
-    groups: Option<Vec<Group>>,
-    users: Option<Vec<User>>,
+    groups: Option<Vec<GroupFile>>,
+    users: Option<Vec<UserFile>>,
     postprocess: Option<Vec<ScriptFile>>,
     config: Option<toml::Table>,
 }
@@ -219,6 +224,25 @@ struct FileFile {
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct UserFile {
+    name: Spanned<String>,
+    uid: Option<u32>,
+    gecos: Option<Spanned<String>>,
+    home: Option<Spanned<String>>,
+    shell: Option<Spanned<String>>,
+    #[serde(default)]
+    groups: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct GroupFile {
+    name: Spanned<String>,
+    gid: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
 struct ScriptFile {
     script: Option<Spanned<String>>,
     source: Option<Spanned<String>>,
@@ -243,7 +267,48 @@ impl Source<'_> {
 
     /// A path written in this file, relative to its directory.
     fn relative(&self, p: &str) -> PathBuf {
-        self.path.parent().unwrap_or(Path::new(".")).join(p)
+        self.dir().join(p)
+    }
+
+    fn dir(&self) -> &Path {
+        match self.path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        }
+    }
+
+    /// A file named in this file that must lie inside its directory: relative, without `..`,
+    /// and not a symlink (or under one) that leads out. Returns its resolved path.
+    fn inside(&self, p: &str) -> Result<PathBuf> {
+        let dir = self.dir();
+        let top = dir
+            .canonicalize()
+            .with_context(|| format!("reading {}", dir.display()))?;
+        let rel = Path::new(p);
+        if rel.is_absolute()
+            || rel
+                .components()
+                .any(|c| c == std::path::Component::ParentDir)
+        {
+            bail!(
+                "{p:?} is outside the manifest's directory {}: give a path relative to it, \
+                 without `..` (copy the file next to the manifest)",
+                top.display()
+            );
+        }
+        let joined = dir.join(rel);
+        let real = joined
+            .canonicalize()
+            .with_context(|| format!("reading {}", joined.display()))?;
+        if !real.starts_with(&top) {
+            bail!(
+                "{p:?} leads out of the manifest's directory {} through a symlink (to {}): \
+                 copy the file next to the manifest",
+                top.display(),
+                real.display()
+            );
+        }
+        Ok(real)
     }
 }
 
@@ -261,6 +326,8 @@ struct Builder {
     units_enable: Vec<String>,
     units_mask: Vec<String>,
     kargs: Vec<String>,
+    /// `kargs` as the kernel receives them, for the length of the command line.
+    canonical_kargs: Vec<String>,
     initramfs: Initramfs,
     files: BTreeMap<String, FileSpec>,
     groups: Vec<Group>,
@@ -319,9 +386,9 @@ impl Builder {
         }
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading manifest {}", path.display()))?;
-        let f: ManifestFile = toml::from_str(&text).map_err(|e| {
-            anyhow::anyhow!("manifest {}: {}", path.display(), e.to_string().trim_end())
-        })?;
+        let f: ManifestFile = toml::from_str(&text)
+            .map_err(crate::excerpt::error)
+            .with_context(|| format!("manifest {}", path.display()))?;
         let src = Source { path, text: &text };
         stack.push(canonical);
         for inc in f.include.iter().flatten() {
@@ -346,8 +413,9 @@ impl Builder {
             check_ref(r.get_ref()).with_context(|| src.at(r.span()))?;
             self.refname = Some(r.into_inner());
         }
-        if f.version.is_some() {
-            self.version = f.version;
+        if let Some(v) = f.version {
+            super::check_version(v.get_ref()).with_context(|| src.at(v.span()))?;
+            self.version = Some(v.into_inner());
         }
         if f.suite.is_some() {
             self.suite = f.suite;
@@ -370,9 +438,16 @@ impl Builder {
             self.units_mask.extend(unit_names(src, u.mask)?);
         }
         for k in f.kargs.into_iter().flatten() {
-            crate::kargs::check_settable(k.get_ref()).with_context(|| {
-                format!("{}: kernel argument {:?}", src.at(k.span()), k.get_ref())
-            })?;
+            let at = || {
+                format!(
+                    "{}: kernel argument {:?}",
+                    src.at(k.span()),
+                    crate::excerpt::line(k.get_ref())
+                )
+            };
+            let canonical = crate::kargs::check_image_default(k.get_ref()).with_context(at)?;
+            self.canonical_kargs.push(canonical.to_string());
+            crate::bootset::entry::check_image_kargs_fit(&self.canonical_kargs).with_context(at)?;
             self.kargs.push(k.into_inner());
         }
         if let Some(i) = f.initramfs {
@@ -388,8 +463,12 @@ impl Builder {
             let spec = file_spec(src, file)?;
             self.files.insert(spec.path.clone(), spec);
         }
-        self.groups.extend(f.groups.unwrap_or_default());
-        self.users.extend(f.users.unwrap_or_default());
+        for g in f.groups.into_iter().flatten() {
+            self.groups.push(group(src, g)?);
+        }
+        for u in f.users.into_iter().flatten() {
+            self.users.push(user(src, u)?);
+        }
         for s in f.postprocess.into_iter().flatten() {
             self.postprocess.push(script(src, s)?);
         }
@@ -411,12 +490,6 @@ impl Builder {
         if !self.config.is_empty() {
             let text = toml::to_string(&self.config)?;
             crate::config::Config::default().apply(&format!("manifest {name}: [config]"), &text)?;
-        }
-        for u in &self.users {
-            check_sysusers_name(&u.name).with_context(|| format!("manifest {name}: user"))?;
-        }
-        for g in &self.groups {
-            check_sysusers_name(&g.name).with_context(|| format!("manifest {name}: group"))?;
         }
         for p in &self.exclude_packages {
             if self.packages.contains(p) || *p == kernel {
@@ -534,7 +607,9 @@ fn file_spec(src: &Source, f: FileFile) -> Result<FileSpec> {
     let (content, default_mode) = match (f.content, f.source) {
         (Some(c), None) => (c.into_bytes(), 0o644),
         (None, Some(s)) => {
-            let p = src.relative(s.get_ref());
+            let p = src
+                .inside(s.get_ref())
+                .with_context(|| format!("{}: file {path}: source", src.at(s.span())))?;
             let bytes = std::fs::read(&p)
                 .with_context(|| format!("{}: reading {}", src.at(s.span()), p.display()))?;
             let exec = std::fs::metadata(&p)
@@ -608,7 +683,11 @@ fn unit_names(src: &Source, v: Option<Vec<Spanned<String>>>) -> Result<Vec<Strin
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"@.-_:\\".contains(&b));
             if !ok {
-                bail!("{}: {name:?} is not a systemd unit name", src.at(u.span()));
+                bail!(
+                    "{}: {:?} is not a systemd unit name",
+                    src.at(u.span()),
+                    crate::excerpt::line(name)
+                );
             }
             Ok(u.into_inner())
         })
@@ -624,12 +703,16 @@ pub fn check_package_name(name: &str) -> Result<()> {
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.".contains(&b));
     if !ok {
-        bail!("{name:?} is not a Debian package name");
+        bail!(
+            "{:?} is not a Debian package name",
+            crate::excerpt::line(name)
+        );
     }
     Ok(())
 }
 
-fn check_ref(r: &str) -> Result<()> {
+/// A ref name: the manifest's `ref`, and `compose rootfs --ref`.
+pub fn check_ref(r: &str) -> Result<()> {
     let ok = !r.is_empty()
         && !r.starts_with('/')
         && !r.ends_with('/')
@@ -638,7 +721,10 @@ fn check_ref(r: &str) -> Result<()> {
         && r.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b));
     if !ok {
-        bail!("{r:?} is not a ref name (letters, digits, . _ - and / between parts)");
+        bail!(
+            "{:?} is not a ref name (letters, digits, . _ - and / between parts)",
+            crate::excerpt::line(r)
+        );
     }
     Ok(())
 }
@@ -662,6 +748,61 @@ fn check_image_path(p: &str) -> Result<()> {
     Ok(())
 }
 
+fn group(src: &Source, g: GroupFile) -> Result<Group> {
+    check_sysusers_name(g.name.get_ref())
+        .with_context(|| format!("{}: group", src.at(g.name.span())))?;
+    Ok(Group {
+        name: g.name.into_inner(),
+        gid: g.gid,
+    })
+}
+
+/// A user, checked so that it stays one `u` line (and its `m` lines) of `sysusers.d` and
+/// one line of `/etc/passwd`.
+fn user(src: &Source, u: UserFile) -> Result<User> {
+    check_sysusers_name(u.name.get_ref())
+        .with_context(|| format!("{}: user", src.at(u.name.span())))?;
+    let name = u.name.into_inner();
+    let field = |what: &str, v: Option<Spanned<String>>| -> Result<Option<String>> {
+        let Some(v) = v else { return Ok(None) };
+        check_passwd_field(v.get_ref())
+            .with_context(|| format!("{}: user {name}: {what}", src.at(v.span())))?;
+        Ok(Some(v.into_inner()))
+    };
+    let gecos = field("gecos", u.gecos)?;
+    let home = field("home", u.home)?;
+    let shell = field("shell", u.shell)?;
+    let groups = u
+        .groups
+        .into_iter()
+        .map(|g| {
+            check_sysusers_name(g.get_ref())
+                .with_context(|| format!("{}: user {name}: group", src.at(g.span())))?;
+            Ok(g.into_inner())
+        })
+        .collect::<Result<_>>()?;
+    Ok(User {
+        name,
+        uid: u.uid,
+        gecos,
+        home,
+        shell,
+        groups,
+    })
+}
+
+/// A passwd field (gecos, home, shell): a control character would start another
+/// `sysusers.d` line (another user, uid 0 included), a `:` another passwd field.
+fn check_passwd_field(v: &str) -> Result<()> {
+    if let Some(c) = v.chars().find(|c| c.is_control() || *c == ':') {
+        bail!(
+            "{:?} contains {c:?}: passwd fields cannot hold control characters or `:`",
+            crate::excerpt::line(v)
+        );
+    }
+    Ok(())
+}
+
 fn check_sysusers_name(n: &str) -> Result<()> {
     let ok = !n.is_empty()
         && n.len() <= 31
@@ -669,7 +810,10 @@ fn check_sysusers_name(n: &str) -> Result<()> {
         && n.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-".contains(&b));
     if !ok {
-        bail!("{n:?} is not a user or group name (lower case letters, digits, _ and -)");
+        bail!(
+            "{:?} is not a user or group name (lower case letters, digits, _ and -)",
+            crate::excerpt::line(n)
+        );
     }
     Ok(())
 }
@@ -827,6 +971,155 @@ mod tests {
         let missing = write(d.path(), "missing.toml", "kernel = \"k1\"\n");
         let e = format!("{:#}", Manifest::load(&missing).unwrap_err());
         assert!(e.contains("no `ref`"), "{e}");
+    }
+
+    /// The error of loading `text` as a manifest named `name` in `dir`.
+    fn refused(dir: &Path, name: &str, text: &str) -> String {
+        let p = write(dir, name, text);
+        format!("{:#}", Manifest::load(&p).unwrap_err())
+    }
+
+    const HEAD: &str = "ref = \"r\"\nkernel = \"k1\"\n";
+
+    #[test]
+    fn versions_clients_cannot_show_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        for (i, v) in ["1\\n2", "1\\u001b[2J", "1\\t2", "1\\r"].iter().enumerate() {
+            let name = format!("v{i}.toml");
+            let e = refused(d.path(), &name, &format!("{HEAD}version = \"{v}\"\n"));
+            assert!(
+                e.contains(&format!("{name}:3")) && e.contains("control character"),
+                "{v}: {e}"
+            );
+        }
+        let ok = write(
+            d.path(),
+            "ok.toml",
+            &format!("{HEAD}version = \"12.{{date}}\"\n"),
+        );
+        assert!(Manifest::load(&ok).is_ok());
+    }
+
+    #[test]
+    fn kernel_arguments_of_the_machine_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        for (i, k) in ["root=UUID=1", "root=/dev/sda1", "init=/bin/sh", "ostree=/x"]
+            .iter()
+            .enumerate()
+        {
+            let name = format!("k{i}.toml");
+            let e = refused(
+                d.path(),
+                &name,
+                &format!("{HEAD}kargs = [\n  \"quiet\",\n  \"{k}\",\n]\n"),
+            );
+            assert!(e.contains(&format!("{name}:5")), "{k}: {e}");
+        }
+    }
+
+    /// Arguments every machine would refuse as too long, counted across includes: the line
+    /// that crosses the limit is named.
+    #[test]
+    fn kernel_arguments_too_long_for_every_machine_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let half = format!("a={}", "x".repeat(900));
+        write(d.path(), "base.toml", &format!("kargs = [\"{half}\"]\n"));
+        let top = format!("include = [\"base.toml\"]\n{HEAD}kargs = [\"b=1\", \"{half}\"]\n");
+        assert!(Manifest::load(&write(d.path(), "fits.toml", &top)).is_ok());
+        let e = refused(
+            d.path(),
+            "long.toml",
+            &format!(
+                "include = [\"fits.toml\"]\nkargs = [\n  \"c={}\",\n]\n",
+                "y".repeat(300)
+            ),
+        );
+        assert!(
+            e.contains("long.toml:3")
+                && e.contains(&crate::bootset::entry::MAX_CMDLINE.to_string()),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn file_sources_stay_in_the_manifest_s_directory() {
+        let d = tempfile::tempdir().unwrap();
+        let m = d.path().join("m");
+        std::fs::create_dir_all(m.join("files")).unwrap();
+        write(d.path(), "secret", "host secret\n");
+        write(&m, "files/motd", "hello\n");
+        std::os::unix::fs::symlink("../../secret", m.join("files/out")).unwrap();
+        std::os::unix::fs::symlink("../secret", m.join("up")).unwrap();
+        std::os::unix::fs::symlink("motd", m.join("files/in")).unwrap();
+        let file = |source: &str| {
+            format!("{HEAD}[[files]]\npath = \"/etc/motd\"\nsource = \"{source}\"\n")
+        };
+        let secret = d.path().join("secret");
+        for source in [
+            secret.to_str().unwrap(),
+            "../secret",
+            "files/../../secret",
+            "files/out",
+            "up",
+        ] {
+            let e = refused(&m, "f.toml", &file(source));
+            assert!(
+                e.contains("f.toml:5") && (e.contains("outside") || e.contains("leads out")),
+                "{source}: {e}"
+            );
+        }
+        for source in ["files/motd", "files/in", "./files/motd"] {
+            let p = write(&m, "f.toml", &file(source));
+            assert_eq!(
+                Manifest::load(&p).unwrap().files[0].content,
+                b"hello\n",
+                "{source}"
+            );
+        }
+    }
+
+    /// A user's fields stay on its `sysusers.d` line: no field can start a second line (a
+    /// second user, with uid 0) or a second passwd field.
+    #[test]
+    fn user_fields_cannot_add_sysusers_lines() {
+        let d = tempfile::tempdir().unwrap();
+        let cases = [
+            ("name = \"app\\nu evil 0\"", 4),
+            ("name = \"app:x\"", 4),
+            (
+                "name = \"app\"\nhome = \"/var/lib/app\\nu evil 0 - /root /bin/sh\"",
+                5,
+            ),
+            ("name = \"app\"\nshell = \"/bin/sh\\r\"", 5),
+            ("name = \"app\"\nshell = \"/bin/sh:x\"", 5),
+            ("name = \"app\"\nhome = \"/a:b\"", 5),
+            ("name = \"app\"\ngecos = \"The app\\nu evil 0\"", 5),
+            ("name = \"app\"\ngroups = [\"ops\\nu evil 0\"]", 5),
+        ];
+        for (i, (fields, line)) in cases.iter().enumerate() {
+            let name = format!("u{i}.toml");
+            let e = refused(d.path(), &name, &format!("{HEAD}[[users]]\n{fields}\n"));
+            assert!(e.contains(&format!("{name}:{line}")), "{fields}: {e}");
+        }
+        let e = refused(
+            d.path(),
+            "g.toml",
+            &format!("{HEAD}[[groups]]\nname = \"o\\nps\"\n"),
+        );
+        assert!(e.contains("g.toml:4"), "{e}");
+    }
+
+    /// A parse error quotes the offending line of the file: cut, however long it is.
+    #[test]
+    fn parse_errors_quote_long_lines_cut() {
+        let d = tempfile::tempdir().unwrap();
+        let e = refused(
+            d.path(),
+            "huge.toml",
+            &format!("{HEAD}packages = [{}]\n", "\"a\" ".repeat(5_000_000)),
+        );
+        assert!(e.len() < 2000, "an error of {} bytes", e.len());
+        assert!(e.contains("huge.toml") && e.contains("line 3"), "{e}");
     }
 
     #[test]

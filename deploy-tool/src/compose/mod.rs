@@ -51,8 +51,10 @@ pub fn compose_rootfs(opts: &ComposeOptions) -> Result<ComposeResult> {
     if !meta.is_dir() {
         bail!("{} is not a directory", opts.rootfs.display());
     }
-    if opts.refname.is_empty() || opts.refname.contains("..") || opts.refname.starts_with('/') {
-        bail!("invalid ref name {:?}", opts.refname);
+    // The rules a manifest's `ref` and `version` follow.
+    manifest::check_ref(&opts.refname).context("--ref")?;
+    if let Some(v) = &opts.version {
+        check_version(v)?;
     }
     // Refuse early (before any work) when the ref exists and must not be moved.
     if opts.no_overwrite && opts.repo.join("config").exists() {
@@ -96,6 +98,12 @@ pub fn compose_rootfs(opts: &ComposeOptions) -> Result<ComposeResult> {
         start.elapsed().as_secs_f64()
     );
     Ok(result)
+}
+
+/// Checks an image's version (or version template): it becomes part of every boot entry's
+/// title, which clients refuse to write with a control character in it.
+pub fn check_version(v: &str) -> Result<()> {
+    crate::bootset::entry::check_title(v).context("version (shown in boot entry titles)")
 }
 
 /// The initramfs an image gets.

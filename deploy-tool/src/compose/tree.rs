@@ -85,6 +85,9 @@ pub struct TreeResult {
 pub fn compose_tree(opts: &TreeOptions) -> Result<TreeResult> {
     let start = Instant::now();
     let m = Manifest::load(&opts.manifest)?;
+    if let Some(v) = &opts.version {
+        super::check_version(v)?;
+    }
     let digest = m.digest();
     require_tool("mmdebstrap", "mmdebstrap")?;
     require_tool("bwrap", "bubblewrap")?;
@@ -522,7 +525,7 @@ fn customize(m: &Manifest, root: &Path) -> Result<()> {
         if !out.status.success() {
             bail!(
                 "creating the manifest's users and groups: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
+                crate::cmd::tail(&String::from_utf8_lossy(&out.stderr), 40)
             );
         }
     }
@@ -547,7 +550,7 @@ fn customize(m: &Manifest, root: &Path) -> Result<()> {
             bail!(
                 "systemctl {verb} {}: {}",
                 units.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
+                crate::cmd::tail(&String::from_utf8_lossy(&out.stderr), 40)
             );
         }
     }

@@ -120,7 +120,9 @@ impl Config {
 
     /// Applies one file's settings (`text`, named `name` in errors) over these.
     pub fn apply(&mut self, name: &str, text: &str) -> Result<()> {
-        let f: Fragment = toml::from_str(text).with_context(|| format!("parsing {name}"))?;
+        let f: Fragment = toml::from_str(text)
+            .map_err(crate::excerpt::error)
+            .with_context(|| format!("parsing {name}"))?;
         if let Some(t) = f.boot_tries {
             if t > MAX_BOOT_TRIES {
                 anyhow::bail!("{name}: boot-tries = {t}: at most {MAX_BOOT_TRIES} are supported");

@@ -89,9 +89,11 @@ pub fn parse(text: &str) -> Result<Vec<Paragraph>> {
             continue;
         }
         let Some((k, v)) = line.split_once(':') else {
+            let line = crate::excerpt::line(line);
             bail!("line {}: expected `Field: value`, got {line:?}", i + 1);
         };
         if k.is_empty() || k.contains(char::is_whitespace) {
+            let k = crate::excerpt::line(k);
             bail!("line {}: invalid field name {k:?}", i + 1);
         }
         cur.fields.push((k.to_string(), v.trim_start().to_string()));

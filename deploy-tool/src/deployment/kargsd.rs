@@ -41,7 +41,9 @@ struct KargsFile {
 
 /// Parses one file's text; `name` is used in errors. Returns its arguments for `arch`.
 pub fn parse_file(name: &str, text: &str, arch: &str) -> Result<Vec<String>> {
-    let f: KargsFile = toml::from_str(text).with_context(|| format!("kargs.d file {name}"))?;
+    let f: KargsFile = toml::from_str(text)
+        .map_err(crate::excerpt::error)
+        .with_context(|| format!("kargs.d file {name}"))?;
     if let Some(archs) = &f.match_architectures {
         if !archs.iter().any(|a| a == arch) {
             return Ok(Vec::new());

@@ -62,6 +62,7 @@ pub struct InstallResult {
 /// are written into the deployment's `/etc/fstab`. With systemd-boot, the ESP is
 /// `dest/boot/efi` and gets systemd-boot itself besides the entries.
 pub fn to_filesystem(dest: &Path, opts: &InstallOptions, fstab: &str) -> Result<InstallResult> {
+    check_inputs(opts)?;
     let sysroot = Sysroot::new(dest);
     if opts.bootloader == Bootloader::SystemdBoot && !dest.join(ESP_MOUNT).is_dir() {
         bail!(
@@ -150,6 +151,31 @@ pub fn to_filesystem(dest: &Path, opts: &InstallOptions, fstab: &str) -> Result<
     })
 }
 
+/// Checks what an install reads besides the image before anything is written, so that a
+/// mistake in them leaves the target as it was: the source repository holds the ref, and the
+/// followed remote's key file imports (it is only imported after the image is copied).
+fn check_inputs(opts: &InstallOptions) -> Result<()> {
+    let src = crate::repo::open(&opts.repo)?;
+    if !crate::repo::has_ref(&src, &opts.refname)
+        .with_context(|| format!("reading ref {} in {}", opts.refname, opts.repo.display()))?
+    {
+        bail!(
+            "{} has no ref {}: give one that `ostree refs --repo {}` lists",
+            opts.repo.display(),
+            opts.refname,
+            opts.repo.display()
+        );
+    }
+    if let Some(FollowRemote {
+        trust: RemoteTrust::GpgKeys(keys),
+        ..
+    }) = &opts.remote
+    {
+        crate::remote::check_gpg_keys(keys).context("--remote-gpg-import")?;
+    }
+    Ok(())
+}
+
 /// Sizes of the fixed partitions. With systemd-boot the ESP holds the boot files too (a
 /// kernel and an initramfs per boot checksum).
 const ESP_SIZE_GRUB: u64 = 64 << 20;
@@ -185,6 +211,7 @@ pub fn to_disk(
     opts: &InstallOptions,
     workdir: Option<&Path>,
 ) -> Result<InstallResult> {
+    check_inputs(opts)?;
     let tmp;
     let work = match workdir {
         Some(w) => {
