@@ -18,7 +18,10 @@ pub fn control(data: &[u8]) {
         if let Ok(id) = PackageId::of(&p) {
             for part in [&id.name, &id.version, &id.arch] {
                 assert!(!part.contains('/') && !part.contains(".."), "{id:?}");
-                assert!(!part.chars().any(|c| c.is_whitespace() || c.is_control()), "{id:?}");
+                assert!(
+                    !part.chars().any(|c| c.is_whitespace() || c.is_control()),
+                    "{id:?}"
+                );
             }
             assert_eq!(PackageId::parse_nva(&id.nva()).expect("nva parses"), id);
         }
