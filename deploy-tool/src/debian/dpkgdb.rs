@@ -128,14 +128,14 @@ pub fn packages_of_commit(
 ) -> Result<BTreeMap<String, PackageId>> {
     let meta = crate::repo::commit_metadata(repo, commit)?;
     if let Ok(Some(list)) = meta.lookup::<Vec<(String, String, String)>>(META_PACKAGES) {
-        return Ok(list
+        return list
             .into_iter()
             .map(|(name, version, arch)| {
                 let id = PackageId::new(&name, &version, &arch)
                     .with_context(|| format!("commit {commit}: {META_PACKAGES}"))?;
                 Ok((id.name.clone(), id))
             })
-            .collect::<Result<_>>()?);
+            .collect();
     }
     match status_of_commit(repo, commit)? {
         Some(s) => installed(&s).with_context(|| format!("commit {commit}")),

@@ -334,7 +334,8 @@ mod tests {
 
     #[test]
     fn symlinks_where_the_layout_needs_directories_are_refused() {
-        let cases: Vec<(&str, Box<dyn Fn(&Path, &Path)>)> = vec![
+        type Build = Box<dyn Fn(&Path, &Path)>;
+        let cases: Vec<(&str, Build)> = vec![
             (
                 "usr/bin",
                 Box::new(|p, o| {
