@@ -91,15 +91,15 @@ macro_rules! smoke_tests {
 }
 
 smoke_tests!(
-    cmdline, ostree, probe, mountinfo, bls, grubenv, origin, config, kargs, kargsd, cpio, archive,
-    modules, modinfo,
+    cmdline, ostree, probe, mountinfo, bls, grubenv, origin, config, kargs, kargsd, control,
+    triggers, cpio, archive, modules, modinfo,
 );
 
 /// Every target has a smoke test above.
 #[test]
 fn all_targets_are_smoked() {
-    let listed = "cmdline ostree probe mountinfo bls grubenv origin config kargs kargsd cpio \
-                  archive modules modinfo";
+    let listed = "cmdline ostree probe mountinfo bls grubenv origin config kargs kargsd control \
+                  triggers cpio archive modules modinfo";
     for t in stratum_fuzz::TARGETS {
         assert!(listed.split(' ').any(|n| n == t.name), "{}", t.name);
     }
