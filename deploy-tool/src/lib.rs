@@ -15,7 +15,8 @@
 //! | [`sysroot`] | paths and the deployment type every part shares |
 //!
 //! Each depends only on those below it in this table (and on the small leaf modules
-//! [`fsutil`], [`repo`], [`remote`], [`kargs`], [`config`], [`lock`], [`cmd`], [`progress`]).
+//! [`fsutil`], [`repo`], [`remote`], [`net`], [`kargs`], [`config`], [`lock`], [`cmd`],
+//! [`progress`]).
 
 #![deny(unsafe_code)]
 
@@ -34,6 +35,7 @@ pub mod install;
 pub mod kargs;
 pub mod layering;
 pub mod lock;
+pub mod net;
 pub mod progress;
 pub mod remote;
 pub mod repo;

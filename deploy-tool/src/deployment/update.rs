@@ -5,6 +5,7 @@ use anyhow::{bail, Context, Result};
 use ostree::glib;
 
 use super::{DeployOutcome, NewDeployment};
+use crate::config::Network;
 use crate::counting::BootState;
 use crate::repo::{Checksum, Presence};
 use crate::state::State;
@@ -104,16 +105,30 @@ pub fn update(
         .map(|(r, f)| (r.map(str::to_string), f.to_string()))
         .context("the deployment's origin names no ref (no [origin] refspec)")?;
     let repo = crate::repo::open(&sysroot.repo_path())?;
+    let limits = super::automatic::config(st)?.network;
+    let limits = &limits;
     let commit_only = opts.check && !opts.preview;
     let new = match target {
-        Target::Upgrade | Target::Rebase(_) => {
-            fetch(&repo, remote.as_deref(), &refname, None, commit_only)?
-        }
+        Target::Upgrade | Target::Rebase(_) => fetch(
+            &repo,
+            remote.as_deref(),
+            &refname,
+            None,
+            commit_only,
+            limits,
+        )?,
         Target::Rev(rev) => {
             let c = Checksum::parse(&crate::repo::resolve(&repo, rev)?)?;
             match (crate::repo::commit_presence(&repo, &c)?, remote.as_deref()) {
                 (Presence::Complete, _) => c.to_string(),
-                (_, Some(_)) => fetch(&repo, remote.as_deref(), &refname, Some(&c), commit_only)?,
+                (_, Some(_)) => fetch(
+                    &repo,
+                    remote.as_deref(),
+                    &refname,
+                    Some(&c),
+                    commit_only,
+                    limits,
+                )?,
                 (_, None) => bail!(
                     "commit {c} is not (or only partly) in the local repository, and the \
                      deployment's origin ({refname}) names no remote to fetch it from"
@@ -121,11 +136,18 @@ pub fn update(
             }
         }
         Target::Version(v) => {
-            let head = fetch_history(&repo, remote.as_deref(), &refname)?;
+            let head = fetch_history(&repo, remote.as_deref(), &refname, limits)?;
             let found = Checksum::parse(&crate::repo::find_version(&repo, &head, v)?)?;
             // The history was fetched as commit metadata only; now fetch that commit's tree.
             if remote.is_some() && !commit_only {
-                fetch(&repo, remote.as_deref(), &refname, Some(&found), false)?;
+                fetch(
+                    &repo,
+                    remote.as_deref(),
+                    &refname,
+                    Some(&found),
+                    false,
+                    limits,
+                )?;
             }
             found.to_string()
         }
@@ -258,19 +280,25 @@ fn fetch(
     refname: &str,
     rev: Option<&Checksum>,
     commit_only: bool,
+    limits: &Network,
 ) -> Result<String> {
     match (remote, rev) {
         (Some(remote), _) if commit_only => {
-            crate::remote::pull_commit_only(repo, remote, refname, rev)
+            crate::remote::pull_commit_only(repo, remote, refname, rev, limits)
         }
-        (Some(remote), _) => crate::remote::pull(repo, remote, refname, rev),
+        (Some(remote), _) => crate::remote::pull(repo, remote, refname, rev, limits),
         (None, Some(c)) => Ok(c.to_string()),
         (None, None) => crate::repo::resolve(repo, refname),
     }
 }
 
 /// Pulls the ref's whole commit history (metadata only) so a version can be searched.
-fn fetch_history(repo: &ostree::Repo, remote: Option<&str>, refname: &str) -> Result<String> {
+fn fetch_history(
+    repo: &ostree::Repo,
+    remote: Option<&str>,
+    refname: &str,
+    limits: &Network,
+) -> Result<String> {
     let Some(remote) = remote else {
         return crate::repo::resolve(repo, refname);
     };
@@ -279,8 +307,11 @@ fn fetch_history(repo: &ostree::Repo, remote: Option<&str>, refname: &str) -> Re
     opts.insert("depth", -1i32);
     opts.insert("flags", ostree::RepoPullFlags::COMMIT_ONLY.bits() as i32);
     let label = format!("Pulling the history of {remote}:{refname}");
-    crate::repo::pull(repo, remote, &opts.end(), label)
-        .with_context(|| format!("pulling the history of {refname} from {remote}"))
-        .map_err(|e| crate::remote::explain_pull_error(repo, e, remote, refname))?;
+    let what = format!(
+        "pulling the history of {refname} from {}",
+        crate::net::describe_remote(repo, remote)
+    );
+    crate::remote::pull_watched(repo, remote, opts, label, &what, limits)
+        .map_err(|e| crate::remote::explain_pull_error(repo, e, remote, refname, limits))?;
     crate::repo::resolve(repo, &format!("{remote}:{refname}"))
 }
