@@ -20,6 +20,17 @@ use std::time::{Duration, Instant};
 use common::http::{Misbehaviour, Server};
 use common::*;
 
+/// A process that is killed on drop unless it ended (`None`).
+struct Running(Option<u32>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+    }
+}
+
 /// `[network]` limits short enough for tests: under 100 bytes/s for 2 s fails.
 const SHORT_LIMITS: &str = "[network]\nlow-speed-limit = 100\nlow-speed-time = 2\n";
 
@@ -71,17 +82,17 @@ impl World {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let (pid, started) = (child.id(), Instant::now());
+        let started = Instant::now();
+        // Killed if the test fails before it ends, so no upgrade outlives the test.
+        let mut running = Running(Some(child.id()));
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || tx.send(child.wait_with_output().unwrap()));
         during();
-        match rx.recv_timeout(BOUND.saturating_sub(started.elapsed())) {
-            Ok(out) => (out, started.elapsed()),
-            Err(_) => {
-                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-                panic!("stratum upgrade did not end within {BOUND:?}");
-            }
-        }
+        let out = rx
+            .recv_timeout(BOUND.saturating_sub(started.elapsed()))
+            .unwrap_or_else(|_| panic!("stratum upgrade did not end within {BOUND:?}"));
+        running.0 = None;
+        (out, started.elapsed())
     }
 
     /// Checks that `out` is a failed upgrade whose error names the remote and its URL and
