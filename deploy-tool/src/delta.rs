@@ -440,7 +440,8 @@ fn remote_summary(
         crate::net::describe_remote(repo, remote)
     );
     let name = remote.to_string();
-    crate::net::watched(limits, &what, move |activity| {
+    let network = crate::net::over_network(repo, remote);
+    crate::net::watched(limits, network, &what, move |activity| {
         let repo = crate::repo::open(&path)?;
         fetch_summary(&repo, &name, activity.cancellable())
     })

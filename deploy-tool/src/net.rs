@@ -15,17 +15,21 @@
 //! - libostree: its pull options `low-speed-limit-bytes` and `low-speed-time-seconds` exist
 //!   only since 2023.7 (older versions ignore unknown keys), and before 2023.7 its curl
 //!   fetcher sets no speed limit and does not stop a transfer when the pull is cancelled. So
-//!   every libostree operation that may touch the network also runs under [`watched`]: on a
-//!   thread of its own, watched from the caller's thread through the bytes libostree reports;
-//!   when too few arrive in time the operation is cancelled and the caller gets an error at
-//!   once. A cancelled libostree that does not return is left behind on its thread, holding
-//!   nothing but its own staging directory in the repository (which libostree reuses or
-//!   cleans); the command fails and the process exits.
+//!   every libostree operation on a remote reached over the network also runs under
+//!   [`watched`]: on a thread of its own, watched from the caller's thread through the bytes
+//!   libostree reports; when too few arrive in time the operation is cancelled and the caller
+//!   gets an error at once. Time counts only while libostree waits on the network (it reports
+//!   fetches in flight, or has reported nothing yet): writing objects and committing them are
+//!   local work, however long they take. A cancelled libostree that does not return is left
+//!   behind on its thread, holding nothing but its own staging directory in the repository
+//!   (which libostree reuses or cleans); the command fails and the process exits. A remote
+//!   whose URLs are all `file://` (a disk) is not watched: nothing there can stall that a
+//!   network limit would catch.
 //! - TLS and proxies are the remote's own options in the repository's configuration
 //!   (`tls-ca-path`, `tls-client-cert-path`, `tls-client-key-path`, `tls-permissive`,
 //!   `proxy`), which libostree reads itself and [`RemoteTransport`] reads for libcurl.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -106,17 +110,40 @@ pub fn configure_curl(
     Ok(())
 }
 
+/// Whether `remote` (a remote's name, or a URL) is reached over the network: its `url` or
+/// its `contenturl` is anything but `file://`.
+pub fn over_network(repo: &ostree::Repo, remote: &str) -> bool {
+    let urls = if remote.contains("://") {
+        vec![Some(remote.to_string())]
+    } else {
+        vec![
+            repo.remote_get_url(remote).ok().map(|u| u.to_string()),
+            crate::remote::option(repo, remote, "contenturl")
+                .ok()
+                .flatten(),
+        ]
+    };
+    // An unreadable URL counts as a network one: watching a local pull costs little.
+    urls.iter()
+        .any(|u| u.as_deref().is_none_or(|u| !u.starts_with("file://")))
+}
+
 /// What a [`watched`] operation reports to its watchdog, and how it is stopped.
 #[derive(Debug, Clone)]
 pub struct Activity {
     bytes: Arc<AtomicU64>,
+    /// libostree reports no fetch in flight: it works locally.
+    local: Arc<AtomicBool>,
     cancellable: gio::Cancellable,
 }
 
 impl Activity {
-    /// Records libostree's count of the bytes fetched so far (its `bytes-transferred`).
-    pub fn bytes_transferred(&self, total: u64) {
-        self.bytes.fetch_max(total, Ordering::Relaxed);
+    fn new() -> Activity {
+        Activity {
+            bytes: Arc::new(AtomicU64::new(0)),
+            local: Arc::new(AtomicBool::new(false)),
+            cancellable: gio::Cancellable::new(),
+        }
     }
 
     /// Cancelled when the watchdog gives up; hand it to libostree.
@@ -124,30 +151,33 @@ impl Activity {
         &self.cancellable
     }
 
-    /// A sink for the bytes count that a `'static` progress callback can own.
-    pub fn counter(&self) -> impl Fn(u64) + 'static {
-        let bytes = self.bytes.clone();
-        move |total| {
-            bytes.fetch_max(total, Ordering::Relaxed);
+    /// What a `'static` progress callback of libostree's pull hands its progress to: the
+    /// bytes fetched so far, and whether fetches are in flight.
+    pub fn reporter(&self) -> impl Fn(&ostree::AsyncProgress) + 'static {
+        let (bytes, local) = (self.bytes.clone(), self.local.clone());
+        move |p| {
+            bytes.fetch_max(p.uint64("bytes-transferred"), Ordering::Relaxed);
+            local.store(p.uint("outstanding-fetches") == 0, Ordering::Relaxed);
         }
     }
 }
 
-/// Runs `op` (a libostree operation that may fetch from `remote`, described for people as
+/// Runs `op` (a libostree operation that may fetch from a remote, described for people as
 /// `what`) on a thread of its own, with a main context of its own, and fails when it brings
-/// fewer than `limits.low_speed_limit` bytes per second for `limits.low_speed_time` seconds,
-/// as counted by what it reports to its [`Activity`]. Until `op` reports anything (libostree
-/// reports nothing while it fetches a summary and its signature), the whole of that phase
-/// must end within `low-speed-time`.
-pub fn watched<T, F>(limits: &Network, what: &str, op: F) -> Result<T>
+/// fewer than `limits.low_speed_limit` bytes per second for `limits.low_speed_time` seconds
+/// while it waits on the network, as counted by what it reports to its [`Activity`]. Until
+/// `op` reports anything (libostree reports nothing while it fetches a summary and its
+/// signature), the whole of that phase must end within `low-speed-time`. When `network` is
+/// false ([`over_network`]), `op` simply runs here, unwatched.
+pub fn watched<T, F>(limits: &Network, network: bool, what: &str, op: F) -> Result<T>
 where
     T: Send + 'static,
     F: FnOnce(&Activity) -> Result<T> + Send + 'static,
 {
-    let activity = Activity {
-        bytes: Arc::new(AtomicU64::new(0)),
-        cancellable: gio::Cancellable::new(),
-    };
+    let activity = Activity::new();
+    if !network {
+        return op(&activity);
+    }
     let (tx, rx) = mpsc::channel();
     let worker = activity.clone();
     std::thread::Builder::new()
@@ -176,7 +206,7 @@ where
             Err(mpsc::RecvTimeoutError::Timeout) => {}
         }
         let bytes = activity.bytes.load(Ordering::Relaxed);
-        if bytes.saturating_sub(mark) >= needed {
+        if bytes.saturating_sub(mark) >= needed || activity.local.load(Ordering::Relaxed) {
             (since, mark) = (Instant::now(), bytes);
         } else if since.elapsed() >= window {
             activity.cancellable.cancel();
@@ -218,7 +248,7 @@ mod tests {
     #[test]
     fn a_silent_operation_fails_within_the_window() {
         let started = Instant::now();
-        let e = watched(&limits(1), "fetching x", |a: &Activity| {
+        let e = watched(&limits(1), true, "fetching x", |a: &Activity| {
             // Stands for a libostree that ignores cancellation for a while.
             std::thread::sleep(Duration::from_secs(4));
             Ok(a.cancellable().is_cancelled())
@@ -232,20 +262,40 @@ mod tests {
 
     #[test]
     fn steady_progress_and_results_pass() {
-        let r = watched(&limits(1), "fetching y", |a: &Activity| {
-            let count = a.counter();
+        let r = watched(&limits(1), true, "fetching y", |a: &Activity| {
             for i in 1..=25u64 {
                 std::thread::sleep(Duration::from_millis(100));
-                count(i * 100);
+                a.bytes.store(i * 100, Ordering::Relaxed);
             }
             Ok(42)
         })
         .unwrap();
         assert_eq!(r, 42);
-        let e = watched(&limits(1), "fetching z", |_: &Activity| -> Result<()> {
-            anyhow::bail!("404")
-        })
+        let e = watched(
+            &limits(1),
+            true,
+            "fetching z",
+            |_: &Activity| -> Result<()> { anyhow::bail!("404") },
+        )
         .unwrap_err();
         assert_eq!(format!("{e:#}"), "404");
+    }
+
+    #[test]
+    fn local_work_and_local_remotes_are_not_timed() {
+        // Nothing arrives for 2.5 windows, but no fetch is in flight: local work.
+        let r = watched(&limits(1), true, "committing", |a: &Activity| {
+            a.local.store(true, Ordering::Relaxed);
+            std::thread::sleep(Duration::from_millis(2500));
+            Ok("done")
+        });
+        assert_eq!(r.unwrap(), "done");
+        // Unwatched: runs on this thread, however long it takes.
+        let here = std::thread::current().id();
+        let r = watched(&limits(1), false, "copying", move |_: &Activity| {
+            std::thread::sleep(Duration::from_millis(1500));
+            Ok(std::thread::current().id() == here)
+        });
+        assert!(r.unwrap());
     }
 }

@@ -232,7 +232,8 @@ fn summary_fails_verification(repo: &ostree::Repo, remote: &str, limits: &Networ
         crate::net::describe_remote(repo, remote)
     );
     let name = remote.to_string();
-    let fetched = crate::net::watched(limits, &what, move |activity| {
+    let network = crate::net::over_network(repo, remote);
+    let fetched = crate::net::watched(limits, network, &what, move |activity| {
         let repo = crate::repo::open(&path)?;
         Ok(
             match repo.remote_fetch_summary(&name, Some(activity.cancellable())) {
@@ -395,7 +396,8 @@ pub fn pull_watched(
     let path = crate::repo::local_path(repo)?;
     let remote = remote.to_string();
     let context = what.to_string();
-    crate::net::watched(limits, what, move |activity| {
+    let network = crate::net::over_network(repo, &remote);
+    crate::net::watched(limits, network, what, move |activity| {
         let repo = crate::repo::open(&path)?;
         crate::repo::pull_reporting(&repo, &remote, &opts, label, Some(activity)).context(context)
     })

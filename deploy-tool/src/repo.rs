@@ -407,12 +407,12 @@ pub fn pull_reporting(
     let meter = phase.meter();
     let started = std::time::Instant::now();
     let p = ostree::AsyncProgress::new();
-    let count = activity.map(|a| a.counter());
+    let report = activity.map(|a| a.reporter());
     p.connect_changed(move |p| {
         meter.set_total(u64::from(p.uint("requested")));
         meter.set_done(u64::from(p.uint("fetched")));
-        if let Some(count) = &count {
-            count(p.uint64("bytes-transferred"));
+        if let Some(report) = &report {
+            report(p);
         }
         let status = p.status().map(|s| s.to_string()).unwrap_or_default();
         if status.is_empty() {
