@@ -76,15 +76,7 @@ fn main() {
     let url = server.url();
 
     // The machine: v1 installed from the server.
-    ok(env.install_to_filesystem([
-        "--karg",
-        "root=UUID=1234",
-        "--ref",
-        "os/x",
-        "--remote",
-        &format!("pub={url}"),
-        "--no-sign-verify",
-    ]));
+    env.install_following_http(&url);
     let v2 = env.compose_root(&root2, Some("2"));
     publish(&env, &published);
 
@@ -133,15 +125,7 @@ fn main() {
 
 /// `stratum compose publish --deltas 1` of `os/x` into `to`.
 fn publish(env: &Env, to: &Path) {
-    ok(Command::new(env!("CARGO_BIN_EXE_stratum"))
-        .args([
-            "compose", "publish", "--ref", "os/x", "--deltas", "1", "--repo",
-        ])
-        .arg(&env.src)
-        .arg("--to")
-        .arg(to)
-        .output()
-        .unwrap());
+    env.publish(to, &["--deltas", "1"]);
 }
 
 /// The files added or modified from `from` to `to` (`ostree diff`), relative paths.

@@ -20,12 +20,12 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use ostree::gio::prelude::FileExt;
 use ostree::{gio, glib};
 
+use crate::config::Network;
 use crate::progress;
 use crate::repo::{Checksum, Presence};
 
@@ -85,10 +85,11 @@ pub fn fetch_and_apply(
     repo: &ostree::Repo,
     remote: &str,
     to: &Checksum,
+    limits: &Network,
 ) -> Result<Option<Applied>> {
     // Objects and deltas come from the remote's `contenturl` when it has one (the summary
     // and signatures stay at `url`); mirror lists are left to libostree.
-    let url = match remote_option(repo, remote, "contenturl")? {
+    let url = match crate::remote::option(repo, remote, "contenturl")? {
         Some(u) => u,
         None => repo
             .remote_get_url(remote)
@@ -101,7 +102,7 @@ pub fn fetch_and_apply(
     {
         return Ok(None);
     }
-    let Some(summary) = remote_summary(repo, remote)? else {
+    let Some(summary) = remote_summary(repo, remote, limits)? else {
         return Ok(None);
     };
     let summary =
@@ -131,7 +132,7 @@ pub fn fetch_and_apply(
         .prefix("stratum-delta-")
         .tempdir_in(&tmp)
         .with_context(|| format!("creating a directory in {}", tmp.display()))?;
-    let fetcher = Fetcher::new(repo, remote)?;
+    let fetcher = Fetcher::new(repo, remote, limits)?;
 
     let superblock_path = dir.path().join("superblock");
     let mut bytes = fetcher.get(
@@ -360,25 +361,18 @@ fn endianness(meta: &glib::VariantDict) -> Option<u8> {
     meta.lookup::<u8>("ostree.endianness").ok().flatten()
 }
 
-/// Fetches files of a remote with libcurl, honouring the remote's TLS and proxy options as
-/// libostree does.
+/// Fetches files of a remote with libcurl, set up as [`crate::net`] decides for every fetch
+/// from a remote (limits, redirects, the remote's TLS and proxy options).
 struct Fetcher {
-    ca: Option<String>,
-    client_cert: Option<String>,
-    client_key: Option<String>,
-    permissive: bool,
-    proxy: Option<String>,
+    limits: Network,
+    transport: crate::net::RemoteTransport,
 }
 
 impl Fetcher {
-    fn new(repo: &ostree::Repo, remote: &str) -> Result<Fetcher> {
-        let opt = |key: &str| remote_option(repo, remote, key);
+    fn new(repo: &ostree::Repo, remote: &str, limits: &Network) -> Result<Fetcher> {
         Ok(Fetcher {
-            ca: opt("tls-ca-path")?,
-            client_cert: opt("tls-client-cert-path")?,
-            client_key: opt("tls-client-key-path")?,
-            permissive: opt("tls-permissive")?.is_some_and(|v| v == "true"),
-            proxy: opt("proxy")?,
+            limits: *limits,
+            transport: crate::net::RemoteTransport::of(repo, remote)?,
         })
     }
 
@@ -395,28 +389,7 @@ impl Fetcher {
             std::fs::File::create(dest).with_context(|| format!("creating {}", dest.display()))?;
         let mut easy = curl::easy::Easy::new();
         easy.url(url).with_context(what)?;
-        easy.useragent(concat!("stratum/", env!("CARGO_PKG_VERSION")))?;
-        easy.follow_location(true)?;
-        easy.connect_timeout(Duration::from_secs(30))?;
-        // A stalled transfer fails instead of hanging: under 1 byte/s for 60 s.
-        easy.low_speed_limit(1)?;
-        easy.low_speed_time(Duration::from_secs(60))?;
-        if let Some(ca) = &self.ca {
-            easy.cainfo(ca)?;
-        }
-        if let Some(c) = &self.client_cert {
-            easy.ssl_cert(c)?;
-        }
-        if let Some(k) = &self.client_key {
-            easy.ssl_key(k)?;
-        }
-        if self.permissive {
-            easy.ssl_verify_peer(false)?;
-            easy.ssl_verify_host(false)?;
-        }
-        if let Some(p) = &self.proxy {
-            easy.proxy(p)?;
-        }
+        crate::net::configure_curl(&mut easy, &self.limits, &self.transport).with_context(what)?;
         let mut written: u64 = 0;
         let mut failure: Option<anyhow::Error> = None;
         let r = {
@@ -454,10 +427,34 @@ impl Fetcher {
     }
 }
 
-/// The remote's summary, `None` when it publishes none. (The binding of
-/// `ostree_repo_remote_fetch_summary_with_options` takes the NULL libostree returns then for
-/// a `Bytes`.)
-fn remote_summary(repo: &ostree::Repo, remote: &str) -> Result<Option<glib::Bytes>> {
+/// The remote's summary, `None` when it publishes none; held to `limits`
+/// ([`crate::net::watched`]).
+fn remote_summary(
+    repo: &ostree::Repo,
+    remote: &str,
+    limits: &Network,
+) -> Result<Option<glib::Bytes>> {
+    let path = crate::repo::local_path(repo)?;
+    let what = format!(
+        "fetching the summary of {}",
+        crate::net::describe_remote(repo, remote)
+    );
+    let name = remote.to_string();
+    let network = crate::net::over_network(repo, remote);
+    crate::net::watched(limits, network, &what, move |activity| {
+        let repo = crate::repo::open(&path)?;
+        fetch_summary(&repo, &name, activity.cancellable())
+    })
+}
+
+/// libostree's fetch of the summary of `remote`. (The binding of
+/// `ostree_repo_remote_fetch_summary_with_options` takes the NULL libostree returns for a
+/// remote without a summary for a `Bytes`.)
+fn fetch_summary(
+    repo: &ostree::Repo,
+    remote: &str,
+    cancellable: &gio::Cancellable,
+) -> Result<Option<glib::Bytes>> {
     use glib::translate::{from_glib_full, ToGlibPtr};
     let mut summary: *mut glib::ffi::GBytes = std::ptr::null_mut();
     let mut signatures: *mut glib::ffi::GBytes = std::ptr::null_mut();
@@ -471,7 +468,7 @@ fn remote_summary(repo: &ostree::Repo, remote: &str) -> Result<Option<glib::Byte
             std::ptr::null_mut(),
             &mut summary,
             &mut signatures,
-            std::ptr::null_mut(),
+            cancellable.to_glib_none().0,
             &mut error,
         )
     };
@@ -486,35 +483,6 @@ fn remote_summary(repo: &ostree::Repo, remote: &str) -> Result<Option<glib::Byte
     #[allow(unsafe_code)]
     let summary: Option<glib::Bytes> = unsafe { from_glib_full(summary) };
     Ok(summary)
-}
-
-/// The remote's `option` (its section of the repository's configuration or of
-/// `/etc/ostree/remotes.d`), `None` when unset.
-fn remote_option(repo: &ostree::Repo, remote: &str, option: &str) -> Result<Option<String>> {
-    use glib::translate::{from_glib_full, ToGlibPtr};
-    let mut out: *mut std::os::raw::c_char = std::ptr::null_mut();
-    let mut error: *mut glib::ffi::GError = std::ptr::null_mut();
-    // No safe binding exists for ostree_repo_get_remote_option: the pointers are valid for
-    // the call, and `out` is returned owned.
-    #[allow(unsafe_code)]
-    let ok = unsafe {
-        ostree::ffi::ostree_repo_get_remote_option(
-            repo.to_glib_none().0,
-            remote.to_glib_none().0,
-            option.to_glib_none().0,
-            std::ptr::null(),
-            &mut out,
-            &mut error,
-        )
-    };
-    if ok == glib::ffi::GFALSE {
-        #[allow(unsafe_code)]
-        let e: glib::Error = unsafe { from_glib_full(error) };
-        return Err(e).with_context(|| format!("reading option {option} of remote {remote}"));
-    }
-    #[allow(unsafe_code)]
-    let value: Option<String> = unsafe { from_glib_full(out) };
-    Ok(value)
 }
 
 #[cfg(test)]

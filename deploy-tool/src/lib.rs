@@ -15,8 +15,8 @@
 //! | [`sysroot`] | paths and the deployment type every part shares |
 //!
 //! Each depends only on those below it in this table (and on the small leaf modules
-//! [`fsutil`], [`repo`], [`remote`], [`kargs`], [`config`], [`lock`], [`cmd`], [`progress`],
-//! [`excerpt`]).
+//! [`fsutil`], [`beneath`], [`repo`], [`remote`], [`net`], [`kargs`], [`config`], [`lock`],
+//! [`cmd`], [`progress`], [`excerpt`]).
 
 #![deny(unsafe_code)]
 
@@ -37,6 +37,7 @@ pub mod install;
 pub mod kargs;
 pub mod layering;
 pub mod lock;
+pub mod net;
 pub mod progress;
 pub mod remote;
 pub mod repo;

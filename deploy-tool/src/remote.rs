@@ -1,10 +1,13 @@
 //! Remotes of the sysroot's repository and pulls from them (libostree does the transport:
-//! `file://`, `http(s)://`, static deltas, GPG signature verification).
+//! `file://`, `http(s)://`, static deltas, GPG signature verification). Every pull is held to
+//! the `[network]` limits ([`crate::net`]).
 
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use ostree::{gio, glib, prelude::*};
+
+use crate::config::Network;
 
 /// A remote as `remote list` shows it.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -225,10 +228,11 @@ pub fn explain_pull_error(
     e: anyhow::Error,
     remote: &str,
     refname: &str,
+    limits: &Network,
 ) -> anyhow::Error {
     let text = format!("{e:#}");
     let about_signatures = text.contains("GPG") || text.contains("signature");
-    if about_signatures && summary_fails_verification(repo, remote) {
+    if about_signatures && summary_fails_verification(repo, remote, limits) {
         e.context(format!(
             "the summary of remote {remote} is not signed by a key trusted for it (the remote \
              requires signed summaries): it was altered or replaced on the way, or the publisher \
@@ -254,19 +258,34 @@ pub fn explain_pull_error(
 /// Whether `remote` requires a signed summary and its summary fails verification. libostree
 /// words a bad summary signature as it words a bad commit signature; fetching the summary
 /// again (libostree verifies it) tells them apart.
-fn summary_fails_verification(repo: &ostree::Repo, remote: &str) -> bool {
+fn summary_fails_verification(repo: &ostree::Repo, remote: &str, limits: &Network) -> bool {
     if !repo.remote_get_gpg_verify_summary(remote).unwrap_or(false) {
         return false;
     }
-    match repo.remote_fetch_summary(remote, gio::Cancellable::NONE) {
-        Ok((summary, signatures)) => repo
-            .verify_summary(remote, &summary, &signatures, gio::Cancellable::NONE)
-            .is_err(),
-        Err(e) => {
-            let m = e.message();
-            m.contains("GPG") || m.contains("signature")
-        }
-    }
+    let Ok(path) = crate::repo::local_path(repo) else {
+        return false;
+    };
+    let what = format!(
+        "fetching the summary of {}",
+        crate::net::describe_remote(repo, remote)
+    );
+    let name = remote.to_string();
+    let network = crate::net::over_network(repo, remote);
+    let fetched = crate::net::watched(limits, network, &what, move |activity| {
+        let repo = crate::repo::open(&path)?;
+        Ok(
+            match repo.remote_fetch_summary(&name, Some(activity.cancellable())) {
+                Ok((summary, signatures)) => repo
+                    .verify_summary(&name, &summary, &signatures, gio::Cancellable::NONE)
+                    .is_err(),
+                Err(e) => {
+                    let m = e.message();
+                    m.contains("GPG") || m.contains("signature")
+                }
+            },
+        )
+    });
+    fetched.unwrap_or(false)
 }
 
 /// Deletes a remote.
@@ -312,15 +331,16 @@ pub fn pull(
     remote: &str,
     refname: &str,
     rev: Option<&crate::repo::Checksum>,
+    limits: &Network,
 ) -> Result<String> {
-    let commit = pull_commit_only(repo, remote, refname, rev)?;
+    let commit = pull_commit_only(repo, remote, refname, rev, limits)?;
     let checksum = crate::repo::Checksum::parse(&commit)?;
     if crate::repo::commit_presence(repo, &checksum)? == crate::repo::Presence::Complete {
         return Ok(commit);
     }
     // After a delta was tried, applied or not, libostree must not try it again: it would
     // fail on the same damage, or fetch objects beside a tree already whole.
-    let tried = match crate::delta::fetch_and_apply(repo, remote, &checksum) {
+    let tried = match crate::delta::fetch_and_apply(repo, remote, &checksum, limits) {
         Ok(Some(a)) => {
             tracing::debug!(from = %a.from, bytes = a.bytes, parts = a.parts, "static delta applied");
             true
@@ -333,7 +353,7 @@ pub fn pull(
             true
         }
     };
-    pull_with(repo, remote, refname, Some(&checksum), false, tried)
+    pull_with(repo, remote, refname, Some(&checksum), false, tried, limits)
 }
 
 /// Pulls the commit object of `rev` of `refname` (default: what the remote's `refname`
@@ -344,8 +364,9 @@ pub fn pull_commit_only(
     remote: &str,
     refname: &str,
     rev: Option<&crate::repo::Checksum>,
+    limits: &Network,
 ) -> Result<String> {
-    pull_with(repo, remote, refname, rev, true, false)
+    pull_with(repo, remote, refname, rev, true, false, limits)
 }
 
 /// libostree's pull of `refname` (its commit `rev` when given; only a full checksum may name
@@ -358,6 +379,7 @@ fn pull_with(
     rev: Option<&crate::repo::Checksum>,
     commit_only: bool,
     without_deltas: bool,
+    limits: &Network,
 ) -> Result<String> {
     let opts = glib::VariantDict::new(None);
     opts.insert("refs", &vec![refname.to_string()][..]);
@@ -376,16 +398,76 @@ fn pull_with(
         (true, None) => format!("Pulling the commit of {remote}:{refname}"),
         (false, _) => format!("Pulling {remote}:{refname}"),
     };
-    crate::repo::pull(repo, remote, &opts.end(), label)
-        .with_context(|| match rev {
-            Some(c) => format!("pulling commit {c} of {refname} from remote {remote}"),
-            None => format!("pulling {refname} from remote {remote}"),
-        })
-        .map_err(|e| explain_pull_error(repo, e, remote, refname))?;
+    let what = match rev {
+        Some(c) => format!(
+            "pulling commit {c} of {refname} from {}",
+            crate::net::describe_remote(repo, remote)
+        ),
+        None => format!(
+            "pulling {refname} from {}",
+            crate::net::describe_remote(repo, remote)
+        ),
+    };
+    pull_watched(repo, remote, opts, label, &what, limits)
+        .map_err(|e| explain_pull_error(repo, e, remote, refname, limits))?;
     match rev {
         Some(c) => Ok(c.to_string()),
         None => crate::repo::resolve(repo, &format!("{remote}:{refname}")),
     }
+}
+
+/// libostree's pull of `opts` (a dictionary still open, the limits are added to it) from
+/// `remote`, shown as the phase `label`, held to `limits` ([`crate::net::watched`]); `what`
+/// names it in errors.
+pub fn pull_watched(
+    repo: &ostree::Repo,
+    remote: &str,
+    opts: glib::VariantDict,
+    label: String,
+    what: &str,
+    limits: &Network,
+) -> Result<()> {
+    crate::net::add_pull_options(limits, &opts);
+    let opts = opts.end();
+    // The pull runs on the watchdog's thread, on a repository object of its own (a GObject
+    // is not shared across threads) for the same repository.
+    let path = crate::repo::local_path(repo)?;
+    let remote = remote.to_string();
+    let context = what.to_string();
+    let network = crate::net::over_network(repo, &remote);
+    crate::net::watched(limits, network, what, move |activity| {
+        let repo = crate::repo::open(&path)?;
+        crate::repo::pull_reporting(&repo, &remote, &opts, label, Some(activity)).context(context)
+    })
+}
+
+/// The remote's `option` (its section of the repository's configuration or of
+/// `/etc/ostree/remotes.d`), `None` when unset.
+pub fn option(repo: &ostree::Repo, remote: &str, option: &str) -> Result<Option<String>> {
+    use glib::translate::{from_glib_full, ToGlibPtr};
+    let mut out: *mut std::os::raw::c_char = std::ptr::null_mut();
+    let mut error: *mut glib::ffi::GError = std::ptr::null_mut();
+    // No safe binding exists for ostree_repo_get_remote_option: the pointers are valid for
+    // the call, and `out` is returned owned.
+    #[allow(unsafe_code)]
+    let ok = unsafe {
+        ostree::ffi::ostree_repo_get_remote_option(
+            repo.to_glib_none().0,
+            remote.to_glib_none().0,
+            option.to_glib_none().0,
+            std::ptr::null(),
+            &mut out,
+            &mut error,
+        )
+    };
+    if ok == glib::ffi::GFALSE {
+        #[allow(unsafe_code)]
+        let e: glib::Error = unsafe { from_glib_full(error) };
+        return Err(e).with_context(|| format!("reading option {option} of remote {remote}"));
+    }
+    #[allow(unsafe_code)]
+    let value: Option<String> = unsafe { from_glib_full(out) };
+    Ok(value)
 }
 
 #[cfg(test)]

@@ -33,6 +33,13 @@ pub fn open(path: &Path) -> Result<ostree::Repo> {
     Ok(repo)
 }
 
+/// The directory of `repo`.
+pub fn local_path(repo: &ostree::Repo) -> Result<std::path::PathBuf> {
+    repo.path()
+        .path()
+        .context("the repository has no local path")
+}
+
 /// Opens the repository at `path`, creating a bare one when nothing is there yet.
 pub fn open_or_create(path: &Path, mode: ostree::RepoMode) -> Result<ostree::Repo> {
     if path.join("config").exists() {
@@ -418,13 +425,29 @@ pub fn pull(
     opts: &glib::Variant,
     label: String,
 ) -> Result<(), glib::Error> {
+    pull_reporting(repo, remote, opts, label, None)
+}
+
+/// [`pull`], reporting to `activity` when it runs under [`crate::net::watched`] (a pull over
+/// the network), which can also cancel it.
+pub fn pull_reporting(
+    repo: &ostree::Repo,
+    remote: &str,
+    opts: &glib::Variant,
+    label: String,
+    activity: Option<&crate::net::Activity>,
+) -> Result<(), glib::Error> {
     let phase = progress::Phase::start(label, progress::Unit::Objects);
     let meter = phase.meter();
     let started = std::time::Instant::now();
     let p = ostree::AsyncProgress::new();
+    let report = activity.map(|a| a.reporter());
     p.connect_changed(move |p| {
         meter.set_total(u64::from(p.uint("requested")));
         meter.set_done(u64::from(p.uint("fetched")));
+        if let Some(report) = &report {
+            report(p);
+        }
         let status = p.status().map(|s| s.to_string()).unwrap_or_default();
         if status.is_empty() {
             let bytes = p.uint64("bytes-transferred");
@@ -438,7 +461,7 @@ pub fn pull(
             meter.set_message(status);
         }
     });
-    let r = repo.pull_with_options(remote, opts, Some(&p), gio::Cancellable::NONE);
+    let r = repo.pull_with_options(remote, opts, Some(&p), activity.map(|a| a.cancellable()));
     p.finish();
     r?;
     let fetched = p.uint("fetched");

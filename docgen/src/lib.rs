@@ -51,6 +51,18 @@ pub fn values() -> BTreeMap<&'static str, String> {
             c.automatic_update.policy.as_str().to_string(),
         ),
         (
+            "NETWORK_CONNECT_TIMEOUT",
+            c.network.connect_timeout.to_string(),
+        ),
+        (
+            "NETWORK_LOW_SPEED_LIMIT",
+            c.network.low_speed_limit.to_string(),
+        ),
+        (
+            "NETWORK_LOW_SPEED_TIME",
+            c.network.low_speed_time.to_string(),
+        ),
+        (
             "EXIT_UNCHANGED",
             stratum::commands::EXIT_UNCHANGED.to_string(),
         ),

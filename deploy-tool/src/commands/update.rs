@@ -5,6 +5,7 @@ use anyhow::{bail, Result};
 use super::{Globals, NewDeploymentOpts, EXIT_UNCHANGED};
 use crate::deployment::automatic;
 use crate::deployment::update::{self, Target, UpdateOptions, UpdateResult};
+use crate::state::{Session, State};
 
 /// Pull the origin's newest commit and deploy it (staged: applied at shutdown)
 #[derive(Debug, clap::Args)]
@@ -89,14 +90,24 @@ pub fn upgrade(g: &Globals, o: &UpgradeOpts) -> Result<i32> {
 /// `upgrade --trigger-automatic-update-policy`.
 fn automatic_update(g: &Globals, o: &UpgradeOpts) -> Result<i32> {
     let session = g.session();
+    let stage = o.new.stage(g);
+    // The download, without the lock (see `run`).
+    let (st, stateroot) = unlocked_state(&session)?;
+    let cfg = automatic::config(&st)?;
+    let fetched = automatic::fetch(
+        &st,
+        &stateroot,
+        cfg.automatic_update.policy,
+        stage,
+        &cfg.network,
+    );
     let _lock = session.begin()?;
     let st = session.state()?;
-    let stateroot = session.stateroot(&st);
     let cfg = automatic::config(&st)?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let out = automatic::run(&st, &stateroot, &cfg.automatic_update, now, o.new.stage(g))?;
+    let out = automatic::run(&st, &stateroot, &cfg.automatic_update, now, stage, fetched)?;
     if o.new.json {
         super::print_json(&out)?;
     }
@@ -151,10 +162,15 @@ fn run(
     exit_77: bool,
 ) -> Result<i32> {
     let session = g.session();
+    // The network first, without the sysroot lock: a slow or stalled remote must not keep
+    // every other command (kargs, rollback, a shutdown's finalize) waiting.
+    let (st, stateroot) = unlocked_state(&session)?;
+    let limits = automatic::config(&st)?.network;
+    let fetched = update::fetch(&st, &stateroot, target, opts, &limits)?;
+    // Then the lock, and the state read again: the default deployment may have changed.
     let _lock = session.begin()?;
     let st = session.state()?;
-    let stateroot = session.stateroot(&st);
-    let r = update::update(&st, &stateroot, target, opts)?;
+    let r = update::update(&st, &stateroot, target, opts, &fetched)?;
     report(&r, target, o)?;
     let unchanged = matches!(
         r,
@@ -165,6 +181,17 @@ fn run(
     } else {
         0
     })
+}
+
+/// The state and the stateroot to act on, read without the lock for the download that
+/// precedes an update. The sysroot is made writable first: the pull writes into its
+/// repository.
+fn unlocked_state(session: &Session) -> Result<(State, String)> {
+    crate::lock::make_writable(&session.sysroot)?;
+    session.sysroot.ensure_is_sysroot()?;
+    let st = session.state()?;
+    let stateroot = session.stateroot(&st);
+    Ok((st, stateroot))
 }
 
 fn report(r: &UpdateResult, target: &Target, o: &NewDeploymentOpts) -> Result<()> {

@@ -60,6 +60,29 @@ pub struct AutomaticUpdate {
     pub reboot_windows: Vec<RebootWindow>,
 }
 
+/// The `[network]` table: how long a fetch from a remote may stall before it fails, for every
+/// way Stratum fetches (see [`crate::net`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Network {
+    /// Seconds a connection to a remote may take to open.
+    pub connect_timeout: u64,
+    /// Bytes per second under which a transfer counts as stalled...
+    pub low_speed_limit: u32,
+    /// ...when it stays under for this many seconds.
+    pub low_speed_time: u64,
+}
+
+impl Default for Network {
+    /// librepo's limits, which libostree adopted in 2023.7: under 1000 bytes/s for 30 s.
+    fn default() -> Self {
+        Network {
+            connect_timeout: 30,
+            low_speed_limit: 1000,
+            low_speed_time: 30,
+        }
+    }
+}
+
 /// The effective configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -71,6 +94,8 @@ pub struct Config {
     pub health_check_timeout: u64,
     /// What `stratum-automatic-update.timer` does.
     pub automatic_update: AutomaticUpdate,
+    /// Limits of fetches from remotes.
+    pub network: Network,
 }
 
 impl Default for Config {
@@ -80,6 +105,7 @@ impl Default for Config {
             on_failure: OnFailure::Reboot,
             health_check_timeout: 60,
             automatic_update: AutomaticUpdate::default(),
+            network: Network::default(),
         }
     }
 }
@@ -92,6 +118,16 @@ struct Fragment {
     on_failure: Option<OnFailure>,
     health_check_timeout: Option<u64>,
     automatic_update: Option<AutomaticUpdateFragment>,
+    network: Option<NetworkFragment>,
+}
+
+/// One file's `[network]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct NetworkFragment {
+    connect_timeout: Option<u64>,
+    low_speed_limit: Option<u32>,
+    low_speed_time: Option<u64>,
 }
 
 /// One file's `[automatic-update]`; a file's `reboot-window` list replaces earlier ones.
@@ -146,6 +182,24 @@ impl Config {
                     })?;
                 }
                 self.automatic_update.reboot_windows = w;
+            }
+        }
+        if let Some(n) = f.network {
+            // Zero would mean "wait forever", which is what these keys exist to prevent.
+            let positive = |key: &str, v: Option<u64>| match v {
+                Some(0) => Err(anyhow::anyhow!(
+                    "{name}: [network] {key} = 0: give at least 1"
+                )),
+                v => Ok(v),
+            };
+            if let Some(t) = positive("connect-timeout", n.connect_timeout)? {
+                self.network.connect_timeout = t;
+            }
+            if let Some(l) = positive("low-speed-limit", n.low_speed_limit.map(u64::from))? {
+                self.network.low_speed_limit = l as u32;
+            }
+            if let Some(t) = positive("low-speed-time", n.low_speed_time)? {
+                self.network.low_speed_time = t;
             }
         }
         Ok(())
@@ -207,8 +261,39 @@ mod tests {
                 on_failure: OnFailure::None,
                 health_check_timeout: 5,
                 automatic_update: AutomaticUpdate::default(),
+                network: Network::default(),
             }
         );
+    }
+
+    #[test]
+    fn network_limits_merge_key_by_key_and_refuse_zero() {
+        let mut c = Config::default();
+        c.apply(
+            "a.toml",
+            "[network]\nlow-speed-time = 5\nlow-speed-limit = 10\n",
+        )
+        .unwrap();
+        c.apply("b.toml", "[network]\nlow-speed-limit = 20\n")
+            .unwrap();
+        assert_eq!(
+            c.network,
+            Network {
+                connect_timeout: 30,
+                low_speed_limit: 20,
+                low_speed_time: 5,
+            }
+        );
+        for bad in [
+            "[network]\nlow-speed-time = 0\n",
+            "[network]\nlow-speed-limit = 0\n",
+            "[network]\nconnect-timeout = 0\n",
+            "[network]\ntimeout = 5\n",
+        ] {
+            let e = format!("{:#}", c.apply("bad.toml", bad).unwrap_err());
+            assert!(e.contains("bad.toml"), "{e}");
+        }
+        assert_eq!(c.network.low_speed_time, 5);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::update::{self, Target, UpdateOptions, UpdateResult};
-use crate::config::{window, AutomaticUpdate, Config, Policy};
+use crate::config::{window, AutomaticUpdate, Config, Network, Policy};
 use crate::state::State;
 use crate::sysroot::Sysroot;
 
@@ -85,28 +85,55 @@ pub struct Outcome {
     pub reboot: bool,
 }
 
-/// Runs the policy `auto` at `now` (Unix time) for `stateroot`, staging updates when `stage`
-/// (on the booted system; otherwise they are written into the boot set at once); the caller
-/// holds the sysroot lock. A failed run is recorded, then returned as the error.
+/// How a run of `policy` updates, staging when `stage`.
+fn options(policy: Policy, stage: bool) -> UpdateOptions {
+    UpdateOptions {
+        check: policy == Policy::Check,
+        stage,
+        ..Default::default()
+    }
+}
+
+/// The network half of a run of `policy` ([`update::fetch`]), without the sysroot lock:
+/// `None` when the policy is `none`. Its result, failed or not, goes to [`run`].
+pub fn fetch(
+    st: &State,
+    stateroot: &str,
+    policy: Policy,
+    stage: bool,
+    limits: &Network,
+) -> Option<Result<update::Fetched>> {
+    (policy != Policy::None).then(|| {
+        update::fetch(
+            st,
+            stateroot,
+            &Target::Upgrade,
+            options(policy, stage),
+            limits,
+        )
+    })
+}
+
+/// Runs the policy `auto` at `now` (Unix time) for `stateroot` with what [`fetch`] brought,
+/// staging updates when `stage` (on the booted system; otherwise they are written into the
+/// boot set at once); the caller holds the sysroot lock. A failed run (its fetch included)
+/// is recorded, then returned as the error.
 pub fn run(
     st: &State,
     stateroot: &str,
     auto: &AutomaticUpdate,
     now: u64,
     stage: bool,
+    fetched: Option<Result<update::Fetched>>,
 ) -> Result<Outcome> {
     let policy = auto.policy;
-    if policy == Policy::None {
+    let Some(fetched) = fetched.filter(|_| policy != Policy::None) else {
         return Ok(Outcome {
             record: None,
             reboot: false,
         });
-    }
-    let opts = UpdateOptions {
-        check: policy == Policy::Check,
-        stage,
-        ..Default::default()
     };
+    let opts = options(policy, stage);
     let mut record = Record {
         policy,
         last_check: now,
@@ -114,7 +141,8 @@ pub fn run(
         failed: false,
         cached_update: None,
     };
-    let r = match update::update(st, stateroot, &Target::Upgrade, opts) {
+    let r = fetched.and_then(|f| update::update(st, stateroot, &Target::Upgrade, opts, &f));
+    let r = match r {
         Ok(r) => r,
         Err(e) => {
             record.failed = true;

@@ -1,10 +1,17 @@
 //! `upgrade`, `deploy` and `rebase`: find the commit to deploy (pulling it when the origin
 //! names a remote), decide whether anything changes, and hand it to the pipeline.
+//!
+//! Two steps, so that the sysroot lock is never held while waiting on the network:
+//! [`fetch`] pulls the commit (and its tree) into the repository without the lock (libostree
+//! repositories take concurrent pulls, and a pull changes no deployment); then, under the
+//! lock, [`update`] reads the state again (another command may have changed the default
+//! deployment meanwhile) and decides and deploys from the repository alone.
 
 use anyhow::{bail, Context, Result};
 use ostree::glib;
 
 use super::{DeployOutcome, NewDeployment};
+use crate::config::Network;
 use crate::counting::BootState;
 use crate::repo::{Checksum, Presence};
 use crate::state::State;
@@ -72,14 +79,18 @@ pub enum UpdateResult {
     Deployed(Box<DeployOutcome>),
 }
 
-/// Runs an update of `target` in `stateroot` (the caller holds the sysroot lock).
-pub fn update(
-    st: &State,
-    stateroot: &str,
-    target: &Target,
-    opts: UpdateOptions,
-) -> Result<UpdateResult> {
-    let sysroot = &st.sysroot;
+/// What an update starts from: the deployments it is decided against and the origin the
+/// new deployment gets.
+struct Plan {
+    merge: crate::sysroot::Deployment,
+    base: crate::sysroot::Deployment,
+    base_origin: crate::state::origin::Origin,
+    origin: crate::state::origin::Origin,
+    remote: Option<String>,
+    refname: String,
+}
+
+fn plan(st: &State, stateroot: &str, target: &Target) -> Result<Plan> {
     let merge = st.merge_deployment(stateroot).with_context(|| {
         format!("no deployment in stateroot {stateroot} to update; install one first")
     })?;
@@ -103,17 +114,46 @@ pub fn update(
         .remote_and_ref()
         .map(|(r, f)| (r.map(str::to_string), f.to_string()))
         .context("the deployment's origin names no ref (no [origin] refspec)")?;
-    let repo = crate::repo::open(&sysroot.repo_path())?;
+    Ok(Plan {
+        merge,
+        base,
+        base_origin,
+        origin,
+        remote,
+        refname,
+    })
+}
+
+/// The commit [`fetch`] made available, and the ref it was fetched for.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    refspec: Option<String>,
+    commit: String,
+}
+
+/// Makes the commit `target` names available in the repository, pulling it from the
+/// origin's remote when there is one, held to `limits`. Takes no lock: it changes nothing
+/// but the repository.
+pub fn fetch(
+    st: &State,
+    stateroot: &str,
+    target: &Target,
+    opts: UpdateOptions,
+    limits: &Network,
+) -> Result<Fetched> {
+    let plan = plan(st, stateroot, target)?;
+    let (remote, refname) = (plan.remote.as_deref(), plan.refname.as_str());
+    let repo = crate::repo::open(&st.sysroot.repo_path())?;
     let commit_only = opts.check && !opts.preview;
-    let new = match target {
+    let commit = match target {
         Target::Upgrade | Target::Rebase(_) => {
-            fetch(&repo, remote.as_deref(), &refname, None, commit_only)?
+            fetch_ref(&repo, remote, refname, None, commit_only, limits)?
         }
         Target::Rev(rev) => {
             let c = Checksum::parse(&crate::repo::resolve(&repo, rev)?)?;
-            match (crate::repo::commit_presence(&repo, &c)?, remote.as_deref()) {
+            match (crate::repo::commit_presence(&repo, &c)?, remote) {
                 (Presence::Complete, _) => c.to_string(),
-                (_, Some(_)) => fetch(&repo, remote.as_deref(), &refname, Some(&c), commit_only)?,
+                (_, Some(_)) => fetch_ref(&repo, remote, refname, Some(&c), commit_only, limits)?,
                 (_, None) => bail!(
                     "commit {c} is not (or only partly) in the local repository, and the \
                      deployment's origin ({refname}) names no remote to fetch it from"
@@ -121,15 +161,49 @@ pub fn update(
             }
         }
         Target::Version(v) => {
-            let head = fetch_history(&repo, remote.as_deref(), &refname)?;
+            let head = fetch_history(&repo, remote, refname, limits)?;
             let found = Checksum::parse(&crate::repo::find_version(&repo, &head, v)?)?;
             // The history was fetched as commit metadata only; now fetch that commit's tree.
             if remote.is_some() && !commit_only {
-                fetch(&repo, remote.as_deref(), &refname, Some(&found), false)?;
+                fetch_ref(&repo, remote, refname, Some(&found), false, limits)?;
             }
             found.to_string()
         }
     };
+    Ok(Fetched {
+        refspec: plan.origin.refspec,
+        commit,
+    })
+}
+
+/// Runs an update of `target` in `stateroot` to the commit [`fetch`] brought, from the
+/// repository alone (the caller holds the sysroot lock, and read `st` under it).
+pub fn update(
+    st: &State,
+    stateroot: &str,
+    target: &Target,
+    opts: UpdateOptions,
+    fetched: &Fetched,
+) -> Result<UpdateResult> {
+    let sysroot = &st.sysroot;
+    let Plan {
+        merge,
+        base,
+        base_origin,
+        origin,
+        refname,
+        ..
+    } = plan(st, stateroot, target)?;
+    if origin.refspec != fetched.refspec {
+        bail!(
+            "while the update was downloaded, another command changed what the deployment \
+             follows (now {}, the download was for {}); run the command again",
+            origin.refspec.as_deref().unwrap_or("nothing"),
+            fetched.refspec.as_deref().unwrap_or("nothing"),
+        );
+    }
+    let repo = crate::repo::open(&sysroot.repo_path())?;
+    let new = fetched.commit.clone();
     // What is deployed must have been published under the ref the deployment follows.
     crate::repo::check_ref_binding(&repo, &new, &refname)?;
     // Layered deployments are compared by the base commit they were made from.
@@ -252,25 +326,31 @@ pub fn format_time(timestamp: u64) -> String {
 
 /// Makes `refname` (or its commit `rev`) available locally: pulls from `remote` when there is
 /// one, the commit object only when `commit_only`.
-fn fetch(
+fn fetch_ref(
     repo: &ostree::Repo,
     remote: Option<&str>,
     refname: &str,
     rev: Option<&Checksum>,
     commit_only: bool,
+    limits: &Network,
 ) -> Result<String> {
     match (remote, rev) {
         (Some(remote), _) if commit_only => {
-            crate::remote::pull_commit_only(repo, remote, refname, rev)
+            crate::remote::pull_commit_only(repo, remote, refname, rev, limits)
         }
-        (Some(remote), _) => crate::remote::pull(repo, remote, refname, rev),
+        (Some(remote), _) => crate::remote::pull(repo, remote, refname, rev, limits),
         (None, Some(c)) => Ok(c.to_string()),
         (None, None) => crate::repo::resolve(repo, refname),
     }
 }
 
 /// Pulls the ref's whole commit history (metadata only) so a version can be searched.
-fn fetch_history(repo: &ostree::Repo, remote: Option<&str>, refname: &str) -> Result<String> {
+fn fetch_history(
+    repo: &ostree::Repo,
+    remote: Option<&str>,
+    refname: &str,
+    limits: &Network,
+) -> Result<String> {
     let Some(remote) = remote else {
         return crate::repo::resolve(repo, refname);
     };
@@ -279,8 +359,11 @@ fn fetch_history(repo: &ostree::Repo, remote: Option<&str>, refname: &str) -> Re
     opts.insert("depth", -1i32);
     opts.insert("flags", ostree::RepoPullFlags::COMMIT_ONLY.bits() as i32);
     let label = format!("Pulling the history of {remote}:{refname}");
-    crate::repo::pull(repo, remote, &opts.end(), label)
-        .with_context(|| format!("pulling the history of {refname} from {remote}"))
-        .map_err(|e| crate::remote::explain_pull_error(repo, e, remote, refname))?;
+    let what = format!(
+        "pulling the history of {refname} from {}",
+        crate::net::describe_remote(repo, remote)
+    );
+    crate::remote::pull_watched(repo, remote, opts, label, &what, limits)
+        .map_err(|e| crate::remote::explain_pull_error(repo, e, remote, refname, limits))?;
     crate::repo::resolve(repo, &format!("{remote}:{refname}"))
 }

@@ -179,6 +179,35 @@ impl Env {
         ]));
     }
 
+    /// Installs the source repository's `os/x` with karg `root=UUID=1234`, following it as
+    /// remote `pub` at `url` (an HTTP server of a published repository; unsigned commits
+    /// accepted).
+    pub fn install_following_http(&self, url: &str) {
+        ok(self.install_to_filesystem([
+            "--karg",
+            "root=UUID=1234",
+            "--ref",
+            "os/x",
+            "--remote",
+            &format!("pub={url}"),
+            "--no-sign-verify",
+        ]));
+    }
+
+    /// `stratum compose publish --ref os/x ARGS` of the source repository to `to`
+    /// (unsigned).
+    pub fn publish(&self, to: &Path, args: &[&str]) {
+        ok(Command::new(env!("CARGO_BIN_EXE_stratum"))
+            .args(["compose", "publish", "--ref", "os/x"])
+            .args(args)
+            .arg("--repo")
+            .arg(&self.src)
+            .arg("--to")
+            .arg(to)
+            .output()
+            .unwrap());
+    }
+
     pub fn status(&self) -> serde_json::Value {
         serde_json::from_str(&ok(self.stratum(&["status", "--json"]))).unwrap()
     }
