@@ -310,8 +310,11 @@ pub fn to_entry(
     Ok(e)
 }
 
-/// The deployment an entry boots, following its bootlink in `sysroot`. The deployment
-/// directory itself is not required to exist (the state reader checks that).
+/// The deployment an entry boots, following its bootlink in `sysroot`. The bootlink must point
+/// exactly where the writer points it ([`bootlink_target`]): its stateroot comes from the
+/// bootlink's own path, so a target in another stateroot, an absolute one or one by a detour
+/// would name one deployment here and boot another. The deployment directory itself is not
+/// required to exist (the state reader checks that).
 pub fn from_entry(sysroot: &Sysroot, e: &bls::Entry) -> Result<Deployment> {
     let options = e.get("options").context("entry has no options line")?;
     let cmdline = Cmdline::parse(options);
@@ -319,13 +322,16 @@ pub fn from_entry(sysroot: &Sysroot, e: &bls::Entry) -> Result<Deployment> {
         .get(stratum_prepare_root::KARG_OSTREE)
         .context("entry has no ostree= argument")?;
     let link = parse_bootlink(ostree)?;
-    let target = std::fs::read_link(sysroot.path.join(ostree.trim_start_matches('/')))
-        .with_context(|| format!("reading bootlink {ostree}"))?;
-    let name = Path::new(&target)
-        .file_name()
-        .and_then(|n| n.to_str())
-        .with_context(|| format!("bootlink {ostree} points to {}", target.display()))?;
-    let (checksum, serial) = parse_deploy_name(name)?;
+    let path = sysroot.path.join(ostree.trim_start_matches('/'));
+    let target = std::fs::read_link(&path).with_context(|| format!("reading bootlink {ostree}"))?;
+    let name = target.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let (checksum, serial) = parse_deploy_name(name).with_context(|| {
+        format!(
+            "bootlink {ostree} points to {}, which does not name a deployment; point it at the \
+             deployment this entry boots, or repair the boot entries",
+            target.display()
+        )
+    })?;
     let kver = e
         .get("linux")
         .and_then(|l| l.rsplit('/').next())
@@ -337,7 +343,7 @@ pub fn from_entry(sysroot: &Sysroot, e: &bls::Entry) -> Result<Deployment> {
         .filter(|p| p.key != stratum_prepare_root::KARG_OSTREE)
         .map(|p| p.to_string())
         .collect();
-    Ok(Deployment {
+    let d = Deployment {
         stateroot: link.stateroot,
         checksum,
         serial,
@@ -346,7 +352,22 @@ pub fn from_entry(sysroot: &Sysroot, e: &bls::Entry) -> Result<Deployment> {
         kver,
         kargs,
         overlay_initrds: e.all("initrd").skip(1).map(str::to_string).collect(),
-    })
+    };
+    let expected = bootlink_target(&d);
+    // Compared as bytes: `Path` equality would let a doubled or trailing slash pass.
+    if target.as_os_str() != Path::new(&expected).as_os_str() {
+        let id = format!("{}/{}", d.stateroot, d.name());
+        bail!(
+            "bootlink {ostree} points to {}, but it should point to {expected}, as OSTree and \
+             stratum write it: any other target (a deployment of another stateroot, an absolute \
+             path, a detour through other directories) may boot another deployment than {id}, \
+             the one it is read as. If {id} is the deployment this entry boots, point the \
+             bootlink back (`ln -sfn {expected} {}`); otherwise repair the boot entries",
+            target.display(),
+            path.display()
+        );
+    }
+    Ok(d)
 }
 
 #[cfg(test)]
@@ -418,6 +439,56 @@ mod tests {
         std::os::unix::fs::symlink(bootlink_target(&d), dir.join("0")).unwrap();
         let back = from_entry(&s, &bls::Entry::parse(&e.to_string()).unwrap()).unwrap();
         assert_eq!(back, d);
+    }
+
+    #[test]
+    fn bootlinks_are_read_only_in_the_form_they_are_written() {
+        let t = tempfile::tempdir().unwrap();
+        let s = Sysroot::new(t.path());
+        let d = dep();
+        let e = bls::Entry::parse(&to_entry(&d, 1, "t", 1).unwrap().to_string()).unwrap();
+        let dir = t
+            .path()
+            .join(format!("ostree/boot.1/default/{}", d.bootcsum));
+        std::fs::create_dir_all(&dir).unwrap();
+        let link = dir.join("0");
+        let name = d.name();
+        let expected = bootlink_target(&d);
+        for bad in [
+            // Another stateroot's deployment of the same name: it would boot with `other`'s
+            // /var while read as `default`'s.
+            format!("../../../deploy/other/deploy/{name}"),
+            format!("/ostree/deploy/default/deploy/{name}"),
+            format!("../../../deploy/default/deploy/../deploy/{name}"),
+            format!("../../../../ostree/deploy/default/deploy/{name}"),
+            format!("../../../deploy/default/deploy//{name}"),
+            format!("{expected}/"),
+            format!("./{expected}"),
+            name.clone(),
+        ] {
+            let _ = std::fs::remove_file(&link);
+            std::os::unix::fs::symlink(&bad, &link).unwrap();
+            let err = format!("{:#}", from_entry(&s, &e).unwrap_err());
+            for want in [
+                "bootlink /ostree/boot.1/default/",
+                &format!("points to {bad}, but it should point to {expected}"),
+                &format!("ln -sfn {expected} {}", link.display()),
+            ] {
+                assert!(err.contains(want), "{bad}: expected {want:?} in: {err}");
+            }
+        }
+        for bad in [
+            "../../../deploy/default/var",
+            "../../../deploy/default/deploy/x.0",
+        ] {
+            std::fs::remove_file(&link).unwrap();
+            std::os::unix::fs::symlink(bad, &link).unwrap();
+            let err = format!("{:#}", from_entry(&s, &e).unwrap_err());
+            assert!(err.contains("does not name a deployment"), "{bad}: {err}");
+        }
+        std::fs::remove_file(&link).unwrap();
+        std::os::unix::fs::symlink(&expected, &link).unwrap();
+        assert_eq!(from_entry(&s, &e).unwrap(), d);
     }
 
     #[test]
