@@ -194,6 +194,58 @@ fn two_boot_entries_for_one_deployment_are_refused_before_any_collection() {
 }
 
 #[test]
+fn a_bootlink_to_another_stateroots_deployment_is_refused_before_any_collection() {
+    let (env, v1, v2) = two_deployments();
+    // Stateroot `other` holds a deployment of the rollback's commit under the same name.
+    let theirs = env
+        .sysroot
+        .join(format!("ostree/deploy/other/deploy/{v1}.0"));
+    fs::create_dir_all(theirs.join("usr")).unwrap();
+    fs::create_dir_all(env.sysroot.join("ostree/deploy/other/var")).unwrap();
+    let before = snapshot(&env.sysroot.join("boot"));
+    // The rollback's bootlink, in `boot.N.M/default/`, retargeted there: read by its last
+    // component it would be `default/<v1>.0`, while the kernel would boot `other`'s, which
+    // the collector, seeing it outside the boot set, would remove.
+    let rollback_link = bootlink_of(&env, &v1);
+    let target = fs::read_link(&rollback_link).unwrap();
+    let own = format!("../../../deploy/default/deploy/{v1}.0");
+    assert_eq!(target, Path::new(&own));
+    let hostile = format!("../../../deploy/other/deploy/{v1}.0");
+    relink(&rollback_link, Path::new(&hostile));
+    for args in [
+        &["status"][..],
+        &["kargs", "--append", "x"],
+        &["cleanup", "-r"],
+        &["rollback"],
+    ] {
+        let e = err(env.stratum(args));
+        for expect in [
+            "ostree-1-default.conf",
+            &format!("points to {hostile}, but it should point to {own}"),
+            "ln -sfn",
+        ] {
+            assert!(e.contains(expect), "{args:?}: expected {expect:?} in: {e}");
+        }
+    }
+    // Any other path ending in the deployment's name is refused the same way.
+    for other in [
+        format!("/ostree/deploy/default/deploy/{v1}.0"),
+        format!("../../../deploy/other/../default/deploy/{v1}.0"),
+    ] {
+        relink(&rollback_link, Path::new(&other));
+        stratum_failing(&env, &["kargs", "--append", "x"], "but it should point to");
+    }
+    assert!(
+        theirs.join("usr").is_dir(),
+        "other's deployment was collected"
+    );
+    assert_eq!(env.deploy_dirs().len(), 2, "a deployment was removed");
+    assert_eq!(snapshot(&env.sysroot.join("boot")), before, "/boot changed");
+    relink(&rollback_link, &target);
+    assert_eq!(env.checksums(), vec![v2, v1]);
+}
+
+#[test]
 fn a_symlink_in_a_deployments_place_is_never_a_deployment() {
     let (env, v1, v2) = two_deployments();
     let (d1, d2) = (env.dep(&v1), env.dep(&v2));
