@@ -30,6 +30,28 @@ pub struct Apt {
     pub cache: PathBuf,
     /// A private scratch directory.
     pub scratch: PathBuf,
+    /// Copies of keys whose paths APT cannot take (see [`Apt::resolve_key`]).
+    pub keys: std::sync::Arc<tempfile::TempDir>,
+}
+
+/// A directory for [`Apt::keys`] whose path holds no `,` or whitespace.
+pub fn keys_dir() -> Result<tempfile::TempDir> {
+    let tmp = std::env::temp_dir();
+    let tmp = if plain_path(&tmp.to_string_lossy()) {
+        tmp
+    } else {
+        PathBuf::from("/tmp")
+    };
+    tempfile::Builder::new()
+        .prefix("stratum-apt-keys-")
+        .tempdir_in(&tmp)
+        .with_context(|| format!("creating a directory in {}", tmp.display()))
+}
+
+/// Whether APT reads `p` as one path in `Signed-By` (which also takes a list of
+/// fingerprints, separated by `,` or whitespace).
+fn plain_path(p: &str) -> bool {
+    !p.contains(|c: char| c == ',' || c.is_whitespace())
 }
 
 /// What apt decided for a request.
@@ -153,7 +175,7 @@ impl Apt {
                             let resolved = k
                                 .split_whitespace()
                                 .map(|path| self.resolve_key(path))
-                                .collect::<Vec<_>>()
+                                .collect::<Result<Vec<_>>>()?
                                 .join(" ");
                             p.set("Signed-By", &resolved, None);
                         }
@@ -165,7 +187,7 @@ impl Apt {
                     .collect::<Vec<_>>()
                     .join("\n")
             } else if name.ends_with(".list") {
-                self.rewrite_list(&text)
+                self.rewrite_list(&text)?
             } else {
                 continue;
             };
@@ -176,7 +198,7 @@ impl Apt {
     }
 
     /// `signed-by=` options of one-line sources, resolved like `Signed-By`.
-    fn rewrite_list(&self, text: &str) -> String {
+    fn rewrite_list(&self, text: &str) -> Result<String> {
         let mut out = String::new();
         for line in text.lines() {
             let mut l = line.to_string();
@@ -186,29 +208,44 @@ impl Apt {
                     .find([' ', ']'])
                     .map(|e| start + e)
                     .unwrap_or(l.len());
-                let resolved = self.resolve_key(&l[start..end]);
+                let resolved = self.resolve_key(&l[start..end])?;
                 l.replace_range(start..end, &resolved);
             }
             out.push_str(&l);
             out.push('\n');
         }
-        out
+        Ok(out)
     }
 
     /// A key path as seen from the deployment: `/etc/…` in its `/etc`, others in its root.
-    fn resolve_key(&self, path: &str) -> String {
+    /// APT splits `Signed-By` at `,` and whitespace: a key whose resolved path (the sysroot's,
+    /// really) holds one is read from a copy in [`Apt::keys`].
+    fn resolve_key(&self, path: &str) -> Result<String> {
         let Some(rel) = path.strip_prefix('/') else {
-            return path.to_string();
+            return Ok(path.to_string());
         };
         let p = match rel.strip_prefix("etc/") {
             Some(r) => self.etc.join(r),
             None => self.config_root.join(rel),
         };
-        if p.exists() {
-            p.to_string_lossy().into_owned()
-        } else {
-            path.to_string()
+        if !p.exists() {
+            return Ok(path.to_string());
         }
+        let resolved = p.to_string_lossy().into_owned();
+        if plain_path(&resolved) {
+            return Ok(resolved);
+        }
+        use sha2::{Digest, Sha256};
+        // The extension tells APT the key's format (`.asc` armored, `.gpg` binary).
+        let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("gpg");
+        let ext: String = ext.chars().filter(char::is_ascii_alphanumeric).collect();
+        let name = format!(
+            "{}.{ext}",
+            &hex::encode(Sha256::digest(resolved.as_bytes()))[..16]
+        );
+        let copy = self.keys.path().join(name);
+        fs::copy(&p, &copy).with_context(|| format!("copying the key {}", p.display()))?;
+        Ok(copy.to_string_lossy().into_owned())
     }
 
     fn apt_get(&self, conf: &Path) -> Command {

@@ -113,6 +113,7 @@ impl Layering<'_> {
                     .join("var/cache/stratum/apt"),
             )?,
             scratch: std::path::absolute(scratch)?,
+            keys: std::sync::Arc::new(apt::keys_dir()?),
         })
     }
 

@@ -145,7 +145,11 @@ impl Debian {
     /// Composes the Debian root (with `base_debs` installed into it by dpkg, and sources
     /// naming the test repository) as `os/x` version 1 and installs it into the sysroot.
     pub fn new(repo_debs: &[Deb], base_debs: &[Deb]) -> Debian {
-        let env = Env::new();
+        Debian::in_env(Env::new(), repo_debs, base_debs)
+    }
+
+    /// [`Debian::new`] in `env`.
+    pub fn in_env(env: Env, repo_debs: &[Deb], base_debs: &[Deb]) -> Debian {
         let d = env.dir.path().to_path_buf();
         let debs = d.join("debs");
         fs::create_dir_all(&debs).unwrap();

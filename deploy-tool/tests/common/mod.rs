@@ -39,7 +39,16 @@ impl Drop for Env {
 impl Env {
     /// A fresh temporary directory; nothing composed or installed yet.
     pub fn new() -> Env {
-        let dir = tempfile::tempdir().unwrap();
+        Env::in_dir(tempfile::tempdir().unwrap())
+    }
+
+    /// A fresh temporary directory whose name starts with `prefix` (a path with characters
+    /// that mount options or key files give a meaning).
+    pub fn with_prefix(prefix: &str) -> Env {
+        Env::in_dir(tempfile::Builder::new().prefix(prefix).tempdir().unwrap())
+    }
+
+    fn in_dir(dir: tempfile::TempDir) -> Env {
         Env {
             src: dir.path().join("src-repo"),
             sysroot: dir.path().join("sysroot"),
