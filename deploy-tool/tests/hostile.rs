@@ -107,7 +107,12 @@ fn refused(canary: &Path) -> Vec<(Hostile<'static>, &'static str, bool)> {
     let c = canary.to_path_buf();
     let c2 = c.clone();
     let c3 = c.clone();
-    let rel_escape = format!("../../../../../../../../..{}", c.display());
+    // Enough `../` to reach `/` from any directory of the scratch tree (`..` of `/` is `/`).
+    let rel_escape = format!(
+        "{}{}",
+        "../".repeat(32),
+        c.display().to_string().trim_start_matches('/')
+    );
     vec![
         // (1) /usr/bin a symlink to a host directory, and a file in /bin that the merged-/usr
         // relocation moves into it.
