@@ -89,7 +89,7 @@ pub fn fetch_and_apply(
 ) -> Result<Option<Applied>> {
     // Objects and deltas come from the remote's `contenturl` when it has one (the summary
     // and signatures stay at `url`); mirror lists are left to libostree.
-    let url = match crate::remote::option(repo, remote, "contenturl")? {
+    let url = match crate::net::remote_option(repo, remote, "contenturl")? {
         Some(u) => u,
         None => repo
             .remote_get_url(remote)

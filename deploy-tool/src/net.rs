@@ -1,6 +1,6 @@
 //! How Stratum fetches from remotes: the one place that decides timeouts, redirects, TLS and
-//! proxies for both HTTP stacks that talk to a remote, libostree's pulls ([`crate::remote`])
-//! and the static-delta fetcher ([`crate::delta`], libcurl).
+//! proxies for both HTTP stacks that talk to a remote, libostree's pulls (`remote.rs`)
+//! and the static-delta fetcher (`delta.rs`, libcurl).
 //!
 //! The rule, from `[network]` in `stratum.toml` ([`crate::config::Network`]): a connection
 //! must open within `connect-timeout` seconds, and a fetch that receives fewer than
@@ -67,7 +67,7 @@ pub struct RemoteTransport {
 impl RemoteTransport {
     /// The options of `remote` in `repo`.
     pub fn of(repo: &ostree::Repo, remote: &str) -> Result<RemoteTransport> {
-        let opt = |key: &str| crate::remote::option(repo, remote, key);
+        let opt = |key: &str| remote_option(repo, remote, key);
         Ok(RemoteTransport {
             ca: opt("tls-ca-path")?,
             client_cert: opt("tls-client-cert-path")?,
@@ -118,9 +118,7 @@ pub fn over_network(repo: &ostree::Repo, remote: &str) -> bool {
     } else {
         vec![
             repo.remote_get_url(remote).ok().map(|u| u.to_string()),
-            crate::remote::option(repo, remote, "contenturl")
-                .ok()
-                .flatten(),
+            remote_option(repo, remote, "contenturl").ok().flatten(),
         ]
     };
     // An unreadable URL counts as a network one: watching a local pull costs little.
@@ -231,6 +229,36 @@ pub fn describe_remote(repo: &ostree::Repo, remote: &str) -> String {
         Ok(url) => format!("remote {remote} ({url})"),
         Err(_) => format!("remote {remote}"),
     }
+}
+
+/// The remote's `option` (its section of the repository's configuration or of
+/// `/etc/ostree/remotes.d`), `None` when unset. Here, below every user of a remote's
+/// transport settings, so that this module needs no other part of Stratum but its config.
+pub fn remote_option(repo: &ostree::Repo, remote: &str, option: &str) -> Result<Option<String>> {
+    use glib::translate::{from_glib_full, ToGlibPtr};
+    let mut out: *mut std::os::raw::c_char = std::ptr::null_mut();
+    let mut error: *mut glib::ffi::GError = std::ptr::null_mut();
+    // No safe binding exists for ostree_repo_get_remote_option: the pointers are valid for
+    // the call, and `out` is returned owned.
+    #[allow(unsafe_code)]
+    let ok = unsafe {
+        ostree::ffi::ostree_repo_get_remote_option(
+            repo.to_glib_none().0,
+            remote.to_glib_none().0,
+            option.to_glib_none().0,
+            std::ptr::null(),
+            &mut out,
+            &mut error,
+        )
+    };
+    if ok == glib::ffi::GFALSE {
+        #[allow(unsafe_code)]
+        let e: glib::Error = unsafe { from_glib_full(error) };
+        return Err(e).with_context(|| format!("reading option {option} of remote {remote}"));
+    }
+    #[allow(unsafe_code)]
+    let value: Option<String> = unsafe { from_glib_full(out) };
+    Ok(value)
 }
 
 #[cfg(test)]

@@ -441,34 +441,8 @@ pub fn pull_watched(
     })
 }
 
-/// The remote's `option` (its section of the repository's configuration or of
-/// `/etc/ostree/remotes.d`), `None` when unset.
-pub fn option(repo: &ostree::Repo, remote: &str, option: &str) -> Result<Option<String>> {
-    use glib::translate::{from_glib_full, ToGlibPtr};
-    let mut out: *mut std::os::raw::c_char = std::ptr::null_mut();
-    let mut error: *mut glib::ffi::GError = std::ptr::null_mut();
-    // No safe binding exists for ostree_repo_get_remote_option: the pointers are valid for
-    // the call, and `out` is returned owned.
-    #[allow(unsafe_code)]
-    let ok = unsafe {
-        ostree::ffi::ostree_repo_get_remote_option(
-            repo.to_glib_none().0,
-            remote.to_glib_none().0,
-            option.to_glib_none().0,
-            std::ptr::null(),
-            &mut out,
-            &mut error,
-        )
-    };
-    if ok == glib::ffi::GFALSE {
-        #[allow(unsafe_code)]
-        let e: glib::Error = unsafe { from_glib_full(error) };
-        return Err(e).with_context(|| format!("reading option {option} of remote {remote}"));
-    }
-    #[allow(unsafe_code)]
-    let value: Option<String> = unsafe { from_glib_full(out) };
-    Ok(value)
-}
+/// The remote's `option`; see [`net::remote_option`](crate::net::remote_option).
+pub use crate::net::remote_option as option;
 
 #[cfg(test)]
 mod tests {

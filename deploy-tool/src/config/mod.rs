@@ -61,7 +61,7 @@ pub struct AutomaticUpdate {
 }
 
 /// The `[network]` table: how long a fetch from a remote may stall before it fails, for every
-/// way Stratum fetches (see [`crate::net`]).
+/// way Stratum fetches (see `net.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Network {
     /// Seconds a connection to a remote may take to open.
