@@ -4,7 +4,7 @@
 #   make test        every test: unit, host integration, VM boots
 #   make soak        power cuts at random moments of every boot-set operation, in QEMU
 #   make install DESTDIR=ROOT   install Stratum into an OS root (as image builders do)
-#   make deb         the Debian package, $(TARGET_DIR)/deb/stratum_<version>_amd64.deb
+#   make deb         the Debian package, target/deb/stratum_<version>_amd64.deb
 #   make fuzz        every parser of outside input under libFuzzer, 10^6 inputs each
 #
 # The targets install the Debian packages they need (apt-get, only when missing).
@@ -28,7 +28,7 @@ DEB_PACKAGES := libostree-dev ostree pkg-config qemu-system-x86 ovmf debootstrap
 	dpkg-dev apt-utils groff-base mmdebstrap libcurl4-gnutls-dev systemd-boot-efi
 
 .PHONY: all deps build man build-failpoints install deb test test-unit test-deb test-vm soak demo \
-	bench clean fuzz fuzz-build fuzz-smoke
+	bench clean fuzz fuzz-build fuzz-smoke image-roots
 
 all: build
 
@@ -99,7 +99,9 @@ install:
 # (copyright, changelog, docs/), man pages compressed as Debian policy wants. Built with
 # dpkg-buildpackage from the programs `make build` made. Its version is the workspace's
 # (Cargo.toml), which the top entry of debian/changelog must name.
-DEB_DIR := $(abspath $(TARGET_DIR)/deb)
+# In the checkout's target/ whatever CARGO_TARGET_DIR is: the manifests of images/ install
+# Stratum from it by a path relative to themselves.
+DEB_DIR := $(abspath target/deb)
 DEB_BUILD_PACKAGES := build-essential debhelper
 VERSION := $(shell sed -n '/^\[workspace.package\]/,/^\[/s/^version = "\(.*\)"/\1/p' Cargo.toml)
 DEB := $(DEB_DIR)/stratum_$(VERSION)_amd64.deb
@@ -128,26 +130,42 @@ test-deb: deb
 	$(MAKE) deps EXTRA_PACKAGES=lintian
 	MAKE="$(MAKE)" tests/deb.sh $(DEB)
 
-test-unit: build build-failpoints fuzz-smoke test-deb
-	$(CARGO) test --release --locked -p stratum-prepare-root -p stratum -p stratum-initramfs \
-		-p stratum-docgen
+# The roots of images/ that the tests boot or layer onto (images/build-root.sh, cached under
+# $(STRATUM_CACHE)); made before the tests start so that no two tests wait for one build.
+IMAGE_ROOTS := vm vm-dracut
+image-roots: build deb
+	for name in $(IMAGE_ROOTS); do \
+		images/build-root.sh $(RELEASE)/stratum $(STRATUM_CACHE) $$name >/dev/null || exit; done
 
-# The VM scenarios run in two lanes at once, each booting one one-vCPU guest at a time (the
-# machines that run them have two cores); each lane's output is prefixed with its name.
-VM_LANE_A := --test dracut --test fallback --test kargs --test initramfs --test systemd_boot
-VM_LANE_B := --lib --test vm --test powercut --test layering
-# The guests' roots are built from images/*.toml, which install Stratum's package (make deb).
-test-vm: build build-failpoints deb
-	$(CARGO) test --release --locked -p stratum-vmtests --no-run
-	@set -o pipefail; \
-	run_lane() { STRATUM_QEMU_SMP=1 $(CARGO) test --release --locked -p stratum-vmtests $$2 \
-		-- --test-threads=1 2>&1 | sed -u "s/^/[$$1] /"; }; \
-	run_lane a "$(VM_LANE_A)" & a=$$!; \
-	run_lane b "$(VM_LANE_B)" & b=$$!; \
-	wait $$a; ra=$$?; wait $$b; rb=$$?; \
-	echo "VM lane a: exit $$ra, lane b: exit $$rb"; [ $$ra = 0 ] && [ $$rb = 0 ]
+# Every test binary of the workspace comes from one `cargo test --no-run` (tests/run.py),
+# whose features are the workspace's: no crate is built twice for the tests. The driver runs
+# each host test in its own process and each VM scenario binary whole (its trials share the
+# images it builds), longest first by earlier runs' times, on TEST_JOBS workers; the VM
+# guests get one vCPU each (the machines that run them have two cores).
+TEST_JOBS ?= 2
+RUN_TESTS := STRATUM_QEMU_SMP=1 tests/run.py tests --jobs $(TEST_JOBS) --whole stratum-vmtests
+TEST_CARGO_ARGS := --release --locked --workspace
 
-test: test-unit test-vm
+# Unit and host integration tests, the fuzz smoke pass and the package's checks.
+test-unit: build build-failpoints test-deb
+	$(RUN_TESTS) --skip-whole -- $(TEST_CARGO_ARGS)
+
+# The VM scenarios alone. The guests' roots are built from images/*.toml, which install
+# Stratum's package (make deb).
+test-vm: build build-failpoints deb image-roots
+	$(RUN_TESTS) --only-whole -- $(TEST_CARGO_ARGS)
+
+# Everything, in timed phases; ends with the table of phases and the slowest tests, saved as
+# target/test-times.txt, whether the tests passed or not.
+test:
+	@tests/run.py begin
+	@rc=0; \
+	tests/run.py phase "debian packages" -- $(MAKE) -s deps && \
+	tests/run.py phase build -- $(MAKE) -s build build-failpoints && \
+	tests/run.py phase package -- $(MAKE) -s test-deb && \
+	tests/run.py phase "image roots" -- $(MAKE) -s image-roots && \
+	$(RUN_TESTS) -- $(TEST_CARGO_ARGS) || rc=$$?; \
+	tests/run.py report; exit $$rc
 
 # Power-cut soak (not part of `make test`): SOAK_CUTS cuts per operation kind (default 9),
 # SOAK_SEED=N replays a run, SOAK_KINDS=upgrade,kargs,... picks kinds, SOAK_BOOTLOADER=
@@ -192,7 +210,8 @@ fuzz-build: deps
 fuzz: fuzz-build
 	fuzz/run.sh $(FUZZ_TARGET_DIR)/$(TARGET)/release/stratum-fuzz $(FUZZ_OUT) $(FUZZ_TARGETS)
 
-# A few seconds per target, from a fixed random seed: part of `make test`.
+# A few seconds per target, from a fixed random seed: part of `make test` (its test binary is
+# among the workspace's).
 fuzz-smoke:
 	$(CARGO) test --release --locked -p stratum-fuzz
 

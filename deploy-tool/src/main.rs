@@ -3,6 +3,7 @@
 /// `pub` for the `stratum-failpoints` example, which is this same program built with the
 /// `failpoints` feature.
 pub fn main() {
+    stratum_prepare_root::fatal::abort_on_panic();
     // Only with the `failpoints` feature: configures failpoints from `FAILPOINTS` (see
     // `stratum::failpoint`). The scenario is never torn down: the process exits with it.
     #[cfg(feature = "failpoints")]

@@ -143,6 +143,7 @@ fn inspect(args: FileArgs) -> Result<()> {
 }
 
 fn main() -> ExitCode {
+    stratum_prepare_root::fatal::abort_on_panic();
     let cli = Cli::parse();
     let res = match (cli.command, cli.build) {
         (Some(Command::Build(a)), _) | (None, Some(a)) => build(a),

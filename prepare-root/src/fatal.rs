@@ -138,6 +138,18 @@ pub fn fail(report: &Report) -> ! {
     finish()
 }
 
+/// Makes every panic abort the process once the default hook has printed it, as `panic =
+/// "abort"` would: no destructor runs, so a crash leaves what a power cut would. The release
+/// profile unwinds (libtest needs it, and the test binaries then share the programs' build of
+/// every dependency); each program calls this first.
+pub fn abort_on_panic() {
+    let print = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        print(info);
+        std::process::abort();
+    }));
+}
+
 /// Makes a panic go through the same report-and-reboot path instead of killing PID 1.
 pub fn install_panic_hook() {
     std::panic::set_hook(Box::new(|info| {

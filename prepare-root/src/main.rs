@@ -91,6 +91,7 @@ fn run(args: &[String]) -> Result<(), String> {
 }
 
 fn main() {
+    stratum_prepare_root::fatal::abort_on_panic();
     if nix::unistd::getpid().as_raw() == 1 {
         let init_argv: Vec<OsString> = std::env::args_os().skip(1).collect();
         boot::run(&init_argv, true);

@@ -538,13 +538,56 @@ pub fn check(name: &str, out: &QemuOutcome, f: impl FnOnce() -> Result<()>) -> R
 }
 
 /// A libtest-mimic trial of a scenario function; its error chain is the failure message.
+/// Its wall time is appended to the file `STRATUM_TEST_TIMES` names, when set (the report of
+/// `make test`, tests/run.py): a line `BINARY<TAB>TRIAL<TAB>SECONDS<TAB>ok|FAILED`.
 pub fn trial(
     name: &'static str,
     f: impl FnOnce() -> Result<()> + Send + 'static,
 ) -> libtest_mimic::Trial {
     libtest_mimic::Trial::test(name, move || {
-        f().map_err(|e| libtest_mimic::Failed::from(format!("{e:#}")))
+        let start = Instant::now();
+        let r = f();
+        record_trial(name, start.elapsed(), r.is_ok());
+        r.map_err(|e| libtest_mimic::Failed::from(format!("{e:#}")))
     })
+}
+
+/// Appends one trial's time to `$STRATUM_TEST_TIMES` (see [`trial`]); a failure to write is
+/// reported, not fatal: the time is for the report, the result is the test's.
+fn record_trial(name: &str, took: Duration, ok: bool) {
+    use std::io::Write;
+    let Some(path) = std::env::var_os("STRATUM_TEST_TIMES") else {
+        return;
+    };
+    // The test binary's name without cargo's hash: `…/deps/fallback-0123abcd` → `fallback`.
+    let binary = std::env::args()
+        .next()
+        .and_then(|a| {
+            Path::new(&a)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        })
+        .map(|n| match n.rsplit_once('-') {
+            Some((stem, hash)) if hash.chars().all(|c| c.is_ascii_hexdigit()) => stem.to_string(),
+            _ => n,
+        })
+        .unwrap_or_default();
+    let line = format!(
+        "{binary}\t{name}\t{:.3}\t{}\n",
+        took.as_secs_f64(),
+        if ok { "ok" } else { "FAILED" }
+    );
+    let written = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| f.write_all(line.as_bytes()));
+    if let Err(e) = written {
+        eprintln!(
+            "recording the time of {name} in {}: {e}",
+            Path::new(&path).display()
+        );
+    }
 }
 
 /// A composed and installed guest image.
