@@ -9,11 +9,14 @@ workers, and reports where the time went.
                                            --no-run CARGO_TEST_ARGS` and run them
   tests/run.py report                      print the phase table and the slowest tests, and
                                            save them as target/test-times.txt
+  tests/run.py durations                   print the remembered durations of the jobs that
+                                           take 5 s or more: tests/durations.tsv's contents
 
 `tests` runs each test of a libtest binary in its own process, and the binaries of the
 packages named by --whole (the VM scenarios, whose trials share the images they build) whole,
 with --test-threads=1. Jobs start longest first, by the durations of earlier runs kept in
-$STRATUM_CACHE/test-durations.tsv, on --jobs workers that each take the next job when they
+$STRATUM_CACHE/test-durations.tsv (or, for a job that file lacks, tests/durations.tsv: those
+measured on two cores, so that a run on an empty cache is balanced too), on --jobs workers that each take the next job when they
 are free: the VM scenarios start as soon as the binaries exist and the host tests fill the
 other worker's time. A VM binary records the time of each of its trials in the file named by
 STRATUM_TEST_TIMES.
@@ -36,6 +39,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 TIMES = ROOT / "target" / "test-times"
 REPORT = ROOT / "target" / "test-times.txt"
+SEED = ROOT / "tests" / "durations.tsv"
+# Jobs shorter than this are left out of tests/durations.tsv (their order hardly matters).
+SEED_MIN_SECONDS = 5.0
 SLOWEST = 15
 # Expected seconds of a job never seen before: a VM binary boots several machines.
 GUESS_WHOLE = 600.0
@@ -291,15 +297,28 @@ class Runner:
         self.say(line)
 
 
-def read_history():
-    history = {}
-    for row in read_tsv(history_path()):
+def read_durations(path):
+    durations = {}
+    for row in read_tsv(path):
         if len(row) == 2:
             try:
-                history[row[0]] = float(row[1])
+                durations[row[0]] = float(row[1])
             except ValueError:
                 pass
+    return durations
+
+
+def read_history():
+    history = read_durations(SEED)
+    history.update(read_durations(history_path()))
     return history
+
+
+def cmd_durations(_args):
+    for name, seconds in sorted(read_durations(history_path()).items()):
+        if seconds >= SEED_MIN_SECONDS:
+            print(f"{name}\t{seconds:.0f}")
+    return 0
 
 
 def save_history(history):
@@ -426,7 +445,7 @@ def usage():
 
 def main(argv):
     commands = {"begin": cmd_begin, "phase": cmd_phase, "tests": cmd_tests,
-                "report": cmd_report}
+                "report": cmd_report, "durations": cmd_durations}
     if not argv or argv[0] not in commands:
         return usage()
     return commands[argv[0]](argv[1:])
