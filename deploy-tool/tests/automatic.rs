@@ -2,7 +2,7 @@
 //! what `stratum-automatic-update.timer` runs) with each policy, the record `status` shows,
 //! reboot windows, and `upgrade --download-only`.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::time::{SystemTime, UNIX_EPOCH};

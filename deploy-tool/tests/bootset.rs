@@ -5,7 +5,7 @@
 //! `stratum` binary runs on a temporary sysroot with a real libostree repository; nothing it
 //! refuses may lose a deployment.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::{Path, PathBuf};

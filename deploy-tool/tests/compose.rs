@@ -2,7 +2,7 @@
 //! and the package `make deb` builds: a manifest using every kind of key, the commit's
 //! metadata, "no apparent changes", reproducibility, and the errors a builder meets.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::{Path, PathBuf};

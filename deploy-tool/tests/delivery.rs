@@ -7,7 +7,7 @@
 //! - the summary's signature is verified, and a summary altered on the server makes the pull
 //!   fail with a message about the summary, deploying nothing.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,7 +1,7 @@
 //! Host integration tests of the deployment lifecycle: the real `stratum` binary on a
 //! temporary sysroot with a real libostree repository, checked against Debian's `ostree`.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::Path;
@@ -12,7 +12,7 @@ use common::*;
 /// Composes a version of the fake OS with its motd, a versioned `/etc/default.conf` and
 /// `extra` files into the source repository.
 impl Env {
-    fn compose(&self, version: &str, motd: &str, extra: &[(&str, &str)]) -> String {
+    fn compose_motd(&self, version: &str, motd: &str, extra: &[(&str, &str)]) -> String {
         let default_conf = format!("default {version}\n");
         let mut files = vec![
             ("etc/motd", motd),
@@ -26,7 +26,7 @@ impl Env {
 /// A sysroot with v1 installed and the source repository added as remote `src`.
 fn setup() -> (Env, String) {
     let env = Env::new();
-    let v1 = env.compose("1", "motd v1\n", &[]);
+    let v1 = env.compose_motd("1", "motd v1\n", &[]);
     env.install_following_src();
     assert_eq!(env.checksums(), vec![v1.clone()]);
     (env, v1)
@@ -69,7 +69,7 @@ fn upgrade_merges_etc_keeps_var_and_rolls_back() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let v2 = env.compose("2", "motd v2\n", &[("etc/new-in-v2.conf", "v2 default\n")]);
+    let v2 = env.compose_motd("2", "motd v2\n", &[("etc/new-in-v2.conf", "v2 default\n")]);
     let out = env.stratum(&["upgrade", "--check"]);
     assert_eq!(out.status.code(), Some(0));
     let preview = ok(env.stratum(&["upgrade", "--preview"]));
@@ -152,7 +152,7 @@ fn upgrade_merges_etc_keeps_var_and_rolls_back() {
 #[test]
 fn pinned_deployments_survive_cleanup_and_pruning_removes_unreferenced_commits() {
     let (env, v1) = setup();
-    let v2 = env.compose("2", "motd v2\n", &[]);
+    let v2 = env.compose_motd("2", "motd v2\n", &[]);
     ok(env.stratum(&["upgrade", "--apply-now"]));
     ok(env.stratum(&["pin", "1"]));
     assert_eq!(env.status()["deployments"][1]["pinned"], true);
@@ -180,7 +180,7 @@ fn pinned_deployments_survive_cleanup_and_pruning_removes_unreferenced_commits()
 #[test]
 fn staged_deployment_is_finalized_with_later_etc_edits() {
     let (env, v1) = setup();
-    let v2 = env.compose("2", "motd v2\n", &[]);
+    let v2 = env.compose_motd("2", "motd v2\n", &[]);
     ok(env.stratum(&["upgrade", "--stage"]));
     let st = env.status();
     assert_eq!(st["deployments"][0]["staged"], true);
@@ -205,7 +205,7 @@ fn staged_deployment_is_finalized_with_later_etc_edits() {
 fn etc_clash_is_an_error_and_leaves_nothing_behind() {
     let (env, v1) = setup();
     fs::write(env.dep(&v1).join("etc/clash"), "admin file\n").unwrap();
-    env.compose(
+    env.compose_motd(
         "2",
         "motd v2\n",
         &[("etc/clash/inner.conf", "now a directory\n")],
@@ -270,7 +270,7 @@ fn crash_at_every_failpoint_leaves_a_consistent_sysroot() {
         "ops::after-gc",
     ];
     let (env, v1) = setup();
-    let v2 = env.compose("2", "motd v2\n", &[]);
+    let v2 = env.compose_motd("2", "motd v2\n", &[]);
     let pristine = env.dir.path().join("pristine");
     cp(&env.sysroot, &pristine);
     for point in points {
@@ -358,7 +358,7 @@ fn crash_at_every_failpoint_leaves_a_consistent_sysroot() {
 #[test]
 fn the_installed_build_ignores_failpoints() {
     let (env, v1) = setup();
-    let v2 = env.compose("2", "motd v2\n", &[]);
+    let v2 = env.compose_motd("2", "motd v2\n", &[]);
     let out = env.stratum_env(
         &["upgrade", "--apply-now"],
         &[("FAILPOINTS", "bootloader::before-swap=panic")],
@@ -379,8 +379,8 @@ fn restore(pristine: &Path, sysroot: &Path) {
 #[test]
 fn deploy_by_version_rebase_and_immutable_roots() {
     let (env, v1) = setup();
-    let v2 = env.compose("2", "motd v2\n", &[]);
-    let _v3 = env.compose("3", "motd v3\n", &[]);
+    let v2 = env.compose_motd("2", "motd v2\n", &[]);
+    let _v3 = env.compose_motd("3", "motd v3\n", &[]);
     // Version 2 is on the ref's history, behind the newest commit.
     ok(env.stratum(&["deploy", "--version", "2", "--apply-now"]));
     assert_eq!(env.checksums()[0], v2);
@@ -410,7 +410,7 @@ fn deploy_by_version_rebase_and_immutable_roots() {
 #[test]
 fn failed_finalize_is_reported_and_leaves_the_boot_set() {
     let (env, v1) = setup();
-    env.compose("2", "motd v2\n", &[]);
+    env.compose_motd("2", "motd v2\n", &[]);
     ok(env.stratum(&["upgrade", "--stage"]));
     let out = env.stratum_failpoint(&["finalize-staged"], "finalize::after-etc-merge", "return");
     assert!(
@@ -437,9 +437,9 @@ fn changes_stack_on_the_pending_deployment() {
         (&dep_file, ""),
         ("usr/lib/stratum/stratum-prepare-root", "fake init\n"),
     ];
-    let v1 = env.compose("1", "motd v1\n", &regen);
+    let v1 = env.compose_motd("1", "motd v1\n", &regen);
     env.install_following_src();
-    let v2 = env.compose("2", "motd v2\n", &regen);
+    let v2 = env.compose_motd("2", "motd v2\n", &regen);
     ok(env.stratum(&["upgrade", "--stage"]));
     // A failing change keeps the staged deployment (the fake kernel has no virtio modules).
     assert!(!env
@@ -475,7 +475,7 @@ fn changes_stack_on_the_pending_deployment() {
     ok(env.stratum(&["finalize-staged"]));
     assert_eq!(env.checksums()[0], v2);
     ok(env.stratum(&["pin", "0"]));
-    let v3 = env.compose("3", "motd v3\n", &regen);
+    let v3 = env.compose_motd("3", "motd v3\n", &regen);
     let out = env.stratum(&["upgrade"]);
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     ok(out);

@@ -1,7 +1,7 @@
 //! Host integration tests: the real `stratum` binary against temporary roots, repositories
 //! and sysroots, with the real libostree and Debian's `ostree` CLI as the peer.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -5,7 +5,7 @@
 //! at stays empty, the deployments stay as they were, and a refusal names the package.
 //! Scripts that do run find no capability, environment or `/proc/sys` of the host's.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};

@@ -5,7 +5,7 @@
 //! generator is driven with `--arg=--generic` (every module of that mode is optional and this
 //! kernel has none); the VM test builds from real kernel modules.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::fs;

@@ -2,7 +2,7 @@
 //! the real `stratum` binary on a temporary sysroot with a real libostree repository, checked
 //! against Debian's `ostree admin status`.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -14,7 +14,7 @@ use common::*;
 
 impl Env {
     /// Composes a version of the fake OS with `extra` files into the source repository.
-    fn compose(&self, version: &str, extra: &[(&str, &str)]) -> String {
+    fn compose_extra(&self, version: &str, extra: &[(&str, &str)]) -> String {
         self.compose_fake_os(version, &[], extra)
     }
 
@@ -99,7 +99,7 @@ fn fails(out: Output, expect: &str) {
 /// A sysroot with v1 (with `extra` files) installed, following remote `src`.
 fn setup(extra: &[(&str, &str)]) -> (Env, String) {
     let env = Env::new();
-    let v1 = env.compose("1", extra);
+    let v1 = env.compose_extra("1", extra);
     env.install_following_src();
     (env, v1)
 }
@@ -221,7 +221,7 @@ fn append_delete_replace_rewrite_only_the_boot_set() {
 fn deploy_index_changes_one_deployment_and_kargs_survive_upgrade() {
     let (env, v1) = setup(&[]);
     ok(env.stratum(&["kargs", "--append", "admin.arg=1"]));
-    let v2 = env.compose("2", &[]);
+    let v2 = env.compose_extra("2", &[]);
     ok(env.stratum(&["upgrade", "--apply-now"]));
     assert_eq!(env.checksums(), [v2.clone(), v1.clone()]);
     assert_eq!(env.kargs_of(0), ["root=UUID=1234", "quiet", "admin.arg=1"]);
@@ -261,7 +261,7 @@ fn image_defaults_diff_is_applied_on_upgrade() {
         "install applies the image's defaults"
     );
     ok(env.stratum(&["kargs", "--append", "admin=1"]));
-    let v2 = env.compose(
+    let v2 = env.compose_extra(
         "2",
         &[(
             "usr/lib/stratum/kargs.d/10-base.toml",
@@ -293,7 +293,7 @@ fn image_defaults_diff_is_applied_on_upgrade() {
     );
 
     // A malformed kargs.d file: the upgrade fails naming it, nothing changes.
-    env.compose(
+    env.compose_extra(
         "3",
         &[(
             "usr/lib/stratum/kargs.d/30-bad.toml",

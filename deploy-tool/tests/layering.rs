@@ -1,7 +1,7 @@
 //! Package layering on a real Debian system: apt resolves, the package cache is reused, the
 //! sandbox protects the repository, the base is locked, and overrides work.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::process::Command;

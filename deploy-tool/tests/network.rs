@@ -10,7 +10,7 @@
 //! The limits are made short through the deployment's `stratum.toml`, so that each test takes
 //! seconds.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};

@@ -2,7 +2,7 @@
 //! (a pull and a checkout) with stderr on a pseudo-terminal draws live bars there, and with
 //! stderr on a pipe writes one plain line per phase; stdout carries only the JSON either way.
 
-mod common;
+use crate::common;
 
 use std::fs::File;
 use std::io::Read;

@@ -2,7 +2,7 @@
 //! key names, `status --format`, the rpm-ostree and bootc spellings (`update`, `switch`,
 //! `upgrade --preview` exiting 77), and global options refused where they mean nothing.
 
-mod common;
+use crate::common;
 
 use std::fs;
 

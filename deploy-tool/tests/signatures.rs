@@ -3,7 +3,7 @@
 //! commits are refused with a clear error and nothing deployed; a correctly signed one is
 //! deployed.
 
-mod common;
+use crate::common;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -17,17 +17,6 @@ impl Env {
     fn compose(&self, version: &str) -> String {
         let motd = format!("motd v{version}\n");
         self.compose_fake_os(version, &["var/lib"], &[("etc/motd", &motd)])
-    }
-
-    /// What the sysroot repository's remote-tracking ref `src:os/x` points to.
-    fn remote_ref(&self) -> String {
-        let out = Command::new("ostree")
-            .args(["rev-parse", "--repo"])
-            .arg(self.sysroot.join("ostree/repo"))
-            .arg("src:os/x")
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 }
 

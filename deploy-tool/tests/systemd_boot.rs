@@ -3,7 +3,7 @@
 //! boot-set write. What systemd-boot would boot is worked out as it does: the entries sorted
 //! with spent ones last, then by version, newest first.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::process::Command;

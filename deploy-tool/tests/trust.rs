@@ -7,7 +7,7 @@
 //! - remote names and URLs are checked before anything is written;
 //! - revisions are checked before libostree sees them.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -31,15 +31,6 @@ impl Env {
             Some(version),
             &[("SOURCE_DATE_EPOCH", epoch)],
         )
-    }
-
-    /// What the sysroot repository's remote-tracking ref `src:os/x` points to.
-    fn remote_ref(&self) -> String {
-        let out = ostree(
-            &["rev-parse", "src:os/x"],
-            &self.sysroot.join("ostree/repo"),
-        );
-        succeeded(out, "ostree rev-parse").trim().to_string()
     }
 
     /// Everything a refused command must leave as it was: deployments, their directories,

@@ -122,6 +122,17 @@ impl Env {
         ok(out).trim().to_string()
     }
 
+    /// What the sysroot repository's remote-tracking ref `src:os/x` points to.
+    pub fn remote_ref(&self) -> String {
+        let out = Command::new("ostree")
+            .args(["rev-parse", "--repo"])
+            .arg(self.sysroot.join("ostree/repo"))
+            .arg("src:os/x")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
     /// Composes a version of the fake OS (kernel + initramfs kept as given) into the source
     /// repository: the base tree, the extra directories `dirs`, then `files` (parents made).
     pub fn compose_fake_os(&self, version: &str, dirs: &[&str], files: &[(&str, &str)]) -> String {
