@@ -304,28 +304,55 @@ fn install_to_disk_leaves_only_the_image() {
     let images = d.path().join("images");
     fs::create_dir_all(&images).unwrap();
     let image = images.join("disk.img");
-    let out = stratum(&[
-        "install",
-        "to-disk",
-        "--repo",
-        path(&repo),
-        "--ref",
-        "os/x",
-        "--image",
-        path(&image),
-        "--size",
-        "1G",
-    ]);
+    let out = stratum(&to_disk_args(&repo, &image, &["--unsigned-grub"]));
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let left: Vec<String> = fs::read_dir(&images)
+    assert_eq!(entries(&images), ["disk.img"]);
+}
+
+/// By default a GRUB disk boots through the image's shim and signed GRUB: an image without
+/// them is refused, naming the packages and the way out, and no disk is written.
+#[test]
+fn install_to_disk_needs_the_images_signed_chain() {
+    let d = tempfile::tempdir().unwrap();
+    let repo = composed_fake_root(d.path());
+    let images = d.path().join("images");
+    fs::create_dir_all(&images).unwrap();
+    let image = images.join("disk.img");
+    let out = stratum(&to_disk_args(&repo, &image, &[]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    for named in ["shim-signed", "grub-efi-amd64-signed", "--unsigned-grub"] {
+        assert!(err.contains(named), "{named} not named: {err}");
+    }
+    assert!(entries(&images).is_empty(), "{:?}", entries(&images));
+}
+
+fn to_disk_args<'a>(repo: &'a Path, image: &'a Path, more: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec![
+        "install",
+        "to-disk",
+        "--repo",
+        path(repo),
+        "--ref",
+        "os/x",
+        "--image",
+        path(image),
+        "--size",
+        "1G",
+    ];
+    v.extend_from_slice(more);
+    v
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    assert_eq!(left, ["disk.img"]);
+        .collect()
 }
 
 /// Every path under `dir`, relative to it, sorted.

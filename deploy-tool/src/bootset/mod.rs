@@ -5,6 +5,8 @@
 //! - [`bls`], [`grubcfg`] and [`grubenv`] are the on-disk formats, [`sdboot`] systemd-boot's
 //!   boot counters in entry file names;
 //! - [`bootloader`] is the sysroot's choice of bootloader (GRUB or systemd-boot);
+//! - [`grubefi`] puts what the firmware starts for GRUB on the ESP: shim and Debian's
+//!   signed GRUB from the image (Secure Boot), or a GRUB built on the host;
 //! - [`esp`] writes a boot set where systemd-boot reads it (FAT, no symlinks), in an order
 //!   that keeps a bootable default through a crash;
 //! - [`writer`] writes a new generation and swaps it in atomically; [`durability`] makes it
@@ -22,6 +24,7 @@ pub mod esp;
 pub mod files;
 pub mod gc;
 pub mod grubcfg;
+pub mod grubefi;
 pub mod grubenv;
 pub mod sdboot;
 pub mod writer;

@@ -26,6 +26,10 @@ pub struct InstallArgs {
 pub enum InstallCmd {
     /// Write a bootable GPT disk image (UEFI): ESP with the bootloader, ext4 /boot, ext4 root.
     ///
+    /// With GRUB (the default), the ESP holds the image's shim and Debian's signed GRUB at
+    /// the removable-media path EFI/BOOT/BOOTX64.EFI, so the disk boots with Secure Boot on
+    /// or off; with systemd-boot, the image's systemd-boot.
+    ///
     /// Built from files, without loop devices or mounts, so it works unprivileged too. The
     /// root partition holds the sysroot (/ostree/repo with the commit, the stateroot and one
     /// deployment); the deployment's /etc/fstab mounts /boot and /boot/efi. Writing straight
@@ -89,6 +93,12 @@ pub struct ToDiskOpts {
     /// Size of the image, e.g. 4G
     #[arg(long, default_value = "4G")]
     pub size: String,
+    /// With GRUB: build GRUB's EFI binary on this host with grub-mkimage (unsigned; boots
+    /// only with Secure Boot off) instead of using shim and Debian's signed GRUB from the
+    /// image (packages shim-signed and grub-efi-amd64-signed), which boot with Secure Boot on
+    /// or off. See docs/secure-boot.md
+    #[arg(long)]
+    pub unsigned_grub: bool,
     /// Keep the staged sysroot in DIR (for inspection, e.g. `ostree admin status --sysroot DIR/sysroot`)
     #[arg(long, value_name = "DIR")]
     pub workdir: Option<PathBuf>,
@@ -106,12 +116,14 @@ pub fn run(g: &Globals, c: &InstallCmd) -> Result<i32> {
     match c {
         InstallCmd::ToDisk(o) => {
             let size = crate::install::disk::parse_size(&o.size)?;
-            let r = crate::install::to_disk(
-                &o.image,
-                size,
-                &install_options(g, &o.source)?,
-                o.workdir.as_deref(),
-            )?;
+            if o.unsigned_grub && o.source.bootloader != Bootloader::Grub {
+                bail!("--unsigned-grub builds GRUB: it goes with --bootloader grub only");
+            }
+            let opts = crate::install::InstallOptions {
+                unsigned_grub: o.unsigned_grub,
+                ..install_options(g, &o.source)?
+            };
+            let r = crate::install::to_disk(&o.image, size, &opts, o.workdir.as_deref())?;
             eprintln!(
                 "Wrote {} ({} MiB) with deployment {}",
                 o.image.display(),
@@ -182,6 +194,7 @@ fn install_options(g: &Globals, s: &InstallSource) -> Result<crate::install::Ins
         kargs,
         remote,
         bootloader: s.bootloader,
+        unsigned_grub: false,
     })
 }
 

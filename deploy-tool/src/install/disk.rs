@@ -211,56 +211,6 @@ fn read_full(f: &mut File, buf: &mut [u8]) -> Result<usize> {
     Ok(n)
 }
 
-/// Builds GRUB's EFI binary with the Stratum stub (finding the boot filesystem by UUID)
-/// embedded, so the ESP needs no other file.
-pub fn grub_efi(out: &Path, boot_uuid: &str, workdir: &Path) -> Result<()> {
-    let moddir = Path::new("/usr/lib/grub/x86_64-efi");
-    if !moddir.is_dir() {
-        bail!("{} is missing: install GRUB's EFI modules (Debian: apt-get install grub-efi-amd64-bin)", moddir.display());
-    }
-    // GRUB's rescue parser, which runs the embedded config, knows no comments.
-    let stub: String = include_str!("../../../grub/stub.cfg.in")
-        .lines()
-        .filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty())
-        .map(|l| l.replace("@BOOT_UUID@", boot_uuid) + "\n")
-        .collect();
-    let stub_path = workdir.join("grub-stub.cfg");
-    fs::write(&stub_path, stub)?;
-    cmd::run(
-        Command::new("grub-mkimage")
-            .args(["-O", "x86_64-efi", "-p", "/EFI/BOOT", "-d"])
-            .arg(moddir)
-            .arg("-c")
-            .arg(&stub_path)
-            .arg("-o")
-            .arg(out)
-            .args(GRUB_MODULES),
-    )
-    .context("building the GRUB EFI binary")
-}
-
-const GRUB_MODULES: &[&str] = &[
-    "part_gpt",
-    "fat",
-    "ext2",
-    "normal",
-    "configfile",
-    "search",
-    "search_fs_uuid",
-    "linux",
-    "echo",
-    "test",
-    "loadenv",
-    "all_video",
-    "gzio",
-    "serial",
-    "terminal",
-    "sleep",
-    "reboot",
-    "halt",
-    "true",
-];
-
 #[cfg(test)]
 mod tests {
     use super::*;

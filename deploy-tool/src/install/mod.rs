@@ -8,6 +8,7 @@ use anyhow::{bail, Context, Result};
 pub mod disk;
 
 use crate::bootset::bootloader::{Bootloader, ESP_MOUNT};
+use crate::bootset::grubefi;
 use crate::deployment::{self, NewDeployment};
 use crate::progress::{self, Phase, Unit};
 use crate::state::origin::Origin;
@@ -25,6 +26,9 @@ pub struct InstallOptions {
     /// A remote the installed system follows: the origin becomes `NAME:REF`.
     pub remote: Option<FollowRemote>,
     pub bootloader: Bootloader,
+    /// With GRUB, build its EFI binary on this host (`grub-mkimage`, unsigned) instead of
+    /// taking shim and Debian's signed GRUB from the image.
+    pub unsigned_grub: bool,
 }
 
 /// A remote an installed system follows for updates.
@@ -265,10 +269,13 @@ pub fn to_disk(
     phase.meter().set_message("ESP");
     let esp_tree = sysroot_dir.join(ESP_MOUNT);
     let esp_size = match opts.bootloader {
+        Bootloader::Grub if opts.unsigned_grub => {
+            grubefi::install_unsigned(&esp_tree, &boot_uuid, &work)?;
+            ESP_SIZE_GRUB
+        }
         Bootloader::Grub => {
-            let efi = esp_tree.join("EFI/BOOT/BOOTX64.EFI");
-            fs::create_dir_all(efi.parent().context("EFI/BOOT")?)?;
-            disk::grub_efi(&efi, &boot_uuid, &work)?;
+            let root = sysroot_dir.join(&result.deployment);
+            grubefi::install_signed(&esp_tree, &root, &boot_uuid)?;
             ESP_SIZE_GRUB
         }
         Bootloader::SystemdBoot => ESP_SIZE_SYSTEMD_BOOT,

@@ -21,7 +21,7 @@ use anyhow::{bail, Context, Result};
 pub mod aptrepo;
 pub mod cut;
 mod qemu;
-pub use qemu::{Boot, CutReport, PowerCut, Qemu, QemuOutcome};
+pub use qemu::{Boot, CutReport, Firmware, PowerCut, Qemu, QemuOutcome};
 
 /// Paths of the project and its build outputs.
 #[derive(Debug, Clone)]
@@ -238,6 +238,9 @@ impl Project {
 /// The second disk: carries `scenario.sh` in, and the guest's observations out.
 pub struct TestDisk {
     pub image: PathBuf,
+    /// The firmware the guest booted with, once known: [`TestDisk::results`] then checks that
+    /// every boot saw it (Secure Boot state and kernel lockdown).
+    pub firmware: Option<Firmware>,
 }
 
 impl TestDisk {
@@ -273,7 +276,10 @@ impl TestDisk {
             .args(["-q", "-F", "-L", "STRATUMTEST", "-d"])
             .arg(&tree)
             .arg(&image))?;
-        Ok(TestDisk { image })
+        Ok(TestDisk {
+            image,
+            firmware: None,
+        })
     }
 
     /// Like [`TestDisk::create`], also carrying directory trees (path in the disk, source).
@@ -304,9 +310,13 @@ impl TestDisk {
         if !out.status.success() {
             bail!("debugfs: {}", String::from_utf8_lossy(&out.stderr));
         }
-        Ok(Results {
+        let r = Results {
             dir: into.join("out"),
-        })
+        };
+        if let Some(f) = self.firmware {
+            r.expect_firmware(f)?;
+        }
+        Ok(r)
     }
 }
 
@@ -367,6 +377,28 @@ impl Results {
                 "boot {n}: after the fallback {running} must be the default and {failed} kept, \
                  marked failed: {st}"
             );
+        }
+        Ok(())
+    }
+
+    /// Fails unless every boot saw `firmware`: with Secure Boot, the firmware's `SecureBoot`
+    /// variable says enabled and the kernel runs locked down (Debian's kernels lock down
+    /// under Secure Boot); without it, the variable says disabled.
+    pub fn expect_firmware(&self, firmware: Firmware) -> Result<()> {
+        for n in 1..=self.boots() {
+            let (sb, lockdown) = (self.get(n, "secureboot"), self.get(n, "lockdown"));
+            if firmware.secure_boot() {
+                if sb != "1"
+                    || !(lockdown.contains("[integrity]") || lockdown.contains("[confidentiality]"))
+                {
+                    bail!(
+                        "boot {n} ran with Secure Boot {sb:?} and lockdown {lockdown:?}: expected \
+                         Secure Boot enabled (1) and the kernel locked down"
+                    );
+                }
+            } else if sb != "0" {
+                bail!("boot {n} ran with Secure Boot {sb:?}: expected disabled (0)");
+            }
         }
         Ok(())
     }
@@ -601,6 +633,8 @@ pub struct Image {
     /// The staged sysroot that went into the disk (kept for inspection).
     pub sysroot: PathBuf,
     pub install: serde_json::Value,
+    /// What it was installed with: `grub` or `systemd-boot`.
+    pub bootloader: String,
 }
 
 /// The ref the tests and the demo compose to.
@@ -683,6 +717,7 @@ impl Project {
             disk,
             sysroot: stage.join("sysroot"),
             install,
+            bootloader: bootloader.to_string(),
         })
     }
 }
@@ -772,6 +807,24 @@ impl Image {
         Ok((bad, unhealthy))
     }
 
+    /// The firmware the image boots with: Secure Boot enforced with the keys every PC ships
+    /// for GRUB (shim and Debian's signed GRUB are on the ESP); none for systemd-boot, which
+    /// bookworm ships unsigned.
+    pub fn firmware(&self) -> Firmware {
+        match self.bootloader.as_str() {
+            "systemd-boot" => Firmware::Plain,
+            _ => Firmware::SecureBoot,
+        }
+    }
+
+    /// A machine that boots the image's firmware, its console at `console`; the caller adds
+    /// the disks.
+    pub fn machine(&self, console: PathBuf) -> Qemu {
+        let mut q = Qemu::new(console);
+        q.boot = Boot::Uefi(self.firmware());
+        q
+    }
+
     /// A fresh copy of the disk (sparse), so each test boots a pristine machine.
     pub fn copy_disk(&self, to: &Path) -> Result<PathBuf> {
         run(Command::new("cp")
@@ -826,8 +879,9 @@ impl Image {
         configure: impl FnOnce(&mut Qemu),
     ) -> Result<(QemuOutcome, TestDisk)> {
         let disk = self.copy_disk(&dir.join("disk.img"))?;
-        let test = TestDisk::create_with_tree(dir, scenario, trees)?;
-        let mut q = Qemu::new(dir.join("console.log"));
+        let mut test = TestDisk::create_with_tree(dir, scenario, trees)?;
+        test.firmware = Some(self.firmware());
+        let mut q = self.machine(dir.join("console.log"));
         q.disks = vec![disk, test.image.clone()];
         configure(&mut q);
         let out = q.run()?;

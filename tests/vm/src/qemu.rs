@@ -16,11 +16,48 @@ use anyhow::{Context, Result};
 /// kernel take AVX2 code paths that QEMU emulates at a higher cost.
 const DEFAULT_CPU: &str = "max";
 
+/// The UEFI firmware and the keys enrolled in its variable store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Firmware {
+    /// OVMF without Secure Boot.
+    Plain,
+    /// OVMF with Secure Boot enforced and the keys every PC ships (Microsoft's KEK and UEFI
+    /// CA in db): Debian's shim boots, nothing else unsigned does.
+    SecureBoot,
+    /// OVMF with Secure Boot enforced and only the snakeoil key of Debian's `ovmf` package
+    /// in db (`/usr/share/ovmf/PkKek-1-snakeoil.{key,pem}`): an owner's own key.
+    SecureBootSnakeoil,
+}
+
+impl Firmware {
+    /// The firmware code and the variable store it starts from (copied for each run).
+    fn files(self) -> (&'static str, &'static str) {
+        match self {
+            Firmware::Plain => (
+                "/usr/share/OVMF/OVMF_CODE_4M.fd",
+                "/usr/share/OVMF/OVMF_VARS_4M.fd",
+            ),
+            Firmware::SecureBoot => (
+                "/usr/share/OVMF/OVMF_CODE_4M.ms.fd",
+                "/usr/share/OVMF/OVMF_VARS_4M.ms.fd",
+            ),
+            Firmware::SecureBootSnakeoil => (
+                "/usr/share/OVMF/OVMF_CODE_4M.snakeoil.fd",
+                "/usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd",
+            ),
+        }
+    }
+
+    pub fn secure_boot(self) -> bool {
+        self != Firmware::Plain
+    }
+}
+
 /// How the machine boots.
 #[derive(Debug, Clone)]
 pub enum Boot {
     /// UEFI firmware (OVMF) and the disk's own bootloader.
-    Uefi,
+    Uefi(Firmware),
     /// `-kernel/-initrd/-append`, without firmware or bootloader.
     Direct {
         kernel: PathBuf,
@@ -92,7 +129,7 @@ impl Qemu {
     pub fn new(console: PathBuf) -> Qemu {
         Qemu {
             disks: Vec::new(),
-            boot: Boot::Uefi,
+            boot: Boot::Uefi(Firmware::SecureBoot),
             memory_mib: 1024,
             timeout: crate::default_timeout(),
             no_reboot: false,
@@ -111,8 +148,13 @@ impl Qemu {
         // `make test-vm` runs two one-vCPU guests at once (STRATUM_QEMU_SMP=1).
         let smp = std::env::var("STRATUM_QEMU_SMP").unwrap_or_else(|_| "2".into());
         let cpu = std::env::var("STRATUM_QEMU_CPU").unwrap_or_else(|_| DEFAULT_CPU.into());
+        // Secure Boot needs SMM, so that only the firmware can write its variable store.
+        let machine = match self.boot {
+            Boot::Uefi(f) if f.secure_boot() => "q35,smm=on",
+            _ => "q35",
+        };
         c.args([
-            "-machine", "q35", "-accel", &accel, "-cpu", &cpu, "-smp", &smp,
+            "-machine", machine, "-accel", &accel, "-cpu", &cpu, "-smp", &smp,
         ])
         .args(["-m", &self.memory_mib.to_string()])
         .args([
@@ -125,11 +167,14 @@ impl Qemu {
             "none",
         ]);
         match &self.boot {
-            Boot::Uefi => {
-                c.args([
-                    "-drive",
-                    "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd",
-                ]);
+            Boot::Uefi(firmware) => {
+                if firmware.secure_boot() {
+                    c.args(["-global", "driver=cfi.pflash01,property=secure,value=on"]);
+                }
+                c.arg("-drive").arg(format!(
+                    "if=pflash,format=raw,unit=0,readonly=on,file={}",
+                    firmware.files().0
+                ));
                 c.arg("-drive").arg(format!(
                     "if=pflash,format=raw,unit=1,file={}",
                     vars.display()
@@ -179,9 +224,14 @@ impl Qemu {
     /// inside one TCG process has been seen to leave the next boot hanging in the firmware or
     /// much slower; a new process is also what a real machine's power cycle looks like.
     pub fn run(&self) -> Result<QemuOutcome> {
+        // Each run starts from a fresh, writable copy of the variable store: shim writes its
+        // SBAT level and MOK state there, and a power cycle keeps them.
         let vars = self.console.with_extension("ovmf-vars.fd");
-        fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars)
-            .context("copying OVMF variables (install ovmf)")?;
+        let store = match self.boot {
+            Boot::Uefi(f) => f.files().1,
+            Boot::Direct { .. } => Firmware::Plain.files().1,
+        };
+        fs::copy(store, &vars).with_context(|| format!("copying {store} (install ovmf)"))?;
         let start = Instant::now();
         let mut log = fs::File::create(&self.console)?;
         let mut console = String::new();

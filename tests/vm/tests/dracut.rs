@@ -69,6 +69,7 @@ fn build() -> Result<Built> {
             disk,
             sysroot: stage.join("sysroot"),
             install,
+            bootloader: "grub".to_string(),
         },
         dracut_time,
         initramfs_bytes,

@@ -110,6 +110,7 @@ fn build_ostree_image(p: &Project) -> Result<Image> {
         disk,
         sysroot: stage.join("sysroot"),
         install,
+        bootloader: "grub".to_string(),
     })
 }
 

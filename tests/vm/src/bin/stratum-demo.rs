@@ -2,7 +2,7 @@
 //! shows, from inside the booted guest, what Stratum set up.
 
 use anyhow::{ensure, Result};
-use stratum_vmtests::{secs, Project, Qemu, TestDisk};
+use stratum_vmtests::{secs, Project, TestDisk};
 
 const DEMO: &str = r#"
 show() { printf '\n\033[1m### %s\033[0m\n' "$*"; }
@@ -76,11 +76,11 @@ fn main() -> Result<()> {
     let img = p.build_image("demo", "1.0")?;
     let dir = img.dir.clone();
     let test = TestDisk::create(&dir, DEMO, &[])?;
-    let mut q = Qemu::new(dir.join("console.log"));
+    let mut q = img.machine(dir.join("console.log"));
     q.disks = vec![img.disk.clone(), test.image.clone()];
     q.echo_filter = Some(console_highlights);
     eprintln!(
-        "\nBooting {} in QEMU: UEFI firmware → GRUB → kernel → stratum-prepare-root → systemd.",
+        "\nBooting {} in QEMU: UEFI firmware with Secure Boot → shim → GRUB → kernel → stratum-prepare-root → systemd.",
         img.disk.display()
     );
     eprintln!(

@@ -34,7 +34,9 @@ fn boot(p: &Project, disk: &std::path::Path, label: &str, run: usize) -> Result<
             .arg(&copy),
     )?;
     let test = TestDisk::create(&dir, "boot_1() { :; }\n", &[])?;
+    // Both loaders without Secure Boot: this compares the loaders, not the verification.
     let mut q = Qemu::new(dir.join("console.log"));
+    q.boot = stratum_vmtests::Boot::Uefi(stratum_vmtests::Firmware::Plain);
     q.disks = vec![copy, test.image.clone()];
     q.no_reboot = true;
     q.stamp = Some(KERNEL_START.to_string());

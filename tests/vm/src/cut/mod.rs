@@ -209,12 +209,13 @@ impl Rig {
     /// A machine on `disk` with a fresh test disk carrying `scenario` and the repository disk.
     fn machine(&self, dir: &Path, disk: &Path, scenario: &str) -> Result<(Qemu, TestDisk)> {
         fs::create_dir_all(dir)?;
-        let test = TestDisk::create(
+        let mut test = TestDisk::create(
             dir,
             &format!("{SCENARIO_HELPERS}{CUT_HELPERS}{scenario}"),
             &[],
         )?;
-        let mut q = Qemu::new(dir.join("console.log"));
+        test.firmware = Some(self.image.firmware());
+        let mut q = self.image.machine(dir.join("console.log"));
         q.disks = vec![disk.to_path_buf(), test.image.clone()];
         q.readonly_disks = vec![self.repo_disk.clone()];
         Ok((q, test))
