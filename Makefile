@@ -132,7 +132,7 @@ test-deb: deb
 
 # The roots of images/ that the tests boot or layer onto (images/build-root.sh, cached under
 # $(STRATUM_CACHE)); made before the tests start so that no two tests wait for one build.
-IMAGE_ROOTS := vm vm-dracut
+IMAGE_ROOTS := vm vm-dracut vm-trixie
 image-roots: build deb
 	for name in $(IMAGE_ROOTS); do \
 		images/build-root.sh $(RELEASE)/stratum $(STRATUM_CACHE) $$name >/dev/null || exit; done

@@ -68,8 +68,38 @@ fn load_one(path: &str) -> Result<(), String> {
         Err(Errno::ENOENT) => Err(format!(
             "cannot load module {path}: unknown symbol (a dependency not loaded before it?)"
         )),
-        Err(e) => Err(format!("cannot load module {path}: {}", e.desc())),
+        Err(e) => Err(refusal(path, e, locked_down())),
     }
+}
+
+/// Why the kernel refused the module at `path` with `e`, in words an administrator can act
+/// on. A kernel that enforces module signatures (locked down under Secure Boot, or
+/// `module.sig_enforce=1`) refuses a module without a valid signature by a key it trusts with
+/// `EKEYREJECTED`, `EBADMSG` or, locked down, `EPERM`.
+pub fn refusal(path: &str, e: Errno, locked_down: bool) -> String {
+    match e {
+        Errno::EKEYREJECTED
+        | Errno::EKEYEXPIRED
+        | Errno::EKEYREVOKED
+        | Errno::ENOKEY
+        | Errno::EBADMSG => format!(
+            "kernel refused module {path}: its signature is missing, invalid or by a key the \
+             kernel does not trust ({}); the kernel loads only signed modules",
+            e.desc()
+        ),
+        Errno::EPERM if locked_down => format!(
+            "kernel refused module {path}: the kernel is locked down (Secure Boot) and loads \
+             only modules signed by a key it trusts (Debian's, or one enrolled with mokutil)"
+        ),
+        e => format!("cannot load module {path}: {}", e.desc()),
+    }
+}
+
+/// Whether the kernel runs locked down (`/sys/kernel/security/lockdown` names a mode other
+/// than `none` in brackets).
+fn locked_down() -> bool {
+    std::fs::read_to_string("/sys/kernel/security/lockdown")
+        .is_ok_and(|s| !s.contains("[none]") && s.contains('['))
 }
 
 /// The kernel's name of a module file (`.../virtio-blk.ko` -> `virtio_blk`).

@@ -5,6 +5,7 @@
 //! - [`bls`], [`grubcfg`] and [`grubenv`] are the on-disk formats, [`sdboot`] systemd-boot's
 //!   boot counters in entry file names;
 //! - [`bootloader`] is the sysroot's choice of bootloader (GRUB or systemd-boot);
+//! - [`efivars`] reads the running firmware's Secure Boot state;
 //! - [`grubefi`] puts what the firmware starts for GRUB on the ESP: shim and Debian's
 //!   signed GRUB from the image (Secure Boot), or a GRUB built on the host;
 //! - [`esp`] writes a boot set where systemd-boot reads it (FAT, no symlinks), in an order
@@ -19,6 +20,7 @@
 pub mod bls;
 pub mod bootloader;
 pub mod durability;
+pub mod efivars;
 pub mod entry;
 pub mod esp;
 pub mod files;

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::Globals;
 use crate::bootset::bootloader::Bootloader;
+use crate::bootset::efivars::SecureBoot;
 use crate::config::{Policy, RebootWindow};
 use crate::counting::{self, BootState, Fallback, TrialStatus};
 use crate::deployment::automatic::{self, CachedUpdate, Record};
@@ -143,6 +144,10 @@ pub struct Status {
     /// The bootloader the sysroot was installed with (`grub`, `systemd-boot`); what the
     /// repository config says when it cannot be read.
     pub bootloader: String,
+    /// The running firmware's Secure Boot state (`enabled`, `disabled`, `unknown`); absent
+    /// for a sysroot that is not the booted system.
+    #[serde(rename = "secure-boot")]
+    pub secure_boot: Option<SecureBoot>,
     /// The latest automatic fallback after failed boots, if any.
     pub fallback: Option<Fallback>,
     /// The boot-counting trial in progress.
@@ -280,6 +285,9 @@ pub fn read(st: &State) -> Status {
             Ok(b) => b.to_string(),
             Err(e) => format!("unknown ({e:#})"),
         },
+        secure_boot: sysroot
+            .is_booted_system()
+            .then(SecureBoot::of_running_system),
         fallback,
         trial,
         staged_problem: st.staged_problem.clone(),
@@ -307,6 +315,9 @@ pub fn render(status: &Status, verbose: bool) -> String {
     render_automatic(&mut s, status);
     if verbose {
         let _ = writeln!(s, "Bootloader: {}", status.bootloader);
+        if let Some(sb) = status.secure_boot {
+            let _ = writeln!(s, "Secure Boot: {}", sb.as_str());
+        }
     }
     if let Some(p) = &status.staged_problem {
         let _ = writeln!(

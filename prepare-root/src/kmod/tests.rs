@@ -187,3 +187,18 @@ fn index_matching() {
         .matches("pci:v00001234d0001sv0sd0bc00sc00i00")
         .is_empty());
 }
+
+#[test]
+fn refused_signatures_are_explained_naming_the_module() {
+    let p = "/usr/lib/modules/6.12/kernel/fs/x.ko";
+    for e in [Errno::EKEYREJECTED, Errno::EBADMSG, Errno::ENOKEY] {
+        let m = refusal(p, e, false);
+        assert!(m.contains(p) && m.contains("signature"), "{m}");
+    }
+    let m = refusal(p, Errno::EPERM, true);
+    assert!(m.contains(p) && m.contains("locked down"), "{m}");
+    // Not locked down, EPERM is only what it says.
+    let m = refusal(p, Errno::EPERM, false);
+    assert!(!m.contains("locked down"), "{m}");
+    assert!(m.contains(p), "{m}");
+}

@@ -32,6 +32,8 @@ pub struct Project {
     pub target: PathBuf,
     pub cache: PathBuf,
     pub artifacts: PathBuf,
+    /// The manifest of `images/` whose root the guests are made from (`vm`: bookworm).
+    pub manifest: &'static str,
 }
 
 impl Project {
@@ -57,6 +59,7 @@ impl Project {
             target,
             cache,
             artifacts,
+            manifest: "vm",
         })
     }
 
@@ -85,9 +88,15 @@ impl Project {
         copy_new(&bin, &root.join("usr/bin/stratum"))
     }
 
-    /// The cached root of `images/vm.toml` (built when missing).
+    /// The same project, its guests made from `images/<manifest>.toml` (`vm-trixie`: Debian
+    /// 13).
+    pub fn on(self, manifest: &'static str) -> Project {
+        Project { manifest, ..self }
+    }
+
+    /// The cached root of the project's manifest (built when missing).
     pub fn debian_root(&self) -> Result<PathBuf> {
-        self.debian_root_from("vm")
+        self.debian_root_from(self.manifest)
     }
 
     /// The cached root of the manifest `images/<name>.toml`, built by
@@ -195,7 +204,7 @@ impl Project {
         Ok(out.trim().to_string())
     }
 
-    /// `stratum install to-disk` with `bootloader` (`grub`, `systemd-boot`); returns the
+    /// `stratum install to-disk` with `bootloader` (`grub`, `grub-unsigned`, `systemd-boot`); returns the
     /// parsed JSON result.
     pub fn install_disk(
         &self,
@@ -206,6 +215,11 @@ impl Project {
         kargs: &[&str],
         bootloader: &str,
     ) -> Result<serde_json::Value> {
+        // `grub-unsigned`: GRUB built on this host, which only boots without Secure Boot.
+        let (bootloader, unsigned) = match bootloader {
+            "grub-unsigned" => ("grub", true),
+            b => (b, false),
+        };
         let mut cmd = Command::new(self.stratum());
         // The installed system follows the test disk's repository for updates; its commits
         // are not signed.
@@ -230,6 +244,9 @@ impl Project {
         .arg(workdir);
         for k in kargs {
             cmd.arg("--karg").arg(k);
+        }
+        if unsigned {
+            cmd.arg("--unsigned-grub");
         }
         Ok(serde_json::from_str(&run_output(&mut cmd)?)?)
     }
@@ -383,7 +400,8 @@ impl Results {
 
     /// Fails unless every boot saw `firmware`: with Secure Boot, the firmware's `SecureBoot`
     /// variable says enabled and the kernel runs locked down (Debian's kernels lock down
-    /// under Secure Boot); without it, the variable says disabled.
+    /// under Secure Boot); without it, the variable says disabled. A boot that recorded
+    /// `stratum status --json` (observation `status`) must report the same state there.
     pub fn expect_firmware(&self, firmware: Firmware) -> Result<()> {
         for n in 1..=self.boots() {
             let (sb, lockdown) = (self.get(n, "secureboot"), self.get(n, "lockdown"));
@@ -398,6 +416,20 @@ impl Results {
                 }
             } else if sb != "0" {
                 bail!("boot {n} ran with Secure Boot {sb:?}: expected disabled (0)");
+            }
+            // `stratum status --json`, where the boot recorded it, says the same.
+            if let Ok(st) = serde_json::from_str::<serde_json::Value>(&self.get(n, "status")) {
+                let want = if firmware.secure_boot() {
+                    "enabled"
+                } else {
+                    "disabled"
+                };
+                if st["secure-boot"] != want {
+                    bail!(
+                        "boot {n}: stratum status says secure-boot {}, expected {want}",
+                        st["secure-boot"]
+                    );
+                }
             }
         }
         Ok(())
@@ -696,7 +728,10 @@ impl Project {
     ) -> Result<Image> {
         let t = Instant::now();
         let dir = self.workdir(name)?;
-        eprintln!("[{name}] preparing the guest root (Debian bookworm + Stratum)");
+        eprintln!(
+            "[{name}] preparing the guest root (images/{}.toml + Stratum)",
+            self.manifest
+        );
         let root = self.guest_root(&dir, customize)?;
         let repo = dir.join("repo");
         eprintln!("[{name}] stratum compose rootfs → {} ({version})", TEST_REF);
@@ -809,10 +844,10 @@ impl Image {
 
     /// The firmware the image boots with: Secure Boot enforced with the keys every PC ships
     /// for GRUB (shim and Debian's signed GRUB are on the ESP); none for systemd-boot, which
-    /// bookworm ships unsigned.
+    /// bookworm ships unsigned, and for a GRUB built on the host (`grub-unsigned`).
     pub fn firmware(&self) -> Firmware {
         match self.bootloader.as_str() {
-            "systemd-boot" => Firmware::Plain,
+            "systemd-boot" | "grub-unsigned" => Firmware::Plain,
             _ => Firmware::SecureBoot,
         }
     }

@@ -1,4 +1,5 @@
-//! VM scenarios of boot counting and automatic fallback (GRUB 2.06 on OVMF, TCG).
+//! VM scenarios of boot counting and automatic fallback, on Debian 13 (trixie): shim, GRUB 2.12
+//! and the signed kernel under OVMF with Secure Boot enforced (TCG).
 //!
 //! The images use `boot-tries = 2` and quick reboots (`panic=3`, `stratum.reboot-delay=2`) to
 //! keep the number of boots small; the logic is the same for any count. Two runs share one
@@ -13,8 +14,11 @@ use stratum_vmtests::{check, trial, Image, Project, QemuOutcome, TestDisk};
 const TRIES: usize = 2;
 const KARGS: &[&str] = &["console=ttyS0", "panic=3", "stratum.reboot-delay=2"];
 
+/// The scenarios run on Debian 13 (trixie): GRUB 2.12 through shim, kernel 6.12.
 fn project() -> Project {
-    Project::locate().expect("locating the project")
+    Project::locate()
+        .expect("locating the project")
+        .on("vm-trixie")
 }
 
 static IMAGE: OnceLock<std::result::Result<Image, String>> = OnceLock::new();

@@ -17,8 +17,11 @@ use anyhow::{ensure, Context, Result};
 use libtest_mimic::Arguments;
 use stratum_vmtests::{check, trial, Project};
 
+/// The scenarios run on Debian 13 (trixie): GRUB 2.12 through shim, kernel 6.12.
 fn project() -> Project {
-    Project::locate().expect("locating the project")
+    Project::locate()
+        .expect("locating the project")
+        .on("vm-trixie")
 }
 
 /// One awkward argument: what is given to `stratum kargs --append`, the text the kernel must

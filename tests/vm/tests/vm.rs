@@ -4,7 +4,9 @@ use std::sync::OnceLock;
 
 use anyhow::{ensure, Context, Result};
 use libtest_mimic::Arguments;
-use stratum_vmtests::{check, trial, Boot, Image, Project, Qemu, SCENARIO_HELPERS};
+use stratum_vmtests::{
+    check, trial, Boot, Firmware, Image, Project, Qemu, TestDisk, SCENARIO_HELPERS,
+};
 
 static IMAGE: OnceLock<std::result::Result<Image, String>> = OnceLock::new();
 
@@ -110,6 +112,10 @@ fn first_boot() -> Result<()> {
             "status --json: {json}"
         );
         ensure!(
+            json["secure-boot"] == "enabled",
+            "status --json does not report Secure Boot enabled: {json}"
+        );
+        ensure!(
             r.get(1, "failed_units").is_empty(),
             "failed units: {}",
             r.get(1, "failed_units")
@@ -144,6 +150,81 @@ fn first_boot() -> Result<()> {
             r.get(2, "failed_units").is_empty(),
             "failed units on boot 2: {}",
             r.get(2, "failed_units")
+        );
+        Ok(())
+    })
+}
+
+/// Secure Boot refuses what nobody signed, and the firmware goes on to its next boot option:
+/// disk 1 carries a GRUB built on the host (`install to-disk --unsigned-grub`), disk 2 the
+/// image's signed chain. Under Secure Boot the firmware refuses disk 1 ("Access Denied") and
+/// boots disk 2; without Secure Boot disk 1 boots. Boots: a refused load and a full boot with
+/// Secure Boot, a full boot without.
+fn secure_boot_refuses_unsigned_grub() -> Result<()> {
+    let p = project();
+    let img = image()?;
+    let dir = p.workdir("unsigned-grub")?;
+    let unsigned = dir.join("unsigned.img");
+    let install = p.install_disk(
+        &img.repo,
+        &img.refname,
+        &unsigned,
+        &dir.join("install"),
+        &["console=ttyS0"],
+        "grub-unsigned",
+    )?;
+    let root_of = |v: &serde_json::Value| -> Result<String> {
+        v["kargs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|k| k.as_str())
+            .find(|k| k.starts_with("root="))
+            .map(str::to_string)
+            .context("root= in the install's kargs")
+    };
+    let (unsigned_root, signed_root) = (root_of(&install)?, root_of(&img.install)?);
+    const SCENARIO: &str = "boot_1() { result cmdline \"$(cat /proc/cmdline)\"; }\n";
+    let boot = |name: &str, firmware: Firmware, disks: Vec<std::path::PathBuf>| -> Result<_> {
+        let run = dir.join(name);
+        std::fs::create_dir_all(&run)?;
+        let mut test = TestDisk::create(&run, SCENARIO, &[])?;
+        test.firmware = Some(firmware);
+        let mut q = Qemu::new(run.join("console.log"));
+        q.boot = Boot::Uefi(firmware);
+        q.disks = disks;
+        q.disks.push(test.image.clone());
+        let out = q.run()?;
+        Ok((out, test, run))
+    };
+    let signed = img.copy_disk(&dir.join("signed.img"))?;
+    let (out, test, run) = boot(
+        "secure-boot",
+        Firmware::SecureBoot,
+        vec![unsigned.clone(), signed],
+    )?;
+    check("unsigned-grub-secure-boot", &out, || {
+        ensure!(
+            out.console.contains("Access Denied"),
+            "the firmware did not refuse the unsigned GRUB"
+        );
+        let r = test.results(&run.join("results"))?;
+        ensure!(r.boots() == 1, "expected one boot, ran {}", r.boots());
+        let cmdline = r.get(1, "cmdline");
+        ensure!(
+            cmdline.contains(&signed_root),
+            "booted {cmdline:?}, expected the signed disk ({signed_root})"
+        );
+        Ok(())
+    })?;
+    let (out, test, run) = boot("no-secure-boot", Firmware::Plain, vec![unsigned])?;
+    check("unsigned-grub-plain", &out, || {
+        let r = test.results(&run.join("results"))?;
+        ensure!(r.boots() == 1, "expected one boot, ran {}", r.boots());
+        let cmdline = r.get(1, "cmdline");
+        ensure!(
+            cmdline.contains(&unsigned_root),
+            "booted {cmdline:?}, expected the unsigned disk ({unsigned_root})"
         );
         Ok(())
     })
@@ -494,6 +575,10 @@ fn main() {
         trial("vm::first_boot", first_boot),
         trial("vm::upgrade_rollback_cleanup", upgrade_rollback_cleanup),
         trial("vm::crash_points_boot", crash_points_boot),
+        trial(
+            "vm::secure_boot_refuses_unsigned_grub",
+            secure_boot_refuses_unsigned_grub,
+        ),
         trial("vm::prepare_root_refuses_ostree_outside_deploy", || {
             bad_ostree_karg("bad-karg-outside", "/ostree/repo", "is not a deployment")
         }),
