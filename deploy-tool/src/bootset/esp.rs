@@ -92,11 +92,18 @@ pub const SYSTEMD_BOOT_EFI: &str = "usr/lib/systemd/boot/efi/systemd-bootx64.efi
 /// firmware's own boot options; the default is the entry that sorts first.
 const LOADER_CONF: &str = "timeout 0\neditor no\nauto-entries no\nauto-firmware no\n";
 
-/// Puts systemd-boot on the ESP as the removable-media loader `EFI/BOOT/BOOTX64.EFI` (found
-/// without an EFI boot variable) and at its own path, with its `loader.conf`. The binary
-/// comes from `root` (the deployment) when its image ships one, else from the running
-/// system.
+/// Puts systemd-boot on the ESP with its `loader.conf`. When the image (`root`, the
+/// deployment) ships shim and Debian's signed systemd-boot, those form the signed chain
+/// ([`super::efichain`]): shim as the removable-media loader `EFI/BOOT/BOOTX64.EFI` (found
+/// without an EFI boot variable), systemd-boot beside it as its second stage. Otherwise
+/// systemd-boot itself is the removable-media loader (and at its own path), from the image
+/// when it ships one, else from the running system; it then boots only with Secure Boot off.
 pub fn install_loader(esp: &Path, root: &Path) -> Result<()> {
+    use super::efichain::{self, SecondStage};
+    if efichain::missing_packages(root, SecondStage::SystemdBoot).is_empty() {
+        efichain::copy_signed(esp, root, SecondStage::SystemdBoot)?;
+        return write_loader_conf(esp);
+    }
     let source = [
         root.join(SYSTEMD_BOOT_EFI),
         Path::new("/").join(SYSTEMD_BOOT_EFI),
@@ -110,12 +117,12 @@ pub fn install_loader(esp: &Path, root: &Path) -> Result<()> {
         )
     })?;
     for dest in ["EFI/BOOT/BOOTX64.EFI", "EFI/systemd/systemd-bootx64.efi"] {
-        let dest = esp.join(dest);
-        let dir = dest.parent().context("EFI directory")?;
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        fsutil::copy_file_durable(&source, &dest)?;
-        fsutil::fsync_dir(dir)?;
+        efichain::copy_into(&source, &esp.join(dest))?;
     }
+    write_loader_conf(esp)
+}
+
+fn write_loader_conf(esp: &Path) -> Result<()> {
     let loader = esp.join("loader");
     std::fs::create_dir_all(&loader).with_context(|| format!("creating {}", loader.display()))?;
     fsutil::atomic_write(&loader.join("loader.conf"), LOADER_CONF.as_bytes(), 0o644)

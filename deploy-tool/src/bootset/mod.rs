@@ -6,8 +6,8 @@
 //!   boot counters in entry file names;
 //! - [`bootloader`] is the sysroot's choice of bootloader (GRUB or systemd-boot);
 //! - [`efivars`] reads the running firmware's Secure Boot state;
-//! - [`grubefi`] puts what the firmware starts for GRUB on the ESP: shim and Debian's
-//!   signed GRUB from the image (Secure Boot), or a GRUB built on the host;
+//! - [`efichain`] puts what the firmware starts on the ESP: shim and Debian's signed GRUB or
+//!   systemd-boot from the image (Secure Boot), or a GRUB built on the host;
 //! - [`esp`] writes a boot set where systemd-boot reads it (FAT, no symlinks), in an order
 //!   that keeps a bootable default through a crash;
 //! - [`writer`] writes a new generation and swaps it in atomically; [`durability`] makes it
@@ -20,13 +20,13 @@
 pub mod bls;
 pub mod bootloader;
 pub mod durability;
+pub mod efichain;
 pub mod efivars;
 pub mod entry;
 pub mod esp;
 pub mod files;
 pub mod gc;
 pub mod grubcfg;
-pub mod grubefi;
 pub mod grubenv;
 pub mod sdboot;
 pub mod writer;

@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 pub mod disk;
 
 use crate::bootset::bootloader::{Bootloader, ESP_MOUNT};
-use crate::bootset::grubefi;
+use crate::bootset::efichain;
 use crate::deployment::{self, NewDeployment};
 use crate::progress::{self, Phase, Unit};
 use crate::state::origin::Origin;
@@ -270,12 +270,12 @@ pub fn to_disk(
     let esp_tree = sysroot_dir.join(ESP_MOUNT);
     let esp_size = match opts.bootloader {
         Bootloader::Grub if opts.unsigned_grub => {
-            grubefi::install_unsigned(&esp_tree, &boot_uuid, &work)?;
+            efichain::install_unsigned(&esp_tree, &boot_uuid, &work)?;
             ESP_SIZE_GRUB
         }
         Bootloader::Grub => {
             let root = sysroot_dir.join(&result.deployment);
-            grubefi::install_signed(&esp_tree, &root, &boot_uuid)?;
+            efichain::install_signed(&esp_tree, &root, &boot_uuid)?;
             ESP_SIZE_GRUB
         }
         Bootloader::SystemdBoot => ESP_SIZE_SYSTEMD_BOOT,

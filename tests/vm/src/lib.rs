@@ -654,6 +654,25 @@ fn record_trial(name: &str, took: Duration, ok: bool) {
     }
 }
 
+/// The firmware a disk installed with `bootloader` from the guest `root` boots with: Secure
+/// Boot enforced, with the keys every PC ships, when the ESP gets shim and a signed second
+/// stage (GRUB always, unless built on the host: `grub-unsigned`; systemd-boot when the image
+/// ships Debian's signed one, from Debian 13); else no Secure Boot.
+pub fn firmware_for(bootloader: &str, root: &Path) -> Firmware {
+    let signed = match bootloader {
+        "grub" => true,
+        "systemd-boot" => root
+            .join("usr/lib/systemd/boot/efi/systemd-bootx64.efi.signed")
+            .is_file(),
+        _ => false,
+    };
+    if signed {
+        Firmware::SecureBoot
+    } else {
+        Firmware::Plain
+    }
+}
+
 /// A composed and installed guest image.
 #[derive(Debug, Clone)]
 pub struct Image {
@@ -665,8 +684,10 @@ pub struct Image {
     /// The staged sysroot that went into the disk (kept for inspection).
     pub sysroot: PathBuf,
     pub install: serde_json::Value,
-    /// What it was installed with: `grub` or `systemd-boot`.
+    /// What it was installed with: `grub`, `grub-unsigned` or `systemd-boot`.
     pub bootloader: String,
+    /// The firmware it boots with (see [`Image::firmware`]).
+    pub firmware: Firmware,
 }
 
 /// The ref the tests and the demo compose to.
@@ -733,6 +754,7 @@ impl Project {
             self.manifest
         );
         let root = self.guest_root(&dir, customize)?;
+        let firmware = firmware_for(bootloader, &root);
         let repo = dir.join("repo");
         eprintln!("[{name}] stratum compose rootfs → {} ({version})", TEST_REF);
         let commit = self.compose(&root, &repo, TEST_REF, version)?;
@@ -753,6 +775,7 @@ impl Project {
             sysroot: stage.join("sysroot"),
             install,
             bootloader: bootloader.to_string(),
+            firmware,
         })
     }
 }
@@ -842,14 +865,9 @@ impl Image {
         Ok((bad, unhealthy))
     }
 
-    /// The firmware the image boots with: Secure Boot enforced with the keys every PC ships
-    /// for GRUB (shim and Debian's signed GRUB are on the ESP); none for systemd-boot, which
-    /// bookworm ships unsigned, and for a GRUB built on the host (`grub-unsigned`).
+    /// The firmware the image boots with.
     pub fn firmware(&self) -> Firmware {
-        match self.bootloader.as_str() {
-            "systemd-boot" | "grub-unsigned" => Firmware::Plain,
-            _ => Firmware::SecureBoot,
-        }
+        self.firmware
     }
 
     /// A machine that boots the image's firmware, its console at `console`; the caller adds

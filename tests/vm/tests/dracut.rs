@@ -70,6 +70,7 @@ fn build() -> Result<Built> {
             sysroot: stage.join("sysroot"),
             install,
             bootloader: "grub".to_string(),
+            firmware: stratum_vmtests::Firmware::SecureBoot,
         },
         dracut_time,
         initramfs_bytes,

@@ -1,6 +1,7 @@
-//! VM scenarios of a disk installed with `--bootloader systemd-boot` (Debian's systemd-boot
-//! 252 on OVMF, TCG): the firmware starts systemd-boot from the ESP, which boots the entry
-//! that sorts first and counts tries in entry file names.
+//! VM scenarios of a disk installed with `--bootloader systemd-boot`, on Debian 13 (trixie)
+//! with Secure Boot enforced (OVMF with the Microsoft keys, TCG): the firmware starts shim,
+//! shim Debian's signed systemd-boot 257, which boots the entry that sorts first, counts
+//! tries in entry file names, and has shim verify the kernel.
 //!
 //! The images use `boot-tries = 2` and quick reboots (`panic=3`, `stratum.reboot-delay=2`),
 //! as the GRUB fallback scenarios do.
@@ -17,7 +18,9 @@ const KARGS: &[&str] = &["console=ttyS0", "panic=3", "stratum.reboot-delay=2"];
 static IMAGE: OnceLock<std::result::Result<Image, String>> = OnceLock::new();
 
 fn project() -> Project {
-    Project::locate().expect("locating the project")
+    Project::locate()
+        .expect("locating the project")
+        .on("vm-trixie")
 }
 
 /// The v1 image on systemd-boot, built once; each scenario composes its next versions into

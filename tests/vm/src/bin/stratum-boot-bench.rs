@@ -111,6 +111,7 @@ fn build_ostree_image(p: &Project) -> Result<Image> {
         sysroot: stage.join("sysroot"),
         install,
         bootloader: "grub".to_string(),
+        firmware: stratum_vmtests::Firmware::SecureBoot,
     })
 }
 

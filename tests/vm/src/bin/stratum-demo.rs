@@ -70,12 +70,13 @@ fn strip_ansi(s: &str) -> String {
 
 fn main() -> Result<()> {
     let t = std::time::Instant::now();
-    let p = Project::locate()?;
-    eprintln!("Stratum demo: compose a Debian bookworm image, install it to a GPT disk image,");
-    eprintln!("boot it with GRUB on UEFI (OVMF) in QEMU (TCG), and look around inside.\n");
+    let p = Project::locate()?.on("vm-trixie");
+    eprintln!("Stratum demo: compose a Debian 13 (trixie) image, install it to a GPT disk image,");
+    eprintln!("boot it with Secure Boot on UEFI (OVMF) in QEMU (TCG), and look around inside.\n");
     let img = p.build_image("demo", "1.0")?;
     let dir = img.dir.clone();
-    let test = TestDisk::create(&dir, DEMO, &[])?;
+    let mut test = TestDisk::create(&dir, DEMO, &[])?;
+    test.firmware = Some(img.firmware());
     let mut q = img.machine(dir.join("console.log"));
     q.disks = vec![img.disk.clone(), test.image.clone()];
     q.echo_filter = Some(console_highlights);

@@ -1,6 +1,6 @@
-//! GRUB's files on the EFI system partition: what the firmware starts on a `grub` disk.
+//! What the firmware starts: the EFI binaries on the EFI system partition.
 //!
-//! Two chains, chosen at install time:
+//! For GRUB, two chains, chosen at install time:
 //!
 //! - **Signed** (the default): Debian's signed binaries, taken from the deployment being
 //!   installed, at the removable-media path the firmware tries by itself:
@@ -25,6 +25,13 @@
 //!
 //! Both chains read the same boot set; the generated menu and the boot-counting script use
 //! only commands built into Debian's signed GRUB.
+//!
+//! For systemd-boot, an image that ships Debian's signed systemd-boot
+//! (`systemd-boot-efi-amd64-signed`, Debian 13 and later) gets the same signed chain with
+//! systemd-boot as the second stage, under the name shim loads (`grubx64.efi`); systemd-boot
+//! then has the kernels it loads verified by shim. Otherwise systemd-boot alone is the
+//! removable-media loader, which boots only with Secure Boot off
+//! ([`super::esp::install_loader`]).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -41,7 +48,17 @@ pub const ESP_STUB: &str = include_str!("../../../grub/esp.cfg.in");
 /// normal mode then reads `grub.cfg` by itself.
 const EMBEDDED_STUB: &str = include_str!("../../../grub/stub.cfg.in");
 
-/// The signed binaries, by their path in the image and on the ESP.
+/// The second stage shim starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecondStage {
+    Grub,
+    SystemdBoot,
+}
+
+/// Debian's signed systemd-boot, relative to a root.
+pub const SIGNED_SYSTEMD_BOOT: &str = "usr/lib/systemd/boot/efi/systemd-bootx64.efi.signed";
+
+/// The signed GRUB chain, by each binary's path in the image and on the ESP.
 pub const SIGNED: [SignedFile; 3] = [
     SignedFile {
         image: "usr/lib/shim/shimx64.efi.signed",
@@ -84,15 +101,33 @@ pub fn stub(boot_uuid: &str) -> String {
     ESP_STUB.replace("@BOOT_UUID@", boot_uuid)
 }
 
-/// Writes the signed chain from the deployment `root` into the ESP tree `esp`, its stub
-/// pointing at the boot filesystem `boot_uuid`. Fails, naming the packages, when the image
-/// does not ship the binaries.
-pub fn install_signed(esp: &Path, root: &Path, boot_uuid: &str) -> Result<()> {
-    let missing: Vec<&str> = SIGNED
+/// The signed chain with `second` as the second stage.
+pub fn signed_files(second: SecondStage) -> [SignedFile; 3] {
+    let mut files = SIGNED;
+    if second == SecondStage::SystemdBoot {
+        files[1] = SignedFile {
+            image: SIGNED_SYSTEMD_BOOT,
+            package: "systemd-boot-efi-amd64-signed",
+            ..files[1]
+        };
+    }
+    files
+}
+
+/// The packages of the signed chain with `second` that the deployment `root` lacks.
+pub fn missing_packages(root: &Path, second: SecondStage) -> Vec<&'static str> {
+    signed_files(second)
         .iter()
         .filter(|f| f.required && !root.join(f.image).is_file())
         .map(|f| f.package)
-        .collect();
+        .collect()
+}
+
+/// Writes the signed GRUB chain from the deployment `root` into the ESP tree `esp`, its stub
+/// pointing at the boot filesystem `boot_uuid`. Fails, naming the packages, when the image
+/// does not ship the binaries.
+pub fn install_signed(esp: &Path, root: &Path, boot_uuid: &str) -> Result<()> {
+    let missing = missing_packages(root, SecondStage::Grub);
     if !missing.is_empty() {
         bail!(
             "the image does not ship Debian's signed boot chain (missing: {}): add those \
@@ -101,16 +136,22 @@ pub fn install_signed(esp: &Path, root: &Path, boot_uuid: &str) -> Result<()> {
             missing.join(", ")
         );
     }
-    for f in SIGNED {
-        let src = root.join(f.image);
-        if !src.is_file() {
-            continue;
-        }
-        copy_into(&src, &esp.join(f.esp))?;
-    }
+    copy_signed(esp, root, SecondStage::Grub)?;
     let stub_path = esp.join(ESP_STUB_PATH);
     create_parent(&stub_path)?;
     fsutil::atomic_write(&stub_path, stub(boot_uuid).as_bytes(), 0o644)
+}
+
+/// Copies the signed chain with `second` from the deployment `root` into the ESP tree `esp`
+/// (the optional binaries the image lacks are left out).
+pub fn copy_signed(esp: &Path, root: &Path, second: SecondStage) -> Result<()> {
+    for f in signed_files(second) {
+        let src = root.join(f.image);
+        if src.is_file() {
+            copy_into(&src, &esp.join(f.esp))?;
+        }
+    }
+    Ok(())
 }
 
 /// Builds GRUB's EFI binary on this host with the stub (finding the boot filesystem by UUID)
@@ -171,7 +212,8 @@ const UNSIGNED_MODULES: &[&str] = &[
     "true",
 ];
 
-fn copy_into(src: &Path, dest: &Path) -> Result<()> {
+/// Copies `src` to `dest` on the ESP durably, creating its directory.
+pub fn copy_into(src: &Path, dest: &Path) -> Result<()> {
     let dir = create_parent(dest)?;
     fsutil::copy_file_durable(src, dest)?;
     fsutil::fsync_dir(&dir)
@@ -213,6 +255,32 @@ mod tests {
         assert!(stub.contains("configfile"), "{stub}");
         // No fallback: without BOOTX64.CSV it would reset the machine in a loop.
         assert!(!esp.path().join("EFI/BOOT/fbx64.efi").exists());
+    }
+
+    #[test]
+    fn systemd_boot_is_shims_second_stage_when_signed() {
+        let mut files: Vec<&str> = SIGNED.iter().map(|f| f.image).collect();
+        let root = image_with(&files);
+        assert_eq!(
+            missing_packages(root.path(), SecondStage::SystemdBoot),
+            ["systemd-boot-efi-amd64-signed"]
+        );
+        files.push(SIGNED_SYSTEMD_BOOT);
+        let root = image_with(&files);
+        assert!(missing_packages(root.path(), SecondStage::SystemdBoot).is_empty());
+        let esp = tempfile::tempdir().unwrap();
+        crate::bootset::esp::install_loader(esp.path(), root.path()).unwrap();
+        let read = |p: &str| fs::read_to_string(esp.path().join(p)).unwrap();
+        assert_eq!(
+            read("EFI/BOOT/BOOTX64.EFI"),
+            format!("binary {}", SIGNED[0].image)
+        );
+        assert_eq!(
+            read("EFI/BOOT/grubx64.efi"),
+            format!("binary {SIGNED_SYSTEMD_BOOT}")
+        );
+        assert!(read("loader/loader.conf").contains("timeout"));
+        assert!(!esp.path().join(ESP_STUB_PATH).exists());
     }
 
     #[test]
