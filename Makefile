@@ -25,7 +25,7 @@ export STRATUM_CACHE ?= $(HOME)/.cache/stratum
 # Build and test dependencies (Debian 12 package names).
 DEB_PACKAGES := libostree-dev ostree pkg-config qemu-system-x86 ovmf debootstrap fdisk bubblewrap \
 	mtools dosfstools grub-efi-amd64-bin e2fsprogs cpio zstd kmod gnupg systemd qemu-utils \
-	dpkg-dev apt-utils groff-base mmdebstrap libcurl4-gnutls-dev systemd-boot-efi
+	dpkg-dev apt-utils groff-base mmdebstrap libcurl4-gnutls-dev systemd-boot-efi sbsigntool
 
 .PHONY: all deps build man build-failpoints install deb test test-unit test-deb test-vm soak demo \
 	bench clean fuzz fuzz-build fuzz-smoke image-roots

@@ -7,8 +7,8 @@ use anyhow::{bail, Result};
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::commands::{
-    self, boot_complete, cleanup, compose, initramfs, initramfs_etc, install, kargs, packages, pin,
-    remote, rollback, status, update, Globals,
+    self, boot_complete, bootloader, cleanup, compose, initramfs, initramfs_etc, install, kargs,
+    packages, pin, remote, rollback, status, update, Globals,
 };
 use crate::progress;
 
@@ -81,6 +81,10 @@ pub enum Command {
     /// Assess this boot: run health checks, bless or reject a deployment on trial, handle a
     /// fallback (run after every boot by stratum-boot-complete.service)
     BootComplete(boot_complete::BootCompleteOpts),
+    /// Show or update the boot chain on the EFI system partition (shim, GRUB or systemd-boot)
+    /// from the default deployment
+    #[command(subcommand)]
+    Bootloader(bootloader::BootloaderCmd),
     /// Regenerate the initramfs on this machine for new deployments (or show the setting of
     /// the deployment that boots next: the staged one, else the default)
     Initramfs(initramfs::InitramfsOpts),
@@ -201,6 +205,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<i32> {
         Command::Pin(o) => pin::run(g, o),
         Command::Kargs(o) => kargs::run(g, o),
         Command::BootComplete(o) => boot_complete::run(g, o),
+        Command::Bootloader(c) => bootloader::run(g, c),
         Command::Initramfs(o) => initramfs::run(g, o),
         Command::InitramfsEtc(o) => initramfs_etc::run(g, o),
         Command::FinalizeStaged => commands::finalize::run(g),

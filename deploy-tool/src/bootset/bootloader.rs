@@ -133,7 +133,8 @@ fn config_path(sysroot: &Sysroot) -> PathBuf {
     sysroot.repo_path().join("config")
 }
 
-fn is_mount_point(dir: &Path) -> Result<bool> {
+/// Whether `dir` is a mount point (another device than its parent, or the root).
+pub fn is_mount_point(dir: &Path) -> Result<bool> {
     use std::os::unix::fs::MetadataExt;
     let here = std::fs::metadata(dir).with_context(|| format!("reading {}", dir.display()))?;
     let parent = std::fs::metadata(dir.join(".."))

@@ -3,6 +3,7 @@
 //! imports it.
 
 pub mod boot_complete;
+pub mod bootloader;
 pub mod cleanup;
 pub mod compose;
 pub mod finalize;

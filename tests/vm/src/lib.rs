@@ -806,10 +806,16 @@ impl Image {
     ) -> Result<String> {
         use std::os::unix::fs::PermissionsExt;
         let root = self.dir.join("rootfs");
+        // A file the root has is set aside, out of the root (renamed: the root shares inodes
+        // with the cache), and put back after the compose.
+        let aside = |path: &str| self.dir.join("aside").join(path);
         for (path, contents, mode) in add {
             let f = root.join(path);
             fs::create_dir_all(f.parent().context("parent")?)?;
-            let _ = fs::remove_file(&f);
+            if f.exists() {
+                fs::create_dir_all(aside(path).parent().context("parent")?)?;
+                fs::rename(&f, aside(path))?;
+            }
             fs::write(&f, contents)?;
             fs::set_permissions(&f, fs::Permissions::from_mode(*mode))?;
         }
@@ -824,6 +830,9 @@ impl Image {
         );
         for (path, _, _) in add {
             let _ = fs::remove_file(root.join(path));
+            if aside(path).exists() {
+                fs::rename(aside(path), root.join(path))?;
+            }
         }
         Ok(out?.trim().to_string())
     }

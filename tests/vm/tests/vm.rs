@@ -230,6 +230,65 @@ fn secure_boot_refuses_unsigned_grub() -> Result<()> {
     })
 }
 
+/// shim refuses a kernel that is not signed, with its message on the console, and the
+/// kernel never starts: the image's kernel has its signature removed (`sbattach --remove`)
+/// before it is composed. Boots: firmware, shim and GRUB, up to GRUB's `linux` command (the
+/// run ends at the refusal).
+fn secure_boot_refuses_unsigned_kernel() -> Result<()> {
+    let p = project();
+    let img = p.build_image_with(
+        "unsigned-kernel",
+        "1.0",
+        |root| {
+            for e in std::fs::read_dir(root.join("boot"))? {
+                let path = e?.path();
+                if path
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
+                {
+                    // A copy, unsigned in place and renamed over the original: the root
+                    // shares inodes with the cache.
+                    let unsigned = root.join("boot/vmlinuz.unsigned");
+                    std::fs::copy(&path, &unsigned)?;
+                    stratum_vmtests::run(
+                        std::process::Command::new("sbattach")
+                            .arg("--remove")
+                            .arg(&unsigned),
+                    )?;
+                    std::fs::rename(&unsigned, &path)?;
+                }
+            }
+            Ok(())
+        },
+        &["console=ttyS0"],
+    )?;
+    let dir = p.workdir("unsigned-kernel-run")?;
+    let (out, _) = img.boot_scenario(&dir, "boot_1() { :; }\n", &[], |q| {
+        q.cut = Some(stratum_vmtests::PowerCut {
+            marker: SHIM_REFUSAL.to_string(),
+            end: None,
+            delay: std::time::Duration::ZERO,
+        });
+    })?;
+    check("unsigned-kernel", &out, || {
+        ensure!(
+            out.console.contains(SHIM_REFUSAL),
+            "GRUB did not report shim's refusal of the unsigned kernel"
+        );
+        ensure!(
+            !out.console.contains("Linux version"),
+            "the unsigned kernel started"
+        );
+        Ok(())
+    })
+}
+
+/// Debian's signed GRUB in an image.
+const SIGNED_GRUB: &str = "usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed";
+
+/// What Debian's GRUB prints when shim refuses the image its `linux` command loads.
+const SHIM_REFUSAL: &str = "bad shim signature";
+
 /// Boots the kernel and initramfs directly with a bad `ostree=`; prepare-root must explain
 /// and reboot (QEMU exits on the reboot with -no-reboot), never panic.
 fn bad_ostree_karg(name: &str, ostree: &str, expect: &str) -> Result<()> {
@@ -327,6 +386,10 @@ boot_2() {
     result keep "$(cat /var/lib/keep)"
     stratum status --json > "$out/boot-2.status_json"
     result failed_units "$(systemctl --failed --no-legend --plain)"
+    # v2 ships another signed GRUB: the ESP still has v1's until it is updated.
+    stratum bootloader status --json > "$out/boot-2.bootloader_before"
+    stratum bootloader update; result bootloader_update_rc $?
+    stratum bootloader status --json > "$out/boot-2.bootloader_after"
     stratum rollback; result rollback_rc $?
     request_reboot
 }
@@ -342,13 +405,25 @@ boot_3() {
 
 /// The deployments issue's scenario: upgrade (staged by the automatic-update timer, finalized
 /// at shutdown), reboot into v2 with /etc and /var kept, roll back, reboot into v1, clean up.
+/// v2 also ships another signed GRUB (Debian 13's, 2.12): on v2 `bootloader status` reports
+/// the ESP behind, `bootloader update` installs v2's, and the third boot goes through it
+/// under Secure Boot. Boots: three, all with Secure Boot.
 fn upgrade_rollback_cleanup() -> Result<()> {
     let p = project();
     // The scenarios' image: its repository gains v2, which the other scenarios (booting
     // copies of the disk as installed) never see.
     let img = image()?;
     let v1 = img.commit.clone();
-    let v2 = img.compose_update(&p, "2.0", &[("usr/share/stratum-test/release", "2.0\n")])?;
+    let grub = std::fs::read(p.debian_root_from("vm-trixie")?.join(SIGNED_GRUB))?;
+    let v2 = img.compose_update_with(
+        &p,
+        "2.0",
+        &[
+            ("usr/share/stratum-test/release", b"2.0\n", 0o644),
+            (SIGNED_GRUB, &grub, 0o644),
+        ],
+        &[],
+    )?;
     let dir = p.workdir("upgrade-run")?;
     // The update server travels on the test disk: v2 published with its static delta from v1,
     // which the machine's pull fetches and applies instead of v2's objects.
@@ -439,6 +514,43 @@ fn upgrade_rollback_cleanup() -> Result<()> {
             r.get(2, "rollback_rc") == "0",
             "rollback failed:\n{}",
             r.get(2, "log")
+        );
+        let before: serde_json::Value = serde_json::from_str(&r.get(2, "bootloader_before"))?;
+        let grub_state = |v: &serde_json::Value| v["default"]["files"][1].clone();
+        ensure!(
+            before["signed"] == true
+                && before["up-to-date"] == false
+                && before["secure-boot"] == "enabled"
+                && grub_state(&before)["path"] == "EFI/BOOT/grubx64.efi"
+                && grub_state(&before)["esp-version"]
+                    .as_str()
+                    .is_some_and(|v| v.starts_with("2.06"))
+                && grub_state(&before)["image-version"]
+                    .as_str()
+                    .is_some_and(|v| v.starts_with("2.12")),
+            "bootloader status on v2 does not show the ESP's GRUB 2.06 behind v2's 2.12: {before}"
+        );
+        ensure!(
+            r.get(2, "bootloader_update_rc") == "0",
+            "bootloader update failed:\n{}",
+            r.get(2, "log")
+        );
+        let after: serde_json::Value = serde_json::from_str(&r.get(2, "bootloader_after"))?;
+        ensure!(
+            after["up-to-date"] == true
+                && grub_state(&after)["esp-version"]
+                    .as_str()
+                    .is_some_and(|v| v.starts_with("2.12")),
+            "after bootloader update the ESP is not v2's: {after}"
+        );
+        let third = out
+            .console
+            .rsplit("STRATUM-TEST: boot 2 done")
+            .next()
+            .unwrap_or_default();
+        ensure!(
+            third.contains("GNU GRUB  version 2.12"),
+            "the boot after the update did not go through v2's GRUB 2.12"
         );
         ensure!(
             r.get(3, "booted") == v1,
@@ -578,6 +690,10 @@ fn main() {
         trial(
             "vm::secure_boot_refuses_unsigned_grub",
             secure_boot_refuses_unsigned_grub,
+        ),
+        trial(
+            "vm::secure_boot_refuses_unsigned_kernel",
+            secure_boot_refuses_unsigned_kernel,
         ),
         trial("vm::prepare_root_refuses_ostree_outside_deploy", || {
             bad_ostree_karg("bad-karg-outside", "/ostree/repo", "is not a deployment")
