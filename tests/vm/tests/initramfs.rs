@@ -16,8 +16,12 @@ use stratum_vmtests::{
 
 static IMAGE: OnceLock<std::result::Result<Image, String>> = OnceLock::new();
 
+/// The scenarios run on Debian 13 (trixie): kernel 6.12 with its modules xz-compressed, as
+/// the kernel package ships them, and the signed chain under Secure Boot.
 fn project() -> Project {
-    Project::locate().expect("locating the project")
+    Project::locate()
+        .expect("locating the project")
+        .on("vm-trixie")
 }
 
 fn image() -> Result<Image> {
