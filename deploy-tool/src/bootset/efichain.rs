@@ -362,6 +362,12 @@ fn read_optional(path: &Path) -> Result<Option<Vec<u8>>> {
     }
 }
 
+/// Whether the ESP tree `esp` holds shim's second stage, that is the signed chain (not a GRUB
+/// built on the installing host, nor systemd-boot alone).
+pub fn is_signed(esp: &Path) -> bool {
+    esp.join(SIGNED[1].esp).is_file()
+}
+
 /// Copies `src` to `dest` on the ESP durably, creating its directory.
 pub fn copy_into(src: &Path, dest: &Path) -> Result<()> {
     let dir = create_parent(dest)?;

@@ -90,7 +90,7 @@ pub fn run(g: &Globals, c: &BootloaderCmd) -> Result<i32> {
     };
     let mut updated = Vec::new();
     if update {
-        if !is_signed(&esp) {
+        if !efichain::is_signed(&esp) {
             bail!(
                 "{} does not hold shim and a signed second stage (installed with \
                  --unsigned-grub, or systemd-boot without Debian's signed build): Stratum \
@@ -142,7 +142,7 @@ fn read(
     };
     let default = against(st.default_deployment())?;
     let booted = against(st.booted.as_ref())?;
-    let signed = is_signed(esp);
+    let signed = efichain::is_signed(esp);
     let up_to_date = signed
         && default
             .as_ref()
@@ -159,11 +159,6 @@ fn read(
         up_to_date,
         updated: Vec::new(),
     })
-}
-
-/// Whether the ESP holds shim's second stage: the signed chain.
-fn is_signed(esp: &Path) -> bool {
-    esp.join(efichain::SIGNED[1].esp).is_file()
 }
 
 /// The ESP of the sysroot, checked to be mounted on a booted system.

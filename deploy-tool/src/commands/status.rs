@@ -6,14 +6,15 @@ use anyhow::Result;
 use serde::Serialize;
 
 use super::Globals;
-use crate::bootset::bootloader::Bootloader;
+use crate::bootset::bootloader::{Bootloader, ESP_MOUNT};
+use crate::bootset::efichain;
 use crate::bootset::efivars::SecureBoot;
 use crate::config::{Policy, RebootWindow};
 use crate::counting::{self, BootState, Fallback, TrialStatus};
 use crate::deployment::automatic::{self, CachedUpdate, Record};
 use crate::state::staged::{self, FinalizeFailure};
 use crate::state::State;
-use crate::sysroot::Deployment;
+use crate::sysroot::{Deployment, Sysroot};
 
 /// How `status` prints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -148,6 +149,10 @@ pub struct Status {
     /// for a sysroot that is not the booted system.
     #[serde(rename = "secure-boot")]
     pub secure_boot: Option<SecureBoot>,
+    /// The signed boot chain on the ESP against the default deployment's, when the ESP holds
+    /// one and the default deployment ships one (`stratum bootloader status` has the detail).
+    #[serde(rename = "boot-chain")]
+    pub boot_chain: Option<BootChain>,
     /// The latest automatic fallback after failed boots, if any.
     pub fallback: Option<Fallback>,
     /// The boot-counting trial in progress.
@@ -161,6 +166,36 @@ pub struct Status {
     /// The update the last automatic run found, until it boots (rpm-ostree's key).
     #[serde(rename = "cached-update")]
     pub cached_update: Option<CachedUpdate>,
+}
+
+/// The ESP's signed boot chain against the default deployment's.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct BootChain {
+    pub files: Vec<efichain::FileState>,
+    /// The ESP holds exactly the default deployment's binaries.
+    pub up_to_date: bool,
+}
+
+/// The ESP's chain against the default deployment's; `None` when there is nothing to
+/// compare (no ESP mounted, an unsigned chain, a deployment without one) or it cannot be
+/// read (the ESP is readable by root only).
+fn boot_chain(sysroot: &Sysroot, st: &State) -> Option<BootChain> {
+    let esp = sysroot.path.join(ESP_MOUNT);
+    if !efichain::is_signed(&esp) {
+        return None;
+    }
+    let second = match Bootloader::of(sysroot).ok()? {
+        Bootloader::Grub => efichain::SecondStage::Grub,
+        Bootloader::SystemdBoot => efichain::SecondStage::SystemdBoot,
+    };
+    let d = st.default_deployment()?;
+    let files = efichain::compare(&esp, &sysroot.deployment_root(d), second).ok()?;
+    if files.is_empty() {
+        return None;
+    }
+    let up_to_date = files.iter().all(|f| f.up_to_date);
+    Some(BootChain { files, up_to_date })
 }
 
 /// The automatic-update part of the status.
@@ -288,6 +323,7 @@ pub fn read(st: &State) -> Status {
         secure_boot: sysroot
             .is_booted_system()
             .then(SecureBoot::of_running_system),
+        boot_chain: boot_chain(sysroot, st),
         fallback,
         trial,
         staged_problem: st.staged_problem.clone(),
@@ -318,6 +354,36 @@ pub fn render(status: &Status, verbose: bool) -> String {
         if let Some(sb) = status.secure_boot {
             let _ = writeln!(s, "Secure Boot: {}", sb.as_str());
         }
+        if let Some(c) = &status.boot_chain {
+            let versions: Vec<String> = c
+                .files
+                .iter()
+                .map(|f| {
+                    format!(
+                        "{} {}",
+                        f.package,
+                        f.esp_version.as_deref().unwrap_or("(unknown version)")
+                    )
+                })
+                .collect();
+            let _ = writeln!(
+                s,
+                "Boot chain: {} ({})",
+                versions.join(", "),
+                if c.up_to_date {
+                    "as in the default deployment"
+                } else {
+                    "the default deployment ships others"
+                }
+            );
+        }
+    }
+    if status.boot_chain.as_ref().is_some_and(|c| !c.up_to_date) {
+        let _ = writeln!(
+            s,
+            "The default deployment ships another shim or boot loader than the ESP holds: \
+             `stratum bootloader update` installs them.\n"
+        );
     }
     if let Some(p) = &status.staged_problem {
         let _ = writeln!(

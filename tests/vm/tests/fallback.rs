@@ -96,6 +96,9 @@ boot_5() {
 boot_6() { result booted "$(booted)"; }
 "#;
 
+/// What [`GOOD_THEN_ROLLBACK`] says: boot counting blesses a good update, survives a garbage
+/// grubenv, and a rollback ends an open trial. Boots: v1, v2 on trial and blessed, v2 again
+/// through the garbage grubenv, v3 on trial, v1 after the rollback; all under Secure Boot.
 fn good_update_then_rollback_during_trial() -> Result<()> {
     let p = project();
     let img = image("fallback-good")?;
@@ -190,6 +193,10 @@ boot_3() {
 boot_4() { result booted "$(booted)"; }
 "#;
 
+/// Both kinds of failed update fall back by themselves: exactly TRIES boots of each, then
+/// v1 again, with `status` explaining. Boots: v1, TRIES of unbootable v2, v1, TRIES of
+/// unhealthy v3 (its required check fails and boot-complete reboots), v1; all under Secure
+/// Boot.
 fn failed_updates_fall_back() -> Result<()> {
     let p = project();
     let img = image("fallback-failures")?;

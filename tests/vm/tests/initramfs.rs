@@ -76,6 +76,10 @@ boot_2() {
 }
 "#;
 
+/// `initramfs --enable` builds an initramfs in the guest from the deployment's own modules
+/// (xz-compressed, as Debian 13 ships them) and prepare-root; it is finalized at shutdown and
+/// boots, its modules loading under lockdown. Boots: the enable, the regenerated image (which
+/// then upgrades from the cache); under Secure Boot.
 fn enable_boots_regenerated() -> Result<()> {
     let scenario = initramfs_enable_boot_1("") + ENABLE_BOOT_2;
     // The update changes one file; kernel, modules and init stay the same.
@@ -150,6 +154,8 @@ boot_2() {
 }
 "#;
 
+/// `initramfs-etc --track` carries an /etc file into an extra initrd named by the boot
+/// entry, and the next boot goes through it and reports it. Boots: two, under Secure Boot.
 fn etc_tracked_file_reported() -> Result<()> {
     let (out, r) = boot("initramfs-etc", ETC, false)?;
     check("initramfs-etc", &out, || {

@@ -114,6 +114,10 @@ fn strings(v: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Package layering on a booted machine: install from a signed APT repository (with
+/// maintainer scripts in the sandbox), a refused conflicting local package, override remove
+/// of a base package, an upgrade that replays the layered packages on v2, removal and reset;
+/// each change boots. Boots: one per step, under Secure Boot.
 fn layering_scenario() -> Result<()> {
     let p = project();
     let fixture = p.workdir("layering-fixture")?;

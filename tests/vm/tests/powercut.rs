@@ -20,6 +20,9 @@ static RIG: Shared = OnceLock::new();
 static RIG_SYSTEMD_BOOT: Shared = OnceLock::new();
 static SEED: OnceLock<u64> = OnceLock::new();
 
+/// Power cuts at random moments of `op` (a boot-set change) leave a machine that boots the
+/// old or the new default, never a broken one. Boots: per cut, the interrupted run and the
+/// check boot (GRUB under Secure Boot, systemd-boot without).
 fn cut(op: Op, bootloader: &str) -> Result<()> {
     let (shared, name) = match bootloader {
         "grub" => (&RIG, "powercut"),

@@ -122,6 +122,9 @@ fn expect_fallback(r: &Results, n: u32, failed: &str, running: &str) -> Result<(
     Ok(())
 }
 
+/// systemd-boot's whole life on a Secure Boot machine (shim → Debian's signed systemd-boot,
+/// Debian 13): upgrade and bless, rollback, kargs, and two failed updates that fall back by
+/// systemd-boot's own counting. Boots: one per step and per try.
 fn lifecycle() -> Result<()> {
     let p = project();
     let img = image("sdboot-lifecycle")?;
