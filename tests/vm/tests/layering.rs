@@ -88,8 +88,13 @@ boot_5() {
 }
 "#;
 
+/// Without Secure Boot: this scenario boots once per layering step and proves layering; the
+/// signed chain on its ESP boots all the same (the `vm`, `fallback`, `kargs`, `initramfs`
+/// and `systemd_boot` scenarios boot with Secure Boot).
 fn project() -> Project {
-    Project::locate().expect("locating the project")
+    Project::locate()
+        .expect("locating the project")
+        .without_secure_boot()
 }
 
 /// The booted deployment in a `stratum status --json` text.
