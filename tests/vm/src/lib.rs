@@ -181,7 +181,6 @@ impl Project {
             "/usr/lib/systemd/system/stratum-test-scenario.service",
             &link,
         )?;
-        // A serial getty would only add noise to the console log.
         customize(&root)?;
         Ok(root)
     }
