@@ -92,23 +92,30 @@ impl Bootloader {
         if self == Bootloader::Grub {
             return Ok(None);
         }
-        let esp = sysroot.path.join(ESP_MOUNT);
-        if !esp.is_dir() {
-            bail!(
-                "{} is missing: this system boots with systemd-boot, whose entries live on \
-                 the EFI system partition mounted there",
-                esp.display()
-            );
-        }
-        if sysroot.is_booted_system() && !is_mount_point(&esp)? {
-            bail!(
-                "the EFI system partition is not mounted at {}: systemd-boot reads its entries \
-                 there (mount it, e.g. `mount /boot/efi`, and try again)",
-                esp.display()
-            );
-        }
-        Ok(Some(esp))
+        mounted_esp(sysroot)
+            .context("this system boots with systemd-boot, whose entries live on the ESP")
+            .map(Some)
     }
+}
+
+/// The sysroot's EFI system partition ([`ESP_MOUNT`]), checked to exist and, on a booted
+/// system, to be mounted.
+pub fn mounted_esp(sysroot: &Sysroot) -> Result<PathBuf> {
+    let esp = sysroot.path.join(ESP_MOUNT);
+    if !esp.is_dir() {
+        bail!(
+            "{} is missing: the EFI system partition is mounted there",
+            esp.display()
+        );
+    }
+    if sysroot.is_booted_system() && !is_mount_point(&esp)? {
+        bail!(
+            "the EFI system partition is not mounted at {} (mount it, e.g. `mount /boot/efi`, \
+             and try again)",
+            esp.display()
+        );
+    }
+    Ok(esp)
 }
 
 impl fmt::Display for Bootloader {
@@ -134,7 +141,7 @@ fn config_path(sysroot: &Sysroot) -> PathBuf {
 }
 
 /// Whether `dir` is a mount point (another device than its parent, or the root).
-pub fn is_mount_point(dir: &Path) -> Result<bool> {
+fn is_mount_point(dir: &Path) -> Result<bool> {
     use std::os::unix::fs::MetadataExt;
     let here = std::fs::metadata(dir).with_context(|| format!("reading {}", dir.display()))?;
     let parent = std::fs::metadata(dir.join(".."))

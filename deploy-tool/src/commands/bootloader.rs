@@ -10,7 +10,7 @@ use clap::Subcommand;
 use serde::Serialize;
 
 use super::Globals;
-use crate::bootset::bootloader::{Bootloader, ESP_MOUNT};
+use crate::bootset::bootloader::Bootloader;
 use crate::bootset::efichain::{self, FileState, SecondStage};
 use crate::bootset::efivars::SecureBoot;
 use crate::state::State;
@@ -83,7 +83,7 @@ pub fn run(g: &Globals, c: &BootloaderCmd) -> Result<i32> {
     let st = session.state()?;
     let sysroot = &session.sysroot;
     let bootloader = Bootloader::of(sysroot)?;
-    let esp = esp_of(sysroot)?;
+    let esp = crate::bootset::bootloader::mounted_esp(sysroot)?;
     let second = match bootloader {
         Bootloader::Grub => SecondStage::Grub,
         Bootloader::SystemdBoot => SecondStage::SystemdBoot,
@@ -159,25 +159,6 @@ fn read(
         up_to_date,
         updated: Vec::new(),
     })
-}
-
-/// The ESP of the sysroot, checked to be mounted on a booted system.
-fn esp_of(sysroot: &Sysroot) -> Result<PathBuf> {
-    let esp = sysroot.path.join(ESP_MOUNT);
-    if !esp.is_dir() {
-        bail!(
-            "{} is missing: the EFI system partition is mounted there",
-            esp.display()
-        );
-    }
-    if sysroot.is_booted_system() && !crate::bootset::bootloader::is_mount_point(&esp)? {
-        bail!(
-            "the EFI system partition is not mounted at {} (mount it, e.g. `mount /boot/efi`, \
-             and try again)",
-            esp.display()
-        );
-    }
-    Ok(esp)
 }
 
 /// The report for people.

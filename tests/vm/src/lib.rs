@@ -686,6 +686,16 @@ pub fn firmware_for(bootloader: &str, root: &Path) -> Firmware {
     }
 }
 
+/// The `root=` argument in the JSON of `stratum install to-disk --json`.
+pub fn root_karg_of(install: &serde_json::Value) -> Option<String> {
+    install["kargs"]
+        .as_array()?
+        .iter()
+        .filter_map(|v| v.as_str())
+        .find(|k| k.starts_with("root="))
+        .map(str::to_string)
+}
+
 /// A composed and installed guest image.
 #[derive(Debug, Clone)]
 pub struct Image {
@@ -990,12 +1000,7 @@ impl Image {
 
     /// The root filesystem's `root=` argument as installed.
     pub fn root_karg(&self) -> Option<String> {
-        self.install["kargs"]
-            .as_array()?
-            .iter()
-            .filter_map(|v| v.as_str())
-            .find(|k| k.starts_with("root="))
-            .map(str::to_string)
+        root_karg_of(&self.install)
     }
 
     /// Boot files of the installed deployment on the staged sysroot (kernel, initramfs).

@@ -178,17 +178,8 @@ fn secure_boot_refuses_unsigned_grub() -> Result<()> {
         &["console=ttyS0"],
         "grub-unsigned",
     )?;
-    let root_of = |v: &serde_json::Value| -> Result<String> {
-        v["kargs"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|k| k.as_str())
-            .find(|k| k.starts_with("root="))
-            .map(str::to_string)
-            .context("root= in the install's kargs")
-    };
-    let (unsigned_root, signed_root) = (root_of(&install)?, root_of(&img.install)?);
+    let unsigned_root = stratum_vmtests::root_karg_of(&install).context("root= of the install")?;
+    let signed_root = img.root_karg().context("root= of the image")?;
     const SCENARIO: &str = "boot_1() { result cmdline \"$(cat /proc/cmdline)\"; }\n";
     let boot = |name: &str, firmware: Firmware, disks: Vec<std::path::PathBuf>| -> Result<_> {
         let run = dir.join(name);
